@@ -1,0 +1,623 @@
+//! Typed configuration: one TOML file plus `CUSTSYNC__` environment overrides,
+//! deserialized with unknown keys rejected and validated once at load.
+//!
+//! Owns: the file format, defaults and every check on it. After `Config::load` the
+//! program never checks configuration again. Every failure is a [`ConfigError`]
+//! naming the key, which the binary prints as one line and exits 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::model::ProviderName;
+
+/// A configuration problem: the key it is about and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        // One line, always: parsers like to spread their messages over several.
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        Self {
+            key: key.into(),
+            message,
+        }
+    }
+}
+
+/// The five kinds of provider custsync speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Sendwithus,
+    Partially,
+    Malomo,
+    Nuvemshop,
+    Ecwid,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sendwithus => "sendwithus",
+            Kind::Partially => "partially",
+            Kind::Malomo => "malomo",
+            Kind::Nuvemshop => "nuvemshop",
+            Kind::Ecwid => "ecwid",
+        }
+    }
+
+    /// The rate limit used when the config gives none (DESIGN 4b).
+    pub fn default_rate_limit(self) -> RateLimit {
+        match self {
+            Kind::Nuvemshop => RateLimit {
+                per_second: 2.0,
+                burst: 40,
+            },
+            Kind::Ecwid => RateLimit {
+                per_second: 10.0,
+                burst: 10,
+            },
+            _ => RateLimit {
+                per_second: 5.0,
+                burst: 10,
+            },
+        }
+    }
+
+    /// The largest page the API takes, where it takes one.
+    pub fn max_page_size(self) -> Option<u32> {
+        match self {
+            Kind::Nuvemshop => Some(200),
+            Kind::Ecwid => Some(100),
+            Kind::Partially => Some(100),
+            Kind::Malomo | Kind::Sendwithus => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// The later remote `updated_at` wins; ties go to `[sync].priority`.
+    Latest,
+    /// The first provider in `[sync].priority` wins.
+    Priority,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    providers: IndexMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    schedule: Option<String>,
+    propagate_deletes: Option<bool>,
+    max_delete_fraction: Option<f64>,
+    conflict_policy: Option<ConflictPolicy>,
+    priority: Option<Vec<String>>,
+    push_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: Option<Kind>,
+    base_url: Option<String>,
+    api_key: Option<SecretString>,
+    api_key_file: Option<PathBuf>,
+    rate_limit: Option<RateLimit>,
+    page_size: Option<u32>,
+    enabled: Option<bool>,
+    timeout_secs: Option<f64>,
+    connect_timeout_secs: Option<f64>,
+    max_retries: Option<usize>,
+    user_agent: Option<String>,
+}
+
+/// Where the SQLite database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorePath {
+    File(PathBuf),
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: StorePath,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub schedule: cron::Schedule,
+    pub propagate_deletes: bool,
+    pub max_delete_fraction: f64,
+    pub conflict_policy: ConflictPolicy,
+    /// Provider names, highest priority first; every configured provider appears once.
+    pub priority: Vec<ProviderName>,
+    /// Requests in flight at once per provider while pushing.
+    pub push_concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: ProviderName,
+    pub kind: Kind,
+    pub base_url: Url,
+    pub api_key: SecretString,
+    pub rate_limit: RateLimit,
+    pub page_size: Option<u32>,
+    pub enabled: bool,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_retries: usize,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub sync: SyncConfig,
+    pub server: ServerConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+pub const DEFAULT_PATH: &str = "config/custsync.toml";
+pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
+pub const DEFAULT_USER_AGENT: &str = concat!(
+    "custsync/",
+    env!("CARGO_PKG_VERSION"),
+    " (https://github.com/custsync/custsync)"
+);
+
+impl Config {
+    /// Loads the file at `path` (it must exist when `required`), applies `CUSTSYNC__`
+    /// environment overrides and validates everything.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        if required && !path.exists() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("file not found: {}", path.display()),
+            ));
+        }
+        let env = config::Environment::with_prefix("CUSTSYNC")
+            .prefix_separator("__")
+            .separator("__");
+        let built = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(required),
+            )
+            .add_source(env)
+            .build()
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Self::from_source(built)
+    }
+
+    /// Parses configuration from TOML text (no environment): tests and the demo.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::new("toml", e.to_string()))?;
+        Self::from_source(built)
+    }
+
+    fn from_source(built: config::Config) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let key = match unknown_field(&inner) {
+                Some(field) if path == "." || path.is_empty() => field,
+                _ => path,
+            };
+            ConfigError::new(key, strip_config_origin(&inner))
+        })?;
+        raw.validate()
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name.0 == name)
+    }
+
+    /// Checks that every `--allow-deletes NAME` names a configured provider.
+    pub fn check_provider_names<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Result<(), ConfigError> {
+        for n in names {
+            if self.provider(n).is_none() {
+                return Err(ConfigError::new(
+                    "--allow-deletes",
+                    format!("no provider named {n:?} in the config"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next().map(str::to_string)
+}
+
+fn strip_config_origin(message: &str) -> String {
+    // The config crate appends " for key `x` in y": the key is already named.
+    message
+        .split(" for key `")
+        .next()
+        .unwrap_or(message)
+        .to_string()
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let store = StoreConfig {
+            path: parse_store_url(self.store.url.as_deref().unwrap_or("sqlite://custsync.db"))?,
+        };
+
+        let schedule_text = self
+            .sync
+            .schedule
+            .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+        let schedule = cron::Schedule::from_str(&schedule_text).map_err(|e| {
+            ConfigError::new(
+                "sync.schedule",
+                format!("not a cron expression with a seconds field ({e}): {schedule_text:?}"),
+            )
+        })?;
+        let max_delete_fraction = self.sync.max_delete_fraction.unwrap_or(0.2);
+        if !(0.0..=1.0).contains(&max_delete_fraction) {
+            return Err(ConfigError::new(
+                "sync.max_delete_fraction",
+                "must be between 0 and 1",
+            ));
+        }
+        let push_concurrency = self.sync.push_concurrency.unwrap_or(4);
+        if push_concurrency == 0 {
+            return Err(ConfigError::new(
+                "sync.push_concurrency",
+                "must be at least 1",
+            ));
+        }
+
+        let listen_text = self
+            .server
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:9464".to_string());
+        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("not an address:port: {listen_text:?}"),
+            )
+        })?;
+
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "at least one [providers.NAME] table is required",
+            ));
+        }
+        let mut providers = Vec::new();
+        for (name, raw) in self.providers {
+            providers.push(raw.validate(&name)?);
+        }
+
+        let names: Vec<ProviderName> = providers.iter().map(|p| p.name.clone()).collect();
+        let mut priority = Vec::new();
+        for n in self.sync.priority.unwrap_or_default() {
+            let name = ProviderName(n.clone());
+            if !names.contains(&name) {
+                return Err(ConfigError::new(
+                    "sync.priority",
+                    format!("no provider named {n:?}"),
+                ));
+            }
+            if !priority.contains(&name) {
+                priority.push(name);
+            }
+        }
+        for n in names {
+            if !priority.contains(&n) {
+                priority.push(n);
+            }
+        }
+
+        Ok(Config {
+            store,
+            sync: SyncConfig {
+                schedule,
+                propagate_deletes: self.sync.propagate_deletes.unwrap_or(true),
+                max_delete_fraction,
+                conflict_policy: self.sync.conflict_policy.unwrap_or(ConflictPolicy::Latest),
+                priority,
+                push_concurrency,
+            },
+            server: ServerConfig { listen },
+            providers,
+        })
+    }
+}
+
+impl RawProvider {
+    fn validate(self, name: &str) -> Result<ProviderConfig, ConfigError> {
+        let key = |k: &str| format!("providers.{name}.{k}");
+        let kind = self.kind.ok_or_else(|| {
+            ConfigError::new(
+                key("kind"),
+                "missing (sendwithus | partially | malomo | nuvemshop | ecwid)",
+            )
+        })?;
+        let base_text = self
+            .base_url
+            .ok_or_else(|| ConfigError::new(key("base_url"), "missing"))?;
+        let base_url =
+            parse_base_url(&base_text).map_err(|m| ConfigError::new(key("base_url"), m))?;
+        let api_key = match (self.api_key, self.api_key_file) {
+            (Some(k), _) if !k.expose_secret().trim().is_empty() => {
+                SecretString::from(k.expose_secret().trim().to_string())
+            }
+            (Some(_), None) => return Err(ConfigError::new(key("api_key"), "is empty")),
+            (_, Some(path)) => {
+                read_key_file(&path).map_err(|m| ConfigError::new(key("api_key_file"), m))?
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    key("api_key"),
+                    "missing (set api_key or api_key_file)",
+                ))
+            }
+        };
+        let rate_limit = self.rate_limit.unwrap_or_else(|| kind.default_rate_limit());
+        if !(rate_limit.per_second.is_finite() && rate_limit.per_second > 0.0) {
+            return Err(ConfigError::new(
+                key("rate_limit.per_second"),
+                "must be a number above 0",
+            ));
+        }
+        if rate_limit.burst == 0 {
+            return Err(ConfigError::new(
+                key("rate_limit.burst"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(size) = self.page_size {
+            if size == 0 {
+                return Err(ConfigError::new(key("page_size"), "must be at least 1"));
+            }
+            if let Some(max) = kind.max_page_size() {
+                if size > max {
+                    return Err(ConfigError::new(
+                        key("page_size"),
+                        format!("{kind} takes at most {max}"),
+                    ));
+                }
+            }
+        }
+        let secs = |v: Option<f64>, default: f64, k: &str| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::new(
+                    key(k),
+                    "must be a number of seconds above 0",
+                ));
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        Ok(ProviderConfig {
+            name: ProviderName(name.to_string()),
+            kind,
+            base_url,
+            api_key,
+            rate_limit,
+            page_size: self.page_size.or(kind.max_page_size()),
+            enabled: self.enabled.unwrap_or(true),
+            timeout: secs(self.timeout_secs, 30.0, "timeout_secs")?,
+            connect_timeout: secs(self.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
+            max_retries: self.max_retries.unwrap_or(5),
+            user_agent: self
+                .user_agent
+                .unwrap_or_else(|| DEFAULT_USER_AGENT.to_string()),
+        })
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(SecretString::from(key.to_string()))
+}
+
+/// `base_url` must be https unless its host is loopback (127.0.0.0/8, ::1, localhost).
+pub fn parse_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e}): {text:?}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(format!("has no host: {text:?}")),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(format!(
+            "must be https unless the host is loopback: {text:?}"
+        )),
+        other => Err(format!("unsupported scheme {other:?}: {text:?}")),
+    }
+}
+
+/// `sqlite://custsync.db` and `sqlite://data/c.db` are relative to the working
+/// directory, `sqlite:///var/lib/custsync/c.db` absolute, `sqlite::memory:` in memory.
+pub fn parse_store_url(text: &str) -> Result<StorePath, ConfigError> {
+    let bad = || ConfigError::new("store.url", format!("expected sqlite://PATH, got {text:?}"));
+    if text == "sqlite::memory:" {
+        return Ok(StorePath::Memory);
+    }
+    let rest = text
+        .strip_prefix("sqlite://")
+        .or_else(|| text.strip_prefix("sqlite:"))
+        .ok_or_else(bad)?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() {
+        return Err(bad());
+    }
+    Ok(StorePath::File(PathBuf::from(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [sync]
+        schedule = "0 */5 * * * *"
+        [providers.ship]
+        kind = "malomo"
+        base_url = "https://api.gomalomo.com"
+        api_key = "k1"
+        [providers.store]
+        kind = "nuvemshop"
+        base_url = "http://127.0.0.1:8080/v1/1"
+        api_key = "k2"
+    "#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::from_toml(text).expect_err("should fail")
+    }
+
+    #[test]
+    fn defaults_and_order() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.providers.len(), 2);
+        assert_eq!(
+            c.sync.priority,
+            vec![ProviderName("ship".into()), ProviderName("store".into())]
+        );
+        assert_eq!(
+            c.providers[1].rate_limit,
+            RateLimit {
+                per_second: 2.0,
+                burst: 40
+            }
+        );
+        assert_eq!(c.providers[1].page_size, Some(200));
+        assert_eq!(c.store.path, StorePath::File("custsync.db".into()));
+        assert_eq!(c.sync.conflict_policy, ConflictPolicy::Latest);
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        assert_eq!(err(&format!("{GOOD}\n[sync2]\nx=1")).key, "sync2");
+        assert_eq!(
+            err(&GOOD.replace("[sync]", "[sync]\nfoo = 1")).key,
+            "sync.foo"
+        );
+        assert_eq!(
+            err(&GOOD.replace("\"malomo\"", "\"shopify\"")).key,
+            "providers.ship.kind"
+        );
+        assert_eq!(
+            err(&GOOD.replace("0 */5 * * * *", "every day")).key,
+            "sync.schedule"
+        );
+        assert_eq!(
+            err(&GOOD.replace("api_key = \"k1\"", "")).key,
+            "providers.ship.api_key"
+        );
+        assert_eq!(
+            err(&GOOD.replace("https://api.gomalomo.com", "http://api.gomalomo.com")).key,
+            "providers.ship.base_url"
+        );
+        assert_eq!(
+            err(&GOOD.replace("[sync]", "[sync]\npriority = [\"nope\"]")).key,
+            "sync.priority"
+        );
+        assert_eq!(
+            err(&GOOD.replace("api_key = \"k2\"", "api_key = \"k2\"\npage_size = 500")).key,
+            "providers.store.page_size"
+        );
+        assert_eq!(err("[sync]\n").key, "providers");
+        let garbage = err("this is = = not toml [");
+        assert!(!garbage.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn loopback_may_be_http() {
+        assert!(parse_base_url("http://localhost:1/x").is_ok());
+        assert!(parse_base_url("http://[::1]:1/x").is_ok());
+        assert!(parse_base_url("http://10.0.0.1/x").is_err());
+        assert!(parse_base_url("ftp://127.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            parse_store_url("sqlite:///var/lib/c.db").unwrap(),
+            StorePath::File("/var/lib/c.db".into())
+        );
+        assert_eq!(
+            parse_store_url("sqlite://data/c.db").unwrap(),
+            StorePath::File("data/c.db".into())
+        );
+        assert!(parse_store_url("postgres://x").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! custsync: keeps one customer list true across several SaaS providers.
+//!
+//! The binary (`main.rs`) only parses the command line; everything else is here:
+//! configuration, the canonical model, the SQLite store, the provider connectors, the
+//! sync engine, the daemon and the sandbox emulators used by tests and the demo.
+
+pub mod config;
+pub mod model;
+pub mod providers;

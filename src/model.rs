@@ -1,0 +1,510 @@
+//! The canonical customer and its value types.
+//!
+//! Owns: `Email` (the identity), the `Field` names every record is described in, and
+//! `Projection`, a record as a map of fields. Owns no I/O: connectors turn wire JSON
+//! into projections, the engine merges and plans over them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A normalized, valid email address: the identity of a person across providers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email(String);
+
+/// Why a string is not an [`Email`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid email: {0}")]
+pub struct InvalidEmail(pub &'static str);
+
+impl Email {
+    /// Trims and lower-cases, then checks: exactly one `@`, a non-empty local part, a
+    /// domain with at least one dot not at its start or end, no spaces anywhere.
+    pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
+        let s = raw.trim().to_lowercase();
+        if s.is_empty() {
+            return Err(InvalidEmail("empty"));
+        }
+        if s.chars().any(char::is_whitespace) {
+            return Err(InvalidEmail("contains a space"));
+        }
+        let mut parts = s.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(InvalidEmail("needs exactly one @"));
+        };
+        if local.is_empty() {
+            return Err(InvalidEmail("empty local part"));
+        }
+        if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+            return Err(InvalidEmail("domain needs a dot inside it"));
+        }
+        Ok(Email(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn local_part(&self) -> &str {
+        self.0.split('@').next().unwrap_or_default()
+    }
+
+    /// A form safe for info-level logs: first letter of the local part and the domain.
+    pub fn masked(&self) -> String {
+        let local = self.local_part();
+        let domain = self.0.split('@').nth(1).unwrap_or_default();
+        let first: String = local.chars().take(1).collect();
+        format!("{first}***@{domain}")
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The user's label of a configured provider (`[providers.NAME]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderName(pub String);
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A record's id inside one provider, always kept as a string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemoteId(pub String);
+
+impl fmt::Display for RemoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The store's id of a canonical customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(pub i64);
+
+/// A field of a record. Canonical fields describe the person; `FullName` and
+/// `Language` are lossy views that some providers carry instead (one `name` field, a
+/// language without region). `Attr` is one key of the free `attributes` map.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Email,
+    FirstName,
+    LastName,
+    FullName,
+    Phone,
+    Locale,
+    Language,
+    Line1,
+    Line2,
+    City,
+    Region,
+    PostalCode,
+    Country,
+    Note,
+    AcceptsMarketing,
+    Attr(String),
+}
+
+const NAMED: [(Field, &str); 15] = [
+    (Field::Email, "email"),
+    (Field::FirstName, "first_name"),
+    (Field::LastName, "last_name"),
+    (Field::FullName, "full_name"),
+    (Field::Phone, "phone"),
+    (Field::Locale, "locale"),
+    (Field::Language, "language"),
+    (Field::Line1, "address.line1"),
+    (Field::Line2, "address.line2"),
+    (Field::City, "address.city"),
+    (Field::Region, "address.region"),
+    (Field::PostalCode, "address.postal_code"),
+    (Field::Country, "address.country"),
+    (Field::Note, "note"),
+    (Field::AcceptsMarketing, "accepts_marketing"),
+];
+
+impl Field {
+    /// True for fields of the canonical customer (not a lossy view).
+    pub fn is_canonical(&self) -> bool {
+        !matches!(self, Field::FullName | Field::Language)
+    }
+
+    /// Normalizes a value for comparison: emails lower-cased and trimmed, phones by
+    /// their digits (and a leading +), countries and locales case-folded. Two values
+    /// are the same when their normal forms are equal.
+    pub fn normalize(&self, value: &str) -> String {
+        let v = value.trim();
+        match self {
+            Field::Email => v.to_lowercase(),
+            Field::Phone => {
+                let plus = if v.starts_with('+') { "+" } else { "" };
+                let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+                format!("{plus}{digits}")
+            }
+            Field::Country => v.to_uppercase(),
+            Field::Locale | Field::Language => v.to_lowercase().replace('_', "-"),
+            Field::AcceptsMarketing => v.to_lowercase(),
+            _ => v.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Field::Attr(key) = self {
+            return write!(f, "attributes.{key}");
+        }
+        let name = NAMED
+            .iter()
+            .find(|(field, _)| field == self)
+            .map(|(_, n)| *n);
+        f.write_str(name.unwrap_or("?"))
+    }
+}
+
+impl FromStr for Field {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(key) = s.strip_prefix("attributes.") {
+            return Ok(Field::Attr(key.to_string()));
+        }
+        NAMED
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(f, _)| f.clone())
+            .ok_or_else(|| format!("unknown field {s}"))
+    }
+}
+
+impl Serialize for Field {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A record as a map of fields to values. An empty string and a missing value are the
+/// same thing, so empty values are never stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Projection(BTreeMap<Field, String>);
+
+impl Projection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, field: &Field) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+
+    /// Sets a value; `None`, an empty or a blank string removes the field.
+    pub fn set(&mut self, field: Field, value: Option<impl Into<String>>) {
+        match value.map(Into::into) {
+            Some(v) if !v.trim().is_empty() => {
+                self.0.insert(field, v);
+            }
+            _ => {
+                self.0.remove(&field);
+            }
+        }
+    }
+
+    /// Builder form of [`Projection::set`].
+    pub fn with(mut self, field: Field, value: Option<impl Into<String>>) -> Self {
+        self.set(field, value);
+        self
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Field, &str)> {
+        self.0.iter().map(|(f, v)| (f, v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Attribute keys and values (the `attributes` map).
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().filter_map(|(f, v)| match f {
+            Field::Attr(k) => Some((k.as_str(), v.as_str())),
+            _ => None,
+        })
+    }
+
+    /// True when both hold the same normalized value for `field` (both absent counts).
+    pub fn same(&self, other: &Projection, field: &Field) -> bool {
+        let a = self.get(field).map(|v| field.normalize(v));
+        let b = other.get(field).map(|v| field.normalize(v));
+        a == b
+    }
+
+    /// The fields whose normalized values differ between the two projections.
+    pub fn diff(&self, other: &Projection) -> Vec<Field> {
+        let mut fields: Vec<&Field> = self.0.keys().chain(other.0.keys()).collect();
+        fields.sort();
+        fields.dedup();
+        fields
+            .into_iter()
+            .filter(|f| !self.same(other, f))
+            .cloned()
+            .collect()
+    }
+
+    /// The email, when present and valid.
+    pub fn email(&self) -> Option<Email> {
+        self.get(&Field::Email).and_then(|e| Email::parse(e).ok())
+    }
+}
+
+impl FromIterator<(Field, String)> for Projection {
+    fn from_iter<I: IntoIterator<Item = (Field, String)>>(iter: I) -> Self {
+        let mut p = Projection::new();
+        for (f, v) in iter {
+            p.set(f, Some(v));
+        }
+        p
+    }
+}
+
+/// Which fields a provider carries, in its own projection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldSet {
+    pub fields: &'static [Field],
+    /// The provider keeps the free `attributes` map (Sendwithus `data`, Nuvemshop `extra`).
+    pub attributes: bool,
+}
+
+impl FieldSet {
+    pub fn carries(&self, field: &Field) -> bool {
+        match field {
+            Field::Attr(_) => self.attributes,
+            f => self.fields.contains(f),
+        }
+    }
+}
+
+/// Joins first and last name with one space; the non-empty one alone; else `None`.
+pub fn join_name(first: Option<&str>, last: Option<&str>) -> Option<String> {
+    let parts: Vec<&str> = [first, last]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// Splits a full name on its first space: `("Mary", "Ann Smith")`.
+pub fn split_name(full: &str) -> (Option<String>, Option<String>) {
+    let full = full.trim();
+    match full.split_once(char::is_whitespace) {
+        Some((first, last)) => (Some(first.to_string()), Some(last.trim().to_string())),
+        None if full.is_empty() => (None, None),
+        None => (Some(full.to_string()), None),
+    }
+}
+
+/// The canonical record seen through one provider's fields. Lossy views are derived
+/// here so that they are computed the same way on every side: `FullName` is first and
+/// last joined (or the email's local part, which providers that need a name get),
+/// `Language` the primary subtag of the locale.
+pub fn project(canonical: &Projection, set: &FieldSet) -> Projection {
+    let mut out = Projection::new();
+    for field in set.fields {
+        let value = match field {
+            Field::FullName => join_name(
+                canonical.get(&Field::FirstName),
+                canonical.get(&Field::LastName),
+            )
+            .or_else(|| canonical.email().map(|e| e.local_part().to_string())),
+            Field::Language => canonical
+                .get(&Field::Locale)
+                .map(|l| primary_language(l).to_string()),
+            f => canonical.get(f).map(str::to_string),
+        };
+        out.set(field.clone(), value);
+    }
+    if set.attributes {
+        for (k, v) in canonical.attributes() {
+            out.set(Field::Attr(k.to_string()), Some(v));
+        }
+    }
+    out
+}
+
+fn primary_language(locale: &str) -> &str {
+    locale.split(['-', '_']).next().unwrap_or(locale).trim()
+}
+
+/// Turns a provider-side value of `field` into canonical field values, using the
+/// current canonical record to undo lossy views the way they were made: a full name
+/// that still starts with the known first name keeps it, a language that is still the
+/// locale's language keeps the locale.
+pub fn lift(
+    field: &Field,
+    value: Option<&str>,
+    canonical: &Projection,
+) -> Vec<(Field, Option<String>)> {
+    match field {
+        Field::FullName => {
+            let Some(full) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+                return vec![(Field::FirstName, None), (Field::LastName, None)];
+            };
+            if let Some(first) = canonical.get(&Field::FirstName) {
+                let first = first.trim();
+                if full == first {
+                    return vec![
+                        (Field::FirstName, Some(first.into())),
+                        (Field::LastName, None),
+                    ];
+                }
+                if let Some(rest) = full.strip_prefix(first).and_then(|r| r.strip_prefix(' ')) {
+                    return vec![
+                        (Field::FirstName, Some(first.into())),
+                        (Field::LastName, Some(rest.trim().into())),
+                    ];
+                }
+            }
+            let (first, last) = split_name(full);
+            vec![(Field::FirstName, first), (Field::LastName, last)]
+        }
+        Field::Language => {
+            let keep = match (value, canonical.get(&Field::Locale)) {
+                (Some(v), Some(locale)) => {
+                    Field::Language.normalize(primary_language(locale))
+                        == Field::Language.normalize(v)
+                }
+                _ => false,
+            };
+            if keep {
+                vec![]
+            } else {
+                vec![(Field::Locale, value.map(str::to_string))]
+            }
+        }
+        f => vec![(f.clone(), value.map(str::to_string))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_rules() {
+        assert_eq!(
+            Email::parse("  John@Example.COM ").unwrap().as_str(),
+            "john@example.com"
+        );
+        for bad in [
+            "",
+            "no-at",
+            "a@b",
+            "@x.com",
+            "a@@x.com",
+            "a@.x.com",
+            "a@x.com.",
+            "a b@x.com",
+            "a@x@y.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be invalid");
+        }
+        assert_eq!(
+            Email::parse("ann@shop.co").unwrap().masked(),
+            "a***@shop.co"
+        );
+    }
+
+    #[test]
+    fn field_names_round_trip() {
+        for (f, _) in NAMED.iter() {
+            assert_eq!(&f.to_string().parse::<Field>().unwrap(), f);
+        }
+        let a = Field::Attr("gender".into());
+        assert_eq!(a.to_string(), "attributes.gender");
+        assert_eq!("attributes.gender".parse::<Field>().unwrap(), a);
+    }
+
+    #[test]
+    fn normalization_compares_what_matters() {
+        assert_eq!(
+            Field::Phone.normalize("555-555-5555"),
+            Field::Phone.normalize("(555) 555 5555")
+        );
+        assert_ne!(
+            Field::Phone.normalize("+1 555"),
+            Field::Phone.normalize("1 555")
+        );
+        let a = Projection::new()
+            .with(Field::Email, Some("A@x.com"))
+            .with(Field::Note, Some(""));
+        let b = Projection::new().with(Field::Email, Some("a@x.com "));
+        assert!(a.diff(&b).is_empty());
+    }
+
+    #[test]
+    fn full_name_round_trips_through_lift() {
+        let canon = Projection::new()
+            .with(Field::FirstName, Some("Mary Ann"))
+            .with(Field::LastName, Some("Smith"));
+        let set = FieldSet {
+            fields: &[Field::FullName],
+            attributes: false,
+        };
+        let p = project(&canon, &set);
+        assert_eq!(p.get(&Field::FullName), Some("Mary Ann Smith"));
+        let lifted = lift(&Field::FullName, Some("Mary Ann Jones"), &canon);
+        assert_eq!(
+            lifted,
+            vec![
+                (Field::FirstName, Some("Mary Ann".into())),
+                (Field::LastName, Some("Jones".into()))
+            ]
+        );
+        let lifted = lift(&Field::FullName, Some("Zé Ninguém"), &Projection::new());
+        assert_eq!(lifted[0].1.as_deref(), Some("Zé"));
+        assert_eq!(lifted[1].1.as_deref(), Some("Ninguém"));
+    }
+
+    #[test]
+    fn full_name_falls_back_to_local_part() {
+        let canon = Projection::new().with(Field::Email, Some("ann@x.com"));
+        let set = FieldSet {
+            fields: &[Field::FullName],
+            attributes: false,
+        };
+        assert_eq!(project(&canon, &set).get(&Field::FullName), Some("ann"));
+    }
+
+    #[test]
+    fn language_keeps_the_locale_it_came_from() {
+        let canon = Projection::new().with(Field::Locale, Some("de-DE"));
+        assert!(lift(&Field::Language, Some("de"), &canon).is_empty());
+        assert_eq!(
+            lift(&Field::Language, Some("fr"), &canon),
+            vec![(Field::Locale, Some("fr".into()))]
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Malomo customer ⇄ Malomo's projection: email, first and last name, phone.
+
+use super::wire::{Customer, CustomerInput};
+use crate::model::{Field, FieldSet, Projection, RemoteId};
+use crate::providers::{dates::parse_date, RemoteRecord};
+
+pub const FIELDS: FieldSet = FieldSet {
+    fields: &[
+        Field::Email,
+        Field::FirstName,
+        Field::LastName,
+        Field::Phone,
+    ],
+    attributes: false,
+};
+
+pub fn to_record(c: Customer) -> RemoteRecord {
+    let projection = Projection::new()
+        .with(Field::Email, c.email)
+        .with(Field::FirstName, c.first_name)
+        .with(Field::LastName, c.last_name)
+        .with(Field::Phone, c.phone_number);
+    RemoteRecord {
+        id: RemoteId(c.id),
+        projection,
+        updated_at: c.updated_at.as_deref().and_then(parse_date),
+    }
+}
+
+/// The body for the `fields` of `p` (all of them on a create). A field being cleared
+/// is sent as an empty string, since an absent key would leave it as it was.
+pub fn to_input(p: &Projection, fields: &[Field]) -> CustomerInput {
+    let value = |f: &Field| {
+        fields
+            .contains(f)
+            .then(|| p.get(f).unwrap_or_default().to_string())
+    };
+    CustomerInput {
+        email: value(&Field::Email),
+        first_name: value(&Field::FirstName),
+        last_name: value(&Field::LastName),
+        phone_number: value(&Field::Phone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's create/retrieve/update example.
+    const CUSTOMER: &str = r#"{
+      "created_at": "2019-01-30T13:30:00Z",
+      "email": "johnny@rosevideo.com",
+      "first_name": "Johnny",
+      "id": "a0a877c6-4164-4e8a-8179-48f8d4752b4e",
+      "last_name": "Rose",
+      "phone_number": "555-555-5555",
+      "updated_at": "2019-01-30T13:30:00Z"
+    }"#;
+
+    /// The document's list example, with the missing comma after `id` restored.
+    const LIST: &str = r#"[
+      {
+        "created_at": "2019-01-30T13:30:00Z",
+        "email": "johnny@rosevideo.com",
+        "first_name": "Johnny",
+        "id": "a0a877c6-4164-4e8a-8179-48f8d4752b4e",
+        "last_name": "Rose",
+        "phone_number": "555-555-5555",
+        "updated_at": "2019-01-30T13:30:00Z"
+      }
+    ]"#;
+
+    #[test]
+    fn reads_the_documented_customer() {
+        let c: Customer = serde_json::from_str(CUSTOMER).unwrap();
+        let r = to_record(c);
+        assert_eq!(r.id.0, "a0a877c6-4164-4e8a-8179-48f8d4752b4e");
+        assert_eq!(
+            r.projection.get(&Field::Email),
+            Some("johnny@rosevideo.com")
+        );
+        assert_eq!(r.projection.get(&Field::FirstName), Some("Johnny"));
+        assert_eq!(r.projection.get(&Field::LastName), Some("Rose"));
+        assert_eq!(r.projection.get(&Field::Phone), Some("555-555-5555"));
+        assert_eq!(
+            r.updated_at.unwrap().to_rfc3339(),
+            "2019-01-30T13:30:00+00:00"
+        );
+    }
+
+    #[test]
+    fn reads_the_documented_list() {
+        let list: Vec<Customer> = serde_json::from_str(LIST).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].email.as_deref(), Some("johnny@rosevideo.com"));
+    }
+
+    #[test]
+    fn writes_only_what_changed() {
+        let p = Projection::new()
+            .with(Field::Email, Some("a@b.co"))
+            .with(Field::LastName, Some("Rose"));
+        let body = serde_json::to_value(to_input(&p, &[Field::LastName, Field::Phone])).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"last_name": "Rose", "phone_number": ""})
+        );
+    }
+}

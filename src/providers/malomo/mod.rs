@@ -1,0 +1,139 @@
+//! Malomo (shipping notifications): cursor listing, create, update, delete.
+//!
+//! Listing contract (DESIGN 4): follow a `Link: <..>; rel="next"` header when there is
+//! one, else ask for `next=<id of the last customer>`; an empty page ends the list.
+//! Malomo has no search, so a lookup by email walks the list.
+
+pub mod mapping;
+pub mod wire;
+
+use async_trait::async_trait;
+use reqwest::Method;
+
+use super::http::{HttpClient, Request};
+use super::wire::{decode_items, link_next, to_json, urlencode};
+use super::{
+    Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+};
+use crate::config::Kind;
+use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+
+pub struct Malomo {
+    http: HttpClient,
+}
+
+impl Malomo {
+    pub fn new(http: HttpClient) -> Self {
+        Self { http }
+    }
+}
+
+#[async_trait]
+impl Provider for Malomo {
+    fn name(&self) -> &ProviderName {
+        self.http.provider()
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Malomo
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list: ListStyle::Cursor,
+            incremental: false,
+            create: true,
+            update: true,
+            delete: true,
+            lookup: true,
+            updated_at: true,
+        }
+    }
+
+    fn fields(&self) -> &FieldSet {
+        &mapping::FIELDS
+    }
+
+    async fn list(&self, req: &ListRequest) -> Result<Page, ProviderError> {
+        let path = req
+            .token
+            .clone()
+            .unwrap_or_else(|| "/customers".to_string());
+        let resp = self.http.send(Request::get(path)).await?;
+        self.http.expect_success(&resp)?;
+        let items: Vec<serde_json::Value> = self.http.decode(&resp.body)?;
+        if items.is_empty() {
+            return Ok(Page::default());
+        }
+        let last_id = items
+            .last()
+            .and_then(|v| v.get("id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let next = match resp.header("link").and_then(link_next) {
+            Some(link) => self.http.relative(&link),
+            None => last_id.map(|id| format!("/customers?next={}", urlencode(&id))),
+        };
+        let items = decode_items(items, "id", "email", mapping::to_record);
+        Ok(Page { items, next })
+    }
+
+    async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
+        let body = mapping::to_input(record, self.fields().fields);
+        let req = Request::new(Method::POST, "/customers").json(to_json(&body));
+        let c: wire::Customer = self.http.send_json(req).await?;
+        Ok(mapping::to_record(c))
+    }
+
+    async fn update(
+        &self,
+        id: &RemoteId,
+        record: &Projection,
+        changed: &[Field],
+    ) -> Result<RemoteRecord, ProviderError> {
+        let body = mapping::to_input(record, changed);
+        let req = Request::new(Method::PUT, format!("/customers/{}", urlencode(&id.0)))
+            .json(to_json(&body));
+        let c: wire::Customer = self.http.send_json(req).await?;
+        Ok(mapping::to_record(c))
+    }
+
+    async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {
+        let resp = self
+            .http
+            .send(Request::new(
+                Method::DELETE,
+                format!("/customers/{}", urlencode(&id.0)),
+            ))
+            .await?;
+        // Already gone is what we wanted.
+        if resp.status.as_u16() == 404 {
+            return Ok(());
+        }
+        self.http.expect_success(&resp)
+    }
+
+    async fn lookup(&self, email: &Email) -> Result<Vec<RemoteRecord>, ProviderError> {
+        let mut found = Vec::new();
+        let mut req = ListRequest::default();
+        loop {
+            let page = self.list(&req).await?;
+            for item in page.items {
+                if let Listed::Record(r) = item {
+                    if r.projection.email().as_ref() == Some(email) {
+                        found.push(r);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => req.token = Some(next),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        let resp = self.http.send(Request::get("/customers")).await?;
+        self.http.expect_success(&resp)
+    }
+}

@@ -1,0 +1,255 @@
+//! The `Provider` trait every connector implements, what a provider can do
+//! (`Capabilities`), the records it hands to the engine and the errors it raises.
+//!
+//! Owns: the boundary between the engine and the wire. Each connector is one folder
+//! (`wire.rs` serde structs as the API sends them, `mapping.rs` wire ⇄ projection,
+//! `mod.rs` the trait impl) on top of the shared client in `http.rs`.
+
+pub mod dates;
+pub mod http;
+pub mod malomo;
+pub mod nuvemshop;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::{Kind, ProviderConfig};
+use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+
+/// How a provider's customer list is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStyle {
+    /// Numbered pages (Nuvemshop, Partial.ly).
+    Pages,
+    /// An opaque cursor handed back by the previous page (Malomo).
+    Cursor,
+    /// offset/limit (Ecwid).
+    Offset,
+    /// Cannot be listed: a write target only (Sendwithus).
+    None,
+}
+
+/// What a provider can do; the engine plans only what is possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub list: ListStyle,
+    /// The listing can be restricted to records updated since a time (`ListRequest::since`).
+    pub incremental: bool,
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+    /// Records can be found by email (used before a repeated create).
+    pub lookup: bool,
+    /// The records carry a trustworthy `updated_at`.
+    pub updated_at: bool,
+}
+
+/// One record as a provider holds it, already in the provider's projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteRecord {
+    pub id: RemoteId,
+    pub projection: Projection,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One element of a listing: a usable record, or one that cannot be synced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listed {
+    Record(RemoteRecord),
+    /// A record custsync cannot use (no or invalid email, unreadable JSON). It is
+    /// reported and, when its id is known, still counts as present in the listing.
+    Skipped {
+        remote_id: Option<RemoteId>,
+        email: Option<String>,
+        reason: String,
+    },
+}
+
+/// Where a listing is: the first page has `token: None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListRequest {
+    pub token: Option<String>,
+    /// Only records updated at or after this time (providers with `incremental`).
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub items: Vec<Listed>,
+    /// The token of the next page; `None` ends the listing.
+    pub next: Option<String>,
+}
+
+/// A failed request to a provider. The message is the provider's own where it sent one;
+/// no variant ever carries a credential.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider}: HTTP {status}: {message}")]
+    Status {
+        provider: ProviderName,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{provider}: {message}")]
+    Transport {
+        provider: ProviderName,
+        message: String,
+        /// The request may have reached the provider (a timeout, a cut answer), as
+        /// opposed to a connection that never opened.
+        maybe_sent: bool,
+    },
+    #[error("{provider}: unexpected answer: {message}")]
+    Decode {
+        provider: ProviderName,
+        message: String,
+    },
+    #[error("{provider}: {message}")]
+    Unsupported {
+        provider: ProviderName,
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// Worth another attempt: connection errors, timeouts, 408, 429 and 5xx.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ProviderError::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
+            ProviderError::Transport { .. } => true,
+            // A body cut short or garbled in transit reads as bad JSON: try again.
+            ProviderError::Decode { .. } => true,
+            ProviderError::Unsupported { .. } => false,
+        }
+    }
+
+    /// The request may have taken effect although it failed: a write answered by a
+    /// timeout, a cut connection, a 5xx or an unreadable body. A create that failed so
+    /// is looked up before it is sent again.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            ProviderError::Status { status, .. } => *status >= 500 || *status == 408,
+            ProviderError::Transport { maybe_sent, .. } => *maybe_sent,
+            ProviderError::Decode { .. } => true,
+            ProviderError::Unsupported { .. } => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn unsupported(provider: &ProviderName, message: impl Into<String>) -> Self {
+        ProviderError::Unsupported {
+            provider: provider.clone(),
+            message: message.into(),
+        }
+    }
+
+    pub fn decode(provider: &ProviderName, message: impl std::fmt::Display) -> Self {
+        ProviderError::Decode {
+            provider: provider.clone(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A provider's customer API. Optional operations default to `Unsupported`, so a
+/// connector implements what its capabilities claim and nothing more.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &ProviderName;
+    fn kind(&self) -> Kind;
+    fn capabilities(&self) -> Capabilities;
+    /// The fields this provider carries, in its projection.
+    fn fields(&self) -> &FieldSet;
+
+    /// One page of the customer list.
+    async fn list(&self, req: &ListRequest) -> Result<Page, ProviderError> {
+        let _ = req;
+        Err(ProviderError::unsupported(self.name(), "cannot be listed"))
+    }
+
+    /// Creates a record; answers it as the provider stored it.
+    async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
+        let _ = record;
+        Err(ProviderError::unsupported(
+            self.name(),
+            "cannot create customers",
+        ))
+    }
+
+    /// Updates `changed` fields of a record (`record` is the whole desired projection).
+    async fn update(
+        &self,
+        id: &RemoteId,
+        record: &Projection,
+        changed: &[Field],
+    ) -> Result<RemoteRecord, ProviderError> {
+        let _ = (id, record, changed);
+        Err(ProviderError::unsupported(
+            self.name(),
+            "cannot update customers",
+        ))
+    }
+
+    async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {
+        let _ = id;
+        Err(ProviderError::unsupported(
+            self.name(),
+            "cannot delete customers",
+        ))
+    }
+
+    /// Records with this email (exact match after normalization).
+    async fn lookup(&self, email: &Email) -> Result<Vec<RemoteRecord>, ProviderError> {
+        let _ = email;
+        Err(ProviderError::unsupported(
+            self.name(),
+            "cannot look customers up by email",
+        ))
+    }
+
+    /// One cheap authenticated request, to prove the provider is reachable.
+    async fn check(&self) -> Result<(), ProviderError>;
+}
+
+/// Builds the connector for one configured provider.
+pub fn connect(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
+    let http = http::HttpClient::new(cfg)?;
+    Ok(match cfg.kind {
+        Kind::Malomo => Arc::new(malomo::Malomo::new(http)),
+        Kind::Nuvemshop => Arc::new(nuvemshop::Nuvemshop::new(
+            http,
+            cfg.page_size.unwrap_or(200),
+        )),
+        other => {
+            return Err(ProviderError::unsupported(
+                &cfg.name,
+                format!("the {other} connector is not built yet"),
+            ))
+        }
+    })
+}
+
+/// Parses a record's email for the engine, or says why it cannot be used.
+pub fn record_email(p: &Projection) -> Result<Email, String> {
+    match p.get(&Field::Email) {
+        None => Err("no email".to_string()),
+        Some(raw) => Email::parse(raw).map_err(|e| e.to_string()),
+    }
+}
