@@ -294,9 +294,26 @@ pub struct FieldSet {
     pub fields: &'static [Field],
     /// The provider keeps the free `attributes` map (Sendwithus `data`, Nuvemshop `extra`).
     pub attributes: bool,
+    /// Values the provider fills in by itself when a field is not given (Partial.ly's
+    /// language "en"). Holding one where custsync has nothing is not a difference.
+    pub defaults: &'static [(Field, &'static str)],
 }
 
 impl FieldSet {
+    /// The fields to write so that `actual` (a provider's record) matches `desired`.
+    pub fn stale(&self, desired: &Projection, actual: &Projection) -> Vec<Field> {
+        desired
+            .diff(actual)
+            .into_iter()
+            .filter(|f| !(desired.get(f).is_none() && self.is_default(f, actual.get(f))))
+            .collect()
+    }
+
+    fn is_default(&self, field: &Field, value: Option<&str>) -> bool {
+        let Some(value) = value else { return false };
+        self.defaults.iter().any(|(f, d)| f == field && field.normalize(d) == field.normalize(value))
+    }
+
     pub fn carries(&self, field: &Field) -> bool {
         match field {
             Field::Attr(_) => self.attributes,

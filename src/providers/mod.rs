@@ -226,6 +226,11 @@ pub trait Provider: Send + Sync {
 
     /// One cheap authenticated request, to prove the provider is reachable.
     async fn check(&self) -> Result<(), ProviderError>;
+
+    /// The connector's request counters (requests, retries, 429s), for reports and metrics.
+    fn traffic(&self) -> Option<Arc<http::Traffic>> {
+        None
+    }
 }
 
 /// Builds the connector for one configured provider.

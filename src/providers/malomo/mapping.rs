@@ -12,6 +12,7 @@ pub const FIELDS: FieldSet = FieldSet {
         Field::Phone,
     ],
     attributes: false,
+    defaults: &[],
 };
 
 pub fn to_record(c: Customer) -> RemoteRecord {

@@ -50,6 +50,10 @@ impl Provider for Malomo {
         }
     }
 
+    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
+        Some(self.http.traffic.clone())
+    }
+
     fn fields(&self) -> &FieldSet {
         &mapping::FIELDS
     }

@@ -25,6 +25,7 @@ pub const FIELDS: FieldSet = FieldSet {
         Field::Country,
     ],
     attributes: true,
+    defaults: &[],
 };
 
 pub fn to_record(c: Customer) -> RemoteRecord {

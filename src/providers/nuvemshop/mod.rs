@@ -83,6 +83,10 @@ impl Provider for Nuvemshop {
         }
     }
 
+    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
+        Some(self.http.traffic.clone())
+    }
+
     fn fields(&self) -> &FieldSet {
         &mapping::FIELDS
     }

@@ -1,0 +1,80 @@
+//! The audit trail: every merge decision and every write custsync made, as rows that
+//! `custsync audit` prints as JSON lines.
+
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{now_text, Result, RunId, Store};
+use crate::model::{CustomerId, ProviderName};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub action: &'static str,
+    pub customer: Option<CustomerId>,
+    pub provider: Option<ProviderName>,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn new(action: &'static str, customer: Option<CustomerId>, provider: Option<&ProviderName>, detail: serde_json::Value) -> Self {
+        Self { action, customer, provider: provider.cloned(), detail }
+    }
+
+    pub async fn insert(&self, tx: &mut Transaction<'_, Sqlite>, run: RunId) -> Result<()> {
+        sqlx::query("INSERT INTO audit (run_id, at, customer_id, provider, action, detail) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(run.0)
+            .bind(now_text())
+            .bind(self.customer.map(|c| c.0))
+            .bind(self.provider.as_ref().map(|p| p.0.clone()))
+            .bind(self.action)
+            .bind(self.detail.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Filters of `custsync audit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub provider: Option<String>,
+    pub action: Option<String>,
+    pub email: Option<String>,
+    pub run: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// Audit rows as JSON objects, oldest first.
+    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<serde_json::Value>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.run_id, a.at, a.customer_id, c.email, a.provider, a.action, a.detail
+             FROM audit a LEFT JOIN customers c ON c.id = a.customer_id
+             WHERE (?1 IS NULL OR a.provider = ?1) AND (?2 IS NULL OR a.action = ?2)
+               AND (?3 IS NULL OR c.email = ?3) AND (?4 IS NULL OR a.run_id = ?4)
+             ORDER BY a.id LIMIT ?5",
+        )
+        .bind(&f.provider)
+        .bind(&f.action)
+        .bind(f.email.as_ref().map(|e| e.trim().to_lowercase()))
+        .bind(f.run)
+        .bind(f.limit.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let detail: String = r.get(7);
+                serde_json::json!({
+                    "id": r.get::<i64, _>(0),
+                    "run": r.get::<Option<i64>, _>(1),
+                    "at": r.get::<String, _>(2),
+                    "customer_id": r.get::<Option<i64>, _>(3),
+                    "email": r.get::<Option<String>, _>(4),
+                    "provider": r.get::<Option<String>, _>(5),
+                    "action": r.get::<String, _>(6),
+                    "detail": serde_json::from_str::<serde_json::Value>(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect())
+    }
+}

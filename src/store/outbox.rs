@@ -1,0 +1,208 @@
+//! The outbox: every planned write, durable from the moment it is planned until the
+//! provider confirmed it. States: pending → in_flight → (row deleted when done) or
+//! failed (tried again next cycle) or parked (refused for good, shown by `status`).
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::audit::AuditEntry;
+use super::{now_text, time_text, Result, RunId, Store};
+use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
+use crate::providers::RemoteRecord;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxOp {
+    pub id: i64,
+    pub provider: ProviderName,
+    pub customer: CustomerId,
+    pub email: Option<String>,
+    pub op: String,
+    pub remote_id: Option<RemoteId>,
+    pub payload: Projection,
+    pub changed: Vec<Field>,
+    pub attempts: i64,
+    /// An earlier attempt of this create may have reached the provider.
+    pub maybe_applied: bool,
+}
+
+/// A failed or parked operation, for `status` and the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedOp {
+    pub provider: String,
+    pub email: Option<String>,
+    pub op: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+const OP_COLUMNS: &str = "o.id, o.provider, o.customer_id, c.email, o.op, o.remote_id, o.payload, o.changed, o.attempts, o.maybe_applied";
+
+fn op_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxOp> {
+    Ok(OutboxOp {
+        id: r.get(0),
+        provider: ProviderName(r.get(1)),
+        customer: CustomerId(r.get(2)),
+        email: r.get(3),
+        op: r.get(4),
+        remote_id: r.get::<Option<String>, _>(5).map(RemoteId),
+        payload: serde_json::from_str(&r.get::<String, _>(6))?,
+        changed: serde_json::from_str(&r.get::<String, _>(7))?,
+        attempts: r.get(8),
+        maybe_applied: r.get::<i64, _>(9) != 0,
+    })
+}
+
+impl Store {
+    /// After a crash: operations that were in flight may or may not have reached their
+    /// provider. They become failed; a create among them is marked doubtful, so it is
+    /// looked up by email before it is sent again.
+    pub async fn recover_in_flight(&self) -> Result<u64> {
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'failed', maybe_applied = CASE WHEN op = 'create' THEN 1 ELSE maybe_applied END,
+             last_error = COALESCE(last_error, 'interrupted while in flight'), updated_at = ?
+             WHERE state = 'in_flight'",
+        )
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    /// Pending operations of a provider with id above `after`, oldest first.
+    pub async fn pending_ops(&self, provider: &ProviderName, after: i64, limit: i64) -> Result<Vec<OutboxOp>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
+             WHERE o.provider = ? AND o.state = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?"
+        ))
+        .bind(&provider.0)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(op_from_row).collect()
+    }
+
+    /// Every open (pending or failed) operation: what a dry run prints.
+    pub async fn open_ops(&self) -> Result<Vec<OutboxOp>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
+             WHERE o.state IN ('pending', 'failed') ORDER BY o.provider, o.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(op_from_row).collect()
+    }
+
+    pub async fn mark_in_flight(&self, op: &OutboxOp) -> Result<()> {
+        sqlx::query("UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE id = ?")
+            .bind(now_text())
+            .bind(op.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A create or update went through: the link's snapshot becomes the record as the
+    /// provider answered it, so the next poll sees no change.
+    pub async fn complete_write(&self, run: RunId, op: &OutboxOp, record: &RemoteRecord, action: &'static str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM links WHERE provider = ? AND (customer_id = ? OR remote_id = ?)")
+            .bind(&op.provider.0)
+            .bind(op.customer.0)
+            .bind(&record.id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&op.provider.0)
+        .bind(&record.id.0)
+        .bind(op.customer.0)
+        .bind(serde_json::to_string(&record.projection)?)
+        .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
+        .bind(run.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(op.id).execute(&mut *tx).await?;
+        let detail = serde_json::json!({"remote_id": record.id.0, "fields": op.changed});
+        AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail).insert(&mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A delete went through (or the record was already gone).
+    pub async fn complete_delete(&self, run: RunId, op: &OutboxOp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(remote) = &op.remote_id {
+            sqlx::query("UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?")
+                .bind(&op.provider.0)
+                .bind(&remote.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(op.id).execute(&mut *tx).await?;
+        let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
+        AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail).insert(&mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failure: `parked` ones wait for a person; others are tried next cycle.
+    pub async fn fail_op(
+        &self,
+        op: &OutboxOp,
+        error: &str,
+        maybe_applied: bool,
+        parked: bool,
+        next_attempt: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = ?, last_error = ?, maybe_applied = MAX(maybe_applied, ?), next_attempt_at = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(if parked { "parked" } else { "failed" })
+        .bind(error)
+        .bind(maybe_applied as i64)
+        .bind(next_attempt.map(time_text))
+        .bind(now_text())
+        .bind(op.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Outbox rows per provider and state.
+    pub async fn outbox_depth(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT provider, state, COUNT(*) FROM outbox GROUP BY provider, state ORDER BY provider, state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Failed and parked operations, most recent first.
+    pub async fn failed_ops(&self, limit: i64) -> Result<Vec<FailedOp>> {
+        let rows = sqlx::query(
+            "SELECT o.provider, c.email, o.op, o.state, o.attempts, o.last_error, o.next_attempt_at
+             FROM outbox o JOIN customers c ON c.id = o.customer_id
+             WHERE o.state IN ('failed', 'parked') ORDER BY o.updated_at DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FailedOp {
+                provider: r.get(0),
+                email: r.get(1),
+                op: r.get(2),
+                state: r.get(3),
+                attempts: r.get(4),
+                last_error: r.get(5),
+                next_attempt_at: r.get(6),
+            })
+            .collect())
+    }
+}

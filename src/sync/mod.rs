@@ -1,0 +1,329 @@
+//! The engine: one reconciliation is poll → merge → plan → push.
+//!
+//! Owns the order of the phases and what crosses them; the decisions themselves are
+//! the pure functions in `merge.rs` and `plan.rs`, the I/O is in `poll.rs`, `push.rs`
+//! and the store. The plan is written to the outbox in the same transaction as the
+//! canonical change it comes from, and a snapshot moves only when a provider confirmed
+//! a write, so a kill at any instant loses nothing: the next run plans the same again.
+
+pub mod merge;
+pub mod plan;
+pub mod poll;
+pub mod push;
+pub mod report;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::{CustomerId, Field, Projection, ProviderName};
+use crate::providers::http::Traffic;
+use crate::providers::{Capabilities, Provider};
+use crate::store::audit::AuditEntry;
+use crate::store::links::{CustomerRow, CustomerUpdate, LinkRow, NewOp};
+use crate::store::{RunId, Store, StoreError};
+use merge::{merge, Side};
+use plan::{plan, LinkState, Op, Target};
+use report::{PlannedOp, Report};
+
+/// How many customers are merged and planned per transaction.
+const BATCH: i64 = 500;
+
+/// What to do in one reconciliation.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Plan only: nothing is pushed (the caller runs this on a copy of the store).
+    pub dry_run: bool,
+    /// Providers whose held deletes are released for this run.
+    pub allow_deletes: HashSet<String>,
+    /// `runs.mode`: once, daemon or dry-run.
+    pub mode: &'static str,
+}
+
+/// One configured, enabled provider with what the engine needs of it.
+pub struct Connected {
+    pub provider: Arc<dyn Provider>,
+    pub rank: usize,
+    pub traffic: Option<Arc<Traffic>>,
+}
+
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub providers: Vec<Connected>,
+}
+
+/// Per-run facts the merge/plan pass needs about every provider.
+struct PassContext<'a> {
+    run: RunId,
+    caps: HashMap<&'a ProviderName, Capabilities>,
+    /// Providers whose listing failed: nothing is pushed to them this run.
+    blocked: HashSet<ProviderName>,
+    /// Customers whose deletion the guard holds: nothing is pushed for them.
+    held: HashSet<CustomerId>,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, store: Store, providers: Vec<Connected>) -> Self {
+        Self { config, store, providers }
+    }
+
+    /// One full reconciliation of every enabled provider.
+    pub async fn run_once(&self, opts: &RunOptions, stop: &CancellationToken) -> Result<Report, StoreError> {
+        let started = Instant::now();
+        self.store.close_interrupted_runs().await?;
+        self.store.recover_in_flight().await?;
+        let run = self.store.begin_run(opts.mode).await?;
+        let mut report = Report { run_id: run.0, dry_run: opts.dry_run, ..Report::default() };
+        let before: Vec<(u64, u64, u64)> = self.providers.iter().map(|c| traffic_counts(c.traffic.as_deref())).collect();
+        for c in &self.providers {
+            report.provider(&c.provider.name().0);
+        }
+
+        // 1. Poll every provider at once, each page stored as it arrives.
+        let polls = futures::future::join_all(self.providers.iter().map(|c| poll::poll(&self.store, c.provider.as_ref(), run))).await;
+        let mut ctx = PassContext {
+            run,
+            caps: self.providers.iter().map(|c| (c.provider.name(), c.provider.capabilities())).collect(),
+            blocked: HashSet::new(),
+            held: HashSet::new(),
+        };
+        let mut complete = Vec::new();
+        for (c, outcome) in self.providers.iter().zip(polls) {
+            let outcome = outcome?;
+            let name = c.provider.name();
+            let r = report.provider(&name.0);
+            r.fetched = outcome.fetched;
+            r.skipped = outcome.skipped.len() as u64;
+            report.errors.extend(outcome.skipped);
+            if let Some(e) = outcome.error {
+                report.provider(&name.0).listing_error = Some(e.clone());
+                report.error(&name.0, None, None, format!("listing failed: {e}"));
+                ctx.blocked.insert(name.clone());
+            } else if outcome.complete {
+                complete.push(name.clone());
+            }
+        }
+
+        // 2. Deletions seen by complete listings, under the guard.
+        for name in &complete {
+            self.deletions(name, opts, &mut ctx, &mut report).await?;
+        }
+
+        // 3. Merge and plan every customer, batch by batch.
+        let mut after = 0;
+        loop {
+            let batch = self.store.load_batch(after, BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.0.id.0;
+            let mut updates = Vec::new();
+            for (row, links) in &batch {
+                if let Some(u) = self.merge_and_plan(row, links, &ctx, &mut report) {
+                    updates.push(u);
+                }
+            }
+            for (id, why) in self.store.save_batch(run, &updates).await? {
+                report.error("custsync", None, None, format!("customer {}: {why}", id.0));
+            }
+        }
+
+        // 4. Push, every provider at once, or print the plan.
+        if opts.dry_run {
+            self.fill_plan(&mut report).await?;
+        } else {
+            let pushes = futures::future::join_all(self.providers.iter().filter(|c| !ctx.blocked.contains(c.provider.name())).map(|c| {
+                push::push(&self.store, c.provider.clone(), run, self.config.sync.push_concurrency, stop)
+            }))
+            .await;
+            let pushed = self.providers.iter().filter(|c| !ctx.blocked.contains(c.provider.name()));
+            for (c, outcome) in pushed.zip(pushes) {
+                let outcome = outcome?;
+                let r = report.provider(&c.provider.name().0);
+                r.created = outcome.created;
+                r.updated = outcome.updated;
+                r.deleted = outcome.deleted;
+                r.failed = outcome.failed;
+                report.errors.extend(outcome.errors);
+            }
+        }
+
+        for (c, (req0, retry0, thr0)) in self.providers.iter().zip(before) {
+            let (req, retry, thr) = traffic_counts(c.traffic.as_deref());
+            let r = report.provider(&c.provider.name().0);
+            r.requests = req - req0;
+            r.retries = retry - retry0;
+            r.throttled = thr - thr0;
+        }
+        let failed: u64 = report.providers.values().map(|p| p.failed).sum();
+        report.converged = if opts.dry_run {
+            ctx.blocked.is_empty()
+        } else {
+            failed == 0 && ctx.blocked.is_empty() && report.held_deletes == 0 && !stop.is_cancelled()
+        };
+        report.duration_secs = started.elapsed().as_secs_f64();
+        let status = if report.converged { "converged" } else { "failed" };
+        self.store.finish_run(run, status, &serde_json::to_value(&report).unwrap_or_default()).await?;
+        Ok(report)
+    }
+
+    async fn deletions(&self, name: &ProviderName, opts: &RunOptions, ctx: &mut PassContext<'_>, report: &mut Report) -> Result<(), StoreError> {
+        let vanished = self.store.vanished(name, ctx.run).await?;
+        if vanished.is_empty() {
+            return Ok(());
+        }
+        if !self.config.sync.propagate_deletes {
+            return self.store.record_deletions(ctx.run, name, &vanished, false).await;
+        }
+        let linked = self.store.linked_count(name).await?.max(1) as f64;
+        let share = vanished.len() as f64 / linked;
+        if share > self.config.sync.max_delete_fraction && !opts.allow_deletes.contains(&name.0) {
+            tracing::warn!(provider = %name, vanished = vanished.len(), share, "deletes held by the guard");
+            report.held_deletes += vanished.len() as u64;
+            report.error(
+                &name.0,
+                None,
+                None,
+                format!(
+                    "{} of {} linked records vanished ({:.0}% > max_delete_fraction {:.0}%): deletes held; run with --allow-deletes {} to release them",
+                    vanished.len(),
+                    linked as u64,
+                    share * 100.0,
+                    self.config.sync.max_delete_fraction * 100.0,
+                    name.0
+                ),
+            );
+            ctx.held.extend(vanished.iter().map(|(c, _)| *c));
+            return Ok(());
+        }
+        self.store.record_deletions(ctx.run, name, &vanished, true).await
+    }
+
+    /// Merges what the providers showed of one customer and plans its pushes.
+    fn merge_and_plan(&self, row: &CustomerRow, links: &[LinkRow], ctx: &PassContext<'_>, report: &mut Report) -> Option<CustomerUpdate> {
+        let mut update = CustomerUpdate { id: Some(row.id), ..CustomerUpdate::default() };
+        let mut canonical = row.fields.clone();
+        let sides: Vec<Side<'_>> = links
+            .iter()
+            .filter(|l| !l.gone)
+            .filter_map(|l| {
+                let current = l.observed.as_ref()?;
+                let rank = self.rank(&l.provider)?;
+                Some(Side { rank, base: l.snapshot.as_ref(), current, time: l.observed_at.unwrap_or_else(Utc::now) })
+            })
+            .collect();
+        if !sides.is_empty() && !row.tombstoned {
+            let merged = merge(&canonical, row.updated_at, &sides, self.config.sync.conflict_policy);
+            let mut next = merged.canonical;
+            // The identity never becomes invalid or empty.
+            if next.email().is_none() {
+                next.set(Field::Email, row.email.clone().or_else(|| canonical.get(&Field::Email).map(str::to_string)));
+            }
+            if next != canonical || row.updated_at.is_none() {
+                let action = if row.updated_at.is_none() { "merge.initial" } else { "merge" };
+                let changes: Vec<_> = merged
+                    .changes
+                    .iter()
+                    .map(|c| json!({"field": c.field.to_string(), "from": c.from, "to": c.to, "provider": self.name_of(c.rank), "edit": c.edit}))
+                    .collect();
+                update.audit.push(AuditEntry::new(action, Some(row.id), None, json!({"changes": changes})));
+                update.fields = Some(next.clone());
+            }
+            for c in &merged.conflicts {
+                report.conflicts += 1;
+                let losers: Vec<_> = c.losers.iter().map(|(r, v)| json!({"provider": self.name_of(*r), "value": v})).collect();
+                let detail = json!({"field": c.field.to_string(), "winner": self.name_of(c.winner_rank), "value": c.value,
+                    "losers": losers, "policy": format!("{:?}", self.config.sync.conflict_policy).to_lowercase()});
+                update.audit.push(AuditEntry::new("conflict", Some(row.id), None, detail));
+            }
+            canonical = next;
+        }
+        update.merged = links.iter().filter(|l| l.observed.is_some()).map(|l| (l.provider.clone(), l.remote_id.clone())).collect();
+
+        if canonical.is_empty() || ctx.held.contains(&row.id) {
+            return (!update.merged.is_empty() || update.fields.is_some()).then_some(update);
+        }
+        let targets: Vec<Target<'_>> = self
+            .providers
+            .iter()
+            .map(|c| {
+                let name = c.provider.name();
+                let link = links.iter().find(|l| &l.provider == name).map(|l| LinkState {
+                    remote_id: &l.remote_id,
+                    snapshot: l.observed.as_ref().or(l.snapshot.as_ref()),
+                    gone: l.gone,
+                });
+                Target {
+                    provider: name,
+                    caps: ctx.caps[name],
+                    fields: c.provider.fields(),
+                    link,
+                    writable: !ctx.blocked.contains(name) && !row.parked.contains(name),
+                }
+            })
+            .collect();
+        for (provider, op) in plan(&canonical, row.tombstoned, &targets) {
+            update.ops.push(new_op(provider, op));
+        }
+        let nothing = update.ops.is_empty() && update.merged.is_empty() && update.fields.is_none() && !row.has_open_ops;
+        (!nothing).then_some(update)
+    }
+
+    async fn fill_plan(&self, report: &mut Report) -> Result<(), StoreError> {
+        for op in self.store.open_ops().await? {
+            let r = report.provider(&op.provider.0);
+            match op.op.as_str() {
+                "create" => r.created += 1,
+                "update" => r.updated += 1,
+                "delete" => r.deleted += 1,
+                _ => {}
+            }
+            report.plan.push(PlannedOp {
+                provider: op.provider.0.clone(),
+                op: op.op.clone(),
+                email: op.email.clone(),
+                remote_id: op.remote_id.map(|r| r.0),
+                fields: op.changed.iter().map(|f| f.to_string()).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    fn rank(&self, name: &ProviderName) -> Option<usize> {
+        self.providers.iter().find(|c| c.provider.name() == name).map(|c| c.rank)
+    }
+
+    fn name_of(&self, rank: usize) -> String {
+        self.config.sync.priority.get(rank).map(|n| n.0.clone()).unwrap_or_default()
+    }
+}
+
+fn new_op(provider: &ProviderName, op: Op) -> NewOp {
+    let name = op.name();
+    match op {
+        Op::Create { payload } => {
+            let changed = payload.iter().map(|(f, _)| f.clone()).collect();
+            NewOp { provider: provider.clone(), op: name, remote_id: None, payload, changed }
+        }
+        Op::Update { remote_id, payload, changed } => NewOp { provider: provider.clone(), op: name, remote_id: Some(remote_id), payload, changed },
+        Op::Delete { remote_id } => {
+            NewOp { provider: provider.clone(), op: name, remote_id: Some(remote_id), payload: Projection::new(), changed: Vec::new() }
+        }
+    }
+}
+
+fn traffic_counts(t: Option<&Traffic>) -> (u64, u64, u64) {
+    match t {
+        Some(t) => (
+            t.requests.load(Ordering::Relaxed),
+            t.retries.load(Ordering::Relaxed),
+            t.throttled.load(Ordering::Relaxed),
+        ),
+        None => (0, 0, 0),
+    }
+}

@@ -1,0 +1,102 @@
+//! Poll: read one provider's customer list page by page, storing each page before
+//! asking for the next, so that no provider is ever held in memory whole.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+
+use super::report::ReportError;
+use crate::model::RemoteId;
+use crate::providers::{record_email, Capabilities, ListRequest, ListStyle, Listed, Provider};
+use crate::store::links::Observed;
+use crate::store::{parse_time, time_text, RunId, Store, StoreError};
+
+/// How far back an incremental listing reaches before its cursor, for clock skew and
+/// records written while the last listing ran.
+pub const OVERLAP_MINUTES: i64 = 5;
+
+/// What one provider's listing gave.
+#[derive(Debug, Default)]
+pub struct PollOutcome {
+    pub fetched: u64,
+    pub skipped: Vec<ReportError>,
+    /// Every record was seen: absent links are deletions.
+    pub complete: bool,
+    pub error: Option<String>,
+}
+
+/// Lists `provider` into the store. A failing page ends the listing as incomplete; the
+/// pages stored before it stay stored. The cursor of an incremental listing moves only
+/// once the whole listing is stored.
+pub async fn poll(store: &Store, provider: &dyn Provider, run: RunId) -> Result<PollOutcome, StoreError> {
+    let name = provider.name().clone();
+    let caps: Capabilities = provider.capabilities();
+    let mut out = PollOutcome::default();
+    if caps.list == ListStyle::None {
+        return Ok(out);
+    }
+    let cursor = if caps.incremental { store.cursor(&name).await?.as_deref().and_then(parse_time) } else { None };
+    let since = cursor.map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
+    let mut req = ListRequest { token: None, since };
+    let mut high_water: Option<DateTime<Utc>> = cursor;
+    loop {
+        let page = match provider.list(&req).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(provider = %name, error = %e, "listing failed");
+                out.error = Some(e.to_string());
+                return Ok(out);
+            }
+        };
+        let now = Utc::now();
+        let mut observed = Vec::with_capacity(page.items.len());
+        let mut present: Vec<RemoteId> = Vec::new();
+        for item in page.items {
+            out.fetched += 1;
+            match item {
+                Listed::Record(r) => match record_email(&r.projection) {
+                    Ok(email) => {
+                        if let Some(t) = r.updated_at {
+                            high_water = Some(high_water.map_or(t, |h| h.max(t)));
+                        }
+                        let time = if caps.updated_at { r.updated_at.unwrap_or(now) } else { now };
+                        observed.push(Observed { record: r, email, time });
+                    }
+                    Err(reason) => {
+                        // A record with an unusable email is still there: it is not a
+                        // deletion. One with no email at all is (Partial.ly's erasure).
+                        let raw = r.projection.get(&crate::model::Field::Email).map(str::to_string);
+                        if raw.is_some() {
+                            present.push(r.id.clone());
+                        }
+                        out.skipped.push(skip(&name.0, raw, Some(r.id.0.clone()), reason));
+                    }
+                },
+                Listed::Skipped { remote_id, email, reason } => {
+                    if let Some(id) = &remote_id {
+                        present.push(id.clone());
+                    }
+                    out.skipped.push(skip(&name.0, email, remote_id.map(|r| r.0), reason));
+                }
+            }
+        }
+        for d in store.ingest_page(&name, run, &observed, &present).await? {
+            let reason = "duplicate email: another record of this provider has it and is linked";
+            out.skipped.push(skip(&name.0, Some(d.email.to_string()), Some(d.remote_id.0), reason.to_string()));
+        }
+        match page.next {
+            Some(next) => req.token = Some(next),
+            None => break,
+        }
+    }
+    out.complete = since.is_none();
+    if caps.incremental {
+        if let Some(h) = high_water {
+            store.set_cursor(&name, &time_text(h)).await?;
+        }
+    }
+    tracing::info!(provider = %name, fetched = out.fetched, skipped = out.skipped.len(), "listed");
+    Ok(out)
+}
+
+fn skip(provider: &str, email: Option<String>, remote_id: Option<String>, reason: String) -> ReportError {
+    ReportError { provider: provider.to_string(), email, remote_id, error: reason }
+}

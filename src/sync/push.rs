@@ -1,0 +1,152 @@
+//! Push: send one provider's pending operations, a few at a time under its rate
+//! limit, and record each outcome durably as soon as the provider answered.
+
+use std::sync::Arc;
+
+use chrono::{Duration as ChronoDuration, Utc};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::report::ReportError;
+use crate::model::Email;
+use crate::providers::{Provider, ProviderError, RemoteRecord};
+use crate::store::outbox::OutboxOp;
+use crate::store::{RunId, Store, StoreError};
+
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub errors: Vec<ReportError>,
+}
+
+enum Done {
+    Created,
+    Updated,
+    Deleted,
+    Failed(ReportError),
+}
+
+/// Pushes every pending operation of `provider`, `concurrency` at a time. Stops taking
+/// new operations once `stop` is cancelled; those in flight finish and are recorded.
+pub async fn push(
+    store: &Store,
+    provider: Arc<dyn Provider>,
+    run: RunId,
+    concurrency: usize,
+    stop: &CancellationToken,
+) -> Result<PushOutcome, StoreError> {
+    let mut out = PushOutcome::default();
+    let mut after = 0;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let ops = store.pending_ops(provider.name(), after, 256).await?;
+        let Some(last) = ops.last() else { break };
+        after = last.id;
+        let results: Vec<Result<Done, StoreError>> = futures::stream::iter(ops)
+            .take_while(|_| std::future::ready(!stop.is_cancelled()))
+            .map(|op| push_one(store, provider.as_ref(), run, op))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for r in results {
+            match r? {
+                Done::Created => out.created += 1,
+                Done::Updated => out.updated += 1,
+                Done::Deleted => out.deleted += 1,
+                Done::Failed(e) => {
+                    out.failed += 1;
+                    out.errors.push(e);
+                }
+            }
+        }
+    }
+    tracing::info!(provider = %provider.name(), created = out.created, updated = out.updated,
+        deleted = out.deleted, failed = out.failed, "pushed");
+    Ok(out)
+}
+
+async fn push_one(store: &Store, p: &dyn Provider, run: RunId, op: OutboxOp) -> Result<Done, StoreError> {
+    store.mark_in_flight(&op).await?;
+    let result = match op.op.as_str() {
+        "create" => create(p, &op).await.map(|(record, action)| (Some(record), action)),
+        "update" => match &op.remote_id {
+            Some(id) => p.update(id, &op.payload, &op.changed).await.map(|r| (Some(r), "update")),
+            None => Err(ProviderError::unsupported(p.name(), "update without a remote id")),
+        },
+        "delete" => match &op.remote_id {
+            Some(id) => p.delete(id).await.map(|_| (None, "delete")),
+            None => Err(ProviderError::unsupported(p.name(), "delete without a remote id")),
+        },
+        other => Err(ProviderError::unsupported(p.name(), format!("unknown operation {other}"))),
+    };
+    match result {
+        Ok((Some(record), action)) => {
+            store.complete_write(run, &op, &record, action).await?;
+            Ok(if op.op == "create" { Done::Created } else { Done::Updated })
+        }
+        Ok((None, _)) => {
+            store.complete_delete(run, &op).await?;
+            Ok(Done::Deleted)
+        }
+        // The record vanished between listing and update: it was deleted there.
+        Err(e) if op.op == "update" && e.status() == Some(404) => {
+            store.complete_delete(run, &op).await?;
+            Ok(Done::Deleted)
+        }
+        Err(e) => {
+            // A refused delete (Partial.ly keeps customers with an open plan) waits for
+            // a person; other failures are tried again next cycle.
+            let parked = op.op == "delete" && !e.retryable() && e.status().is_some_and(|s| (400..500).contains(&s));
+            let backoff = ChronoDuration::seconds(30i64.saturating_mul(1 << op.attempts.clamp(0, 10)));
+            store.fail_op(&op, &e.to_string(), e.maybe_applied(), parked, Some(Utc::now() + backoff)).await?;
+            tracing::warn!(provider = %p.name(), op = %op.op, error = %e, parked, "push failed");
+            Ok(Done::Failed(ReportError {
+                provider: p.name().0.clone(),
+                email: op.email.clone(),
+                remote_id: op.remote_id.as_ref().map(|r| r.0.clone()),
+                error: e.to_string(),
+            }))
+        }
+    }
+}
+
+/// Creates a record, never twice: when an earlier attempt may have reached the
+/// provider, or this one failed in a way that may have, the email is looked up first
+/// and an existing record is linked (and brought up to date) instead.
+async fn create(p: &dyn Provider, op: &OutboxOp) -> Result<(RemoteRecord, &'static str), ProviderError> {
+    let email = op.payload.email();
+    let can_lookup = p.capabilities().lookup && email.is_some();
+    if op.maybe_applied && can_lookup {
+        if let Some(found) = find(p, email.as_ref()).await? {
+            return bring_up_to_date(p, op, found).await.map(|r| (r, "link"));
+        }
+    }
+    match p.create(&op.payload).await {
+        Ok(r) => Ok((r, "create")),
+        Err(e) if e.maybe_applied() && can_lookup => match find(p, email.as_ref()).await? {
+            Some(found) => bring_up_to_date(p, op, found).await.map(|r| (r, "link")),
+            None => p.create(&op.payload).await.map(|r| (r, "create")),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+async fn find(p: &dyn Provider, email: Option<&Email>) -> Result<Option<RemoteRecord>, ProviderError> {
+    let Some(email) = email else { return Ok(None) };
+    let mut found = p.lookup(email).await?;
+    found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    Ok(found.into_iter().next())
+}
+
+async fn bring_up_to_date(p: &dyn Provider, op: &OutboxOp, found: RemoteRecord) -> Result<RemoteRecord, ProviderError> {
+    let changed = p.fields().stale(&op.payload, &found.projection);
+    if changed.is_empty() || !p.capabilities().update {
+        return Ok(found);
+    }
+    p.update(&found.id, &op.payload, &changed).await
+}

@@ -1,0 +1,99 @@
+//! The report of one reconciliation: counts per provider, held deletes, conflicts and
+//! the records that could not be synced. Written as JSON by `--report`, printed by the
+//! demo, stored with the run.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ProviderReport {
+    pub fetched: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    /// HTTP requests sent, retries among them, and 429 answers received.
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    /// The listing of this provider failed this run: nothing was pushed to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listing_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportError {
+    pub provider: String,
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub run_id: i64,
+    pub dry_run: bool,
+    pub converged: bool,
+    pub providers: IndexMap<String, ProviderReport>,
+    pub held_deletes: u64,
+    pub conflicts: u64,
+    pub errors: Vec<ReportError>,
+    /// What a dry run would do (empty after a real run: it was done).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedOp>,
+    pub duration_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlannedOp {
+    pub provider: String,
+    pub op: String,
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    pub fields: Vec<String>,
+}
+
+impl Report {
+    pub fn provider(&mut self, name: &str) -> &mut ProviderReport {
+        self.providers.entry(name.to_string()).or_default()
+    }
+
+    pub fn error(&mut self, provider: &str, email: Option<String>, remote_id: Option<String>, error: impl Into<String>) {
+        self.errors.push(ReportError { provider: provider.to_string(), email, remote_id, error: error.into() });
+    }
+
+    /// A readable table: one line per provider.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<14} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}\n",
+            "provider", "fetched", "created", "updated", "deleted", "failed", "skipped"
+        );
+        for (name, p) in &self.providers {
+            out.push_str(&format!(
+                "{:<14} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}\n",
+                name, p.fetched, p.created, p.updated, p.deleted, p.failed, p.skipped
+            ));
+        }
+        out.push_str(&format!("held deletes: {}   conflicts: {}\n", self.held_deletes, self.conflicts));
+        out
+    }
+
+    /// The dry-run plan as lines a person reads.
+    pub fn plan_text(&self) -> String {
+        if self.plan.is_empty() {
+            return "nothing to do: every provider is in step\n".to_string();
+        }
+        let mut out = String::new();
+        for op in &self.plan {
+            let who = op.email.as_deref().unwrap_or("?");
+            let target = op.remote_id.as_deref().map(|r| format!(" #{r}")).unwrap_or_default();
+            let fields = if op.fields.is_empty() { String::new() } else { format!(" [{}]", op.fields.join(", ")) };
+            out.push_str(&format!("{:<7} {:<14} {}{}{}\n", op.op, op.provider, who, target, fields));
+        }
+        out.push_str(&format!("{} operation(s) planned; nothing was written (dry run)\n", self.plan.len()));
+        out
+    }
+}
