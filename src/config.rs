@@ -621,3 +621,20 @@ mod tests {
         assert!(parse_store_url("postgres://x").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The shipped example is valid, once its key file exists.
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../config/custsync.example.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("malomo");
+        std::fs::write(&key, "k\n").unwrap();
+        let c = Config::from_toml(&text.replace("/run/secrets/malomo", &key.display().to_string())).unwrap();
+        assert_eq!(c.providers.len(), 2);
+        assert_eq!(c.providers[0].user_agent, "custsync/0.1 (ops@example.com)");
+    }
+}

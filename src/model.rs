@@ -489,6 +489,7 @@ mod tests {
         let set = FieldSet {
             fields: &[Field::FullName],
             attributes: false,
+            defaults: &[],
         };
         let p = project(&canon, &set);
         assert_eq!(p.get(&Field::FullName), Some("Mary Ann Smith"));
@@ -511,6 +512,7 @@ mod tests {
         let set = FieldSet {
             fields: &[Field::FullName],
             attributes: false,
+            defaults: &[],
         };
         assert_eq!(project(&canon, &set).get(&Field::FullName), Some("ann"));
     }
