@@ -28,7 +28,10 @@ pub enum AppError {
 
 pub fn main(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("custsync: cannot start the async runtime: {e}");
@@ -49,8 +52,13 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -62,8 +70,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     match &cli.command {
         Some(Command::Check { offline }) => check(&config, *offline).await,
         Some(Command::Status) => status(&config).await,
-        Some(Command::Audit { provider, action, email, run, limit }) => {
-            let filter = AuditFilter { provider: provider.clone(), action: action.clone(), email: email.clone(), run: *run, limit: *limit };
+        Some(Command::Audit {
+            provider,
+            action,
+            email,
+            run,
+            limit,
+        }) => {
+            let filter = AuditFilter {
+                provider: provider.clone(),
+                action: action.clone(),
+                email: email.clone(),
+                run: *run,
+                limit: *limit,
+            };
             audit(&config, &filter).await
         }
         None => {
@@ -84,8 +104,12 @@ pub fn load_config(flag: Option<&Path>) -> Result<Config, ConfigError> {
         (Some(p), _) => (p.to_path_buf(), true),
         (None, Some(env)) => (PathBuf::from(env), true),
         (None, None) => {
-            let env_has_providers = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("CUSTSYNC__PROVIDERS__"));
-            (PathBuf::from(crate::config::DEFAULT_PATH), !env_has_providers)
+            let env_has_providers = std::env::vars_os()
+                .any(|(k, _)| k.to_string_lossy().starts_with("CUSTSYNC__PROVIDERS__"));
+            (
+                PathBuf::from(crate::config::DEFAULT_PATH),
+                !env_has_providers,
+            )
         }
     };
     Config::load(&path, required)
@@ -95,10 +119,20 @@ pub fn load_config(flag: Option<&Path>) -> Result<Config, ConfigError> {
 pub fn connect_all(config: &Config) -> Result<Vec<Connected>, AppError> {
     let mut out = Vec::new();
     for p in config.providers.iter().filter(|p| p.enabled) {
-        let provider = providers::connect(p).map_err(|e| ConfigError::new(format!("providers.{}.kind", p.name), e.to_string()))?;
-        let rank = config.sync.priority.iter().position(|n| n == &p.name).unwrap_or(usize::MAX);
+        let provider = providers::connect(p)
+            .map_err(|e| ConfigError::new(format!("providers.{}.kind", p.name), e.to_string()))?;
+        let rank = config
+            .sync
+            .priority
+            .iter()
+            .position(|n| n == &p.name)
+            .unwrap_or(usize::MAX);
         let traffic = provider.traffic();
-        out.push(Connected { provider, rank, traffic });
+        out.push(Connected {
+            provider,
+            rank,
+            traffic,
+        });
     }
     Ok(out)
 }
@@ -122,23 +156,39 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     };
     let stop = CancellationToken::new();
     let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
-    let report = engine.run_once(&opts, &stop).await.context("reconciliation")?;
+    let report = engine
+        .run_once(&opts, &stop)
+        .await
+        .context("reconciliation")?;
     signals.abort();
     store.close().await;
     if let Some(path) = &cli.report {
         let text = serde_json::to_string_pretty(&report).context("report")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("cannot write the report to {}", path.display()))?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     if cli.dry_run {
         print!("{}", report.plan_text());
     }
-    tracing::info!(run = report.run_id, converged = report.converged, conflicts = report.conflicts,
-        held_deletes = report.held_deletes, errors = report.errors.len(), "reconciliation finished");
-    Ok(if report.converged { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    tracing::info!(
+        run = report.run_id,
+        converged = report.converged,
+        conflicts = report.conflicts,
+        held_deletes = report.held_deletes,
+        errors = report.errors.len(),
+        "reconciliation finished"
+    );
+    Ok(if report.converged {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
-    Store::open(path).await.map_err(|e| AppError::Other(anyhow::Error::new(e)))
+    Store::open(path)
+        .await
+        .map_err(|e| AppError::Other(anyhow::Error::new(e)))
 }
 
 /// A dry run plans on a throwaway copy of the database, so the real one records
@@ -149,7 +199,10 @@ async fn dry_run_store(path: &StorePath) -> Result<(tempfile::TempDir, Store), A
     if let StorePath::File(real) = path {
         if real.exists() {
             let store = open_store(path).await?;
-            store.copy_to(&copy).await.context("copying the database for the dry run")?;
+            store
+                .copy_to(&copy)
+                .await
+                .context("copying the database for the dry run")?;
             store.close().await;
         }
     }
@@ -165,7 +218,12 @@ async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError> {
         return Ok(ExitCode::SUCCESS);
     }
     let providers = connect_all(config)?;
-    let results = futures::future::join_all(providers.iter().map(|c| async move { (c.provider.clone(), c.provider.check().await) })).await;
+    let results = futures::future::join_all(
+        providers
+            .iter()
+            .map(|c| async move { (c.provider.clone(), c.provider.check().await) }),
+    )
+    .await;
     let mut ok = true;
     for (p, result) in results {
         match result {
@@ -179,7 +237,11 @@ async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError> {
     for p in config.providers.iter().filter(|p| !p.enabled) {
         println!("{} ({}): disabled", p.name, p.kind);
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `status`: per provider, its cursor, the last run and its result, the outbox depth
@@ -187,7 +249,10 @@ async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError> {
 async fn status(config: &Config) -> Result<ExitCode, AppError> {
     if let StorePath::File(p) = &config.store.path {
         if !p.exists() {
-            println!("no database yet at {} (no reconciliation has run)", p.display());
+            println!(
+                "no database yet at {} (no reconciliation has run)",
+                p.display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -209,21 +274,35 @@ async fn status(config: &Config) -> Result<ExitCode, AppError> {
         None => println!("last run: none"),
     }
     println!();
-    println!("{:<14} {:<10} {:<8} {:>8} {:>8} {:>8} {:>8}  cursor", "provider", "kind", "result", "pending", "inflight", "failed", "parked");
+    println!(
+        "{:<14} {:<10} {:<8} {:>8} {:>8} {:>8} {:>8}  cursor",
+        "provider", "kind", "result", "pending", "inflight", "failed", "parked"
+    );
     for p in &config.providers {
-        let count = |state: &str| depth.iter().find(|(n, s, _)| n == &p.name.0 && s == state).map_or(0, |(_, _, c)| *c);
+        let count = |state: &str| {
+            depth
+                .iter()
+                .find(|(n, s, _)| n == &p.name.0 && s == state)
+                .map_or(0, |(_, _, c)| *c)
+        };
         let result = last
             .and_then(|r| r.report.as_ref())
             .and_then(|rep| rep.get("providers")?.get(&p.name.0).cloned())
             .map(|pr| {
-                if pr.get("listing_error").is_some_and(|e| !e.is_null()) || pr.get("failed").and_then(|f| f.as_u64()).unwrap_or(0) > 0 {
+                if pr.get("listing_error").is_some_and(|e| !e.is_null())
+                    || pr.get("failed").and_then(|f| f.as_u64()).unwrap_or(0) > 0
+                {
                     "failing"
                 } else {
                     "ok"
                 }
             })
             .unwrap_or(if p.enabled { "-" } else { "disabled" });
-        let cursor = cursors.iter().find(|(n, _, _)| n == &p.name.0).map(|(_, v, _)| v.as_str()).unwrap_or("-");
+        let cursor = cursors
+            .iter()
+            .find(|(n, _, _)| n == &p.name.0)
+            .map(|(_, v, _)| v.as_str())
+            .unwrap_or("-");
         println!(
             "{:<14} {:<10} {:<8} {:>8} {:>8} {:>8} {:>8}  {}",
             p.name.0,

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "custsync", version, about = "Keeps one customer list true across Nuvemshop, Ecwid, Malomo, Partial.ly and Sendwithus")]
+#[command(
+    name = "custsync",
+    version,
+    about = "Keeps one customer list true across Nuvemshop, Ecwid, Malomo, Partial.ly and Sendwithus"
+)]
 pub struct Cli {
     /// Configuration file [default: $CUSTSYNC_CONFIG, then config/custsync.toml]
     #[arg(long, global = true, value_name = "PATH")]

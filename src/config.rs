@@ -135,7 +135,7 @@ struct RawSync {
     schedule: Option<String>,
     propagate_deletes: Option<bool>,
     max_delete_fraction: Option<f64>,
-    conflict_policy: Option<ConflictPolicy>,
+    conflict_policy: Option<String>,
     priority: Option<Vec<String>>,
     push_concurrency: Option<usize>,
 }
@@ -149,7 +149,7 @@ struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProvider {
-    kind: Option<Kind>,
+    kind: Option<String>,
     base_url: Option<String>,
     api_key: Option<SecretString>,
     api_key_file: Option<PathBuf>,
@@ -327,6 +327,16 @@ impl RawConfig {
                 "must be between 0 and 1",
             ));
         }
+        let conflict_policy = match self.sync.conflict_policy.as_deref() {
+            None | Some("latest") => ConflictPolicy::Latest,
+            Some("priority") => ConflictPolicy::Priority,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "sync.conflict_policy",
+                    format!("unknown policy {other:?} (latest | priority)"),
+                ))
+            }
+        };
         let push_concurrency = self.sync.push_concurrency.unwrap_or(4);
         if push_concurrency == 0 {
             return Err(ConfigError::new(
@@ -383,7 +393,7 @@ impl RawConfig {
                 schedule,
                 propagate_deletes: self.sync.propagate_deletes.unwrap_or(true),
                 max_delete_fraction,
-                conflict_policy: self.sync.conflict_policy.unwrap_or(ConflictPolicy::Latest),
+                conflict_policy,
                 priority,
                 push_concurrency,
             },
@@ -396,12 +406,21 @@ impl RawConfig {
 impl RawProvider {
     fn validate(self, name: &str) -> Result<ProviderConfig, ConfigError> {
         let key = |k: &str| format!("providers.{name}.{k}");
-        let kind = self.kind.ok_or_else(|| {
-            ConfigError::new(
-                key("kind"),
-                "missing (sendwithus | partially | malomo | nuvemshop | ecwid)",
-            )
-        })?;
+        const KINDS: &str = "sendwithus | partially | malomo | nuvemshop | ecwid";
+        let kind = match self.kind.as_deref().map(str::trim) {
+            None => return Err(ConfigError::new(key("kind"), format!("missing ({KINDS})"))),
+            Some("sendwithus") => Kind::Sendwithus,
+            Some("partially") => Kind::Partially,
+            Some("malomo") => Kind::Malomo,
+            Some("nuvemshop") => Kind::Nuvemshop,
+            Some("ecwid") => Kind::Ecwid,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!("unknown kind {other:?} ({KINDS})"),
+                ))
+            }
+        };
         let base_text = self
             .base_url
             .ok_or_else(|| ConfigError::new(key("base_url"), "missing"))?;
@@ -633,7 +652,8 @@ mod example_tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("malomo");
         std::fs::write(&key, "k\n").unwrap();
-        let c = Config::from_toml(&text.replace("/run/secrets/malomo", &key.display().to_string())).unwrap();
+        let c = Config::from_toml(&text.replace("/run/secrets/malomo", &key.display().to_string()))
+            .unwrap();
         assert_eq!(c.providers.len(), 2);
         assert_eq!(c.providers[0].user_agent, "custsync/0.1 (ops@example.com)");
     }

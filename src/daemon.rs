@@ -65,10 +65,21 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
 
-    let shared: Shared = Arc::new((Mutex::new(Health { store_ok: true, ..Health::default() }), store.clone()));
+    let shared: Shared = Arc::new((
+        Mutex::new(Health {
+            store_ok: true,
+            ..Health::default()
+        }),
+        store.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} ([server].listen)", config.server.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} ([server].listen)",
+                config.server.listen
+            )
+        })?;
     tracing::info!(listen = %config.server.listen, "health and metrics server up");
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -77,15 +88,25 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
         .with_state(shared.clone());
     let server_stop = stop.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { server_stop.cancelled().await }).await;
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await;
     });
 
     let mut allow_deletes = cli.allow_deletes.iter().cloned().collect();
     loop {
-        let opts = RunOptions { dry_run: false, allow_deletes: std::mem::take(&mut allow_deletes), mode: "daemon" };
+        let opts = RunOptions {
+            dry_run: false,
+            allow_deletes: std::mem::take(&mut allow_deletes),
+            mode: "daemon",
+        };
         match engine.run_once(&opts, &stop).await {
             Ok(report) => {
-                tracing::info!(run = report.run_id, converged = report.converged, "cycle finished");
+                tracing::info!(
+                    run = report.run_id,
+                    converged = report.converged,
+                    "cycle finished"
+                );
                 let mut h = lock(&shared.0);
                 h.cycles += 1;
                 h.failed_cycles += u64::from(!report.converged);
@@ -100,7 +121,9 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
                 h.store_ok = false;
             }
         }
-        let Some(next) = config.sync.schedule.upcoming(Utc).next() else { break };
+        let Some(next) = config.sync.schedule.upcoming(Utc).next() else {
+            break;
+        };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tracing::info!(next = %next, "sleeping until the next cycle");
         tokio::select! {
@@ -124,9 +147,15 @@ fn lock(m: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
 
 /// Ready while the store is open and the last cycle did not fail outright.
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    let store_ok = sqlx::query("SELECT 1").execute(shared.1.pool()).await.is_ok();
+    let store_ok = sqlx::query("SELECT 1")
+        .execute(shared.1.pool())
+        .await
+        .is_ok();
     let h = lock(&shared.0);
-    let last_ok = h.last.as_ref().is_none_or(|r| r.providers.values().all(|p| p.listing_error.is_none()));
+    let last_ok = h
+        .last
+        .as_ref()
+        .is_none_or(|r| r.providers.values().all(|p| p.listing_error.is_none()));
     if store_ok && h.store_ok && last_ok {
         (StatusCode::OK, "ready\n")
     } else {
@@ -139,27 +168,68 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     let depth = shared.1.outbox_depth().await.unwrap_or_default();
     let h = lock(&shared.0);
     let mut out = String::new();
-    let _ = writeln!(out, "# TYPE custsync_cycles_total counter\ncustsync_cycles_total {}", h.cycles);
-    let _ = writeln!(out, "# TYPE custsync_failed_cycles_total counter\ncustsync_failed_cycles_total {}", h.failed_cycles);
+    let _ = writeln!(
+        out,
+        "# TYPE custsync_cycles_total counter\ncustsync_cycles_total {}",
+        h.cycles
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE custsync_failed_cycles_total counter\ncustsync_failed_cycles_total {}",
+        h.failed_cycles
+    );
     if let Some(r) = &h.last {
-        let _ = writeln!(out, "# TYPE custsync_cycle_duration_seconds gauge\ncustsync_cycle_duration_seconds {}", r.duration_secs);
-        let _ = writeln!(out, "# TYPE custsync_last_cycle_converged gauge\ncustsync_last_cycle_converged {}", u8::from(r.converged));
+        let _ = writeln!(
+            out,
+            "# TYPE custsync_cycle_duration_seconds gauge\ncustsync_cycle_duration_seconds {}",
+            r.duration_secs
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE custsync_last_cycle_converged gauge\ncustsync_last_cycle_converged {}",
+            u8::from(r.converged)
+        );
         let _ = writeln!(out, "# TYPE custsync_last_cycle_records gauge");
         for (name, p) in &r.providers {
-            for (op, n) in [("fetched", p.fetched), ("created", p.created), ("updated", p.updated), ("deleted", p.deleted), ("failed", p.failed), ("skipped", p.skipped)] {
-                let _ = writeln!(out, "custsync_last_cycle_records{{provider=\"{name}\",op=\"{op}\"}} {n}");
+            for (op, n) in [
+                ("fetched", p.fetched),
+                ("created", p.created),
+                ("updated", p.updated),
+                ("deleted", p.deleted),
+                ("failed", p.failed),
+                ("skipped", p.skipped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "custsync_last_cycle_records{{provider=\"{name}\",op=\"{op}\"}} {n}"
+                );
             }
         }
         let _ = writeln!(out, "# TYPE custsync_last_cycle_requests gauge");
         for (name, p) in &r.providers {
-            let _ = writeln!(out, "custsync_last_cycle_requests{{provider=\"{name}\"}} {}", p.requests);
-            let _ = writeln!(out, "custsync_last_cycle_retries{{provider=\"{name}\"}} {}", p.retries);
-            let _ = writeln!(out, "custsync_last_cycle_throttled{{provider=\"{name}\"}} {}", p.throttled);
+            let _ = writeln!(
+                out,
+                "custsync_last_cycle_requests{{provider=\"{name}\"}} {}",
+                p.requests
+            );
+            let _ = writeln!(
+                out,
+                "custsync_last_cycle_retries{{provider=\"{name}\"}} {}",
+                p.retries
+            );
+            let _ = writeln!(
+                out,
+                "custsync_last_cycle_throttled{{provider=\"{name}\"}} {}",
+                p.throttled
+            );
         }
     }
     let _ = writeln!(out, "# TYPE custsync_outbox_depth gauge");
     for (provider, state, n) in depth {
-        let _ = writeln!(out, "custsync_outbox_depth{{provider=\"{provider}\",state=\"{state}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "custsync_outbox_depth{{provider=\"{provider}\",state=\"{state}\"}} {n}"
+        );
     }
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

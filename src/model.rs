@@ -311,7 +311,9 @@ impl FieldSet {
 
     fn is_default(&self, field: &Field, value: Option<&str>) -> bool {
         let Some(value) = value else { return false };
-        self.defaults.iter().any(|(f, d)| f == field && field.normalize(d) == field.normalize(value))
+        self.defaults
+            .iter()
+            .any(|(f, d)| f == field && field.normalize(d) == field.normalize(value))
     }
 
     pub fn carries(&self, field: &Field) -> bool {

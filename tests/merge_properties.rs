@@ -12,11 +12,34 @@ use proptest::prelude::*;
 
 const SETS: [FieldSet; 3] = [
     // Malomo-like
-    FieldSet { fields: &[Field::Email, Field::FirstName, Field::LastName, Field::Phone], attributes: false, defaults: &[] },
+    FieldSet {
+        fields: &[
+            Field::Email,
+            Field::FirstName,
+            Field::LastName,
+            Field::Phone,
+        ],
+        attributes: false,
+        defaults: &[],
+    },
     // Nuvemshop-like: one name field, attributes
-    FieldSet { fields: &[Field::Email, Field::FullName, Field::Phone, Field::Note], attributes: true, defaults: &[] },
+    FieldSet {
+        fields: &[Field::Email, Field::FullName, Field::Phone, Field::Note],
+        attributes: true,
+        defaults: &[],
+    },
     // Partial.ly-like: language as a lossy view of the locale
-    FieldSet { fields: &[Field::Email, Field::FirstName, Field::LastName, Field::Phone, Field::Language], attributes: false, defaults: &[] },
+    FieldSet {
+        fields: &[
+            Field::Email,
+            Field::FirstName,
+            Field::LastName,
+            Field::Phone,
+            Field::Language,
+        ],
+        attributes: false,
+        defaults: &[],
+    },
 ];
 
 const CAPS: Capabilities = Capabilities {
@@ -49,11 +72,24 @@ fn value() -> impl Strategy<Value = Option<String>> {
 }
 
 fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    prop::collection::vec((0..3usize, 1..6usize, value()).prop_map(|(provider, field, value)| Edit { provider, field, value }), 0..6)
+    prop::collection::vec(
+        (0..3usize, 1..6usize, value()).prop_map(|(provider, field, value)| Edit {
+            provider,
+            field,
+            value,
+        }),
+        0..6,
+    )
 }
 
 fn start() -> impl Strategy<Value = Projection> {
-    (value(), value(), value(), prop::option::of("[0-9]{3}"), prop::option::of(prop_oneof!["de-DE", "en", "pt-BR"]))
+    (
+        value(),
+        value(),
+        value(),
+        prop::option::of("[0-9]{3}"),
+        prop::option::of(prop_oneof!["de-DE", "en", "pt-BR"]),
+    )
         .prop_map(|(first, last, note, phone, locale)| {
             Projection::new()
                 .with(Field::Email, Some("ann@example.com"))
@@ -101,9 +137,19 @@ impl World {
 
     /// One cycle: merge what changed, plan, push every op (the provider stores the
     /// payload and the snapshot becomes it). Returns the new canonical and the ops.
-    fn cycle(&mut self, canonical: &Projection, policy: ConflictPolicy, time: i64) -> (Projection, usize) {
+    fn cycle(
+        &mut self,
+        canonical: &Projection,
+        policy: ConflictPolicy,
+        time: i64,
+    ) -> (Projection, usize) {
         let sides: Vec<Side<'_>> = (0..3)
-            .map(|i| Side { rank: i, base: Some(&self.snapshots[i]), current: &self.records[i], time: t(time + i as i64) })
+            .map(|i| Side {
+                rank: i,
+                base: Some(&self.snapshots[i]),
+                current: &self.records[i],
+                time: t(time + i as i64),
+            })
             .collect();
         let merged = merge(canonical, Some(t(0)), &sides, policy).canonical;
         // After the merge every observed record is the new snapshot.
@@ -113,7 +159,11 @@ impl World {
                 provider: &self.names[i],
                 caps: CAPS,
                 fields: &SETS[i],
-                link: Some(LinkState { remote_id: &self.ids[i], snapshot: Some(&self.snapshots[i]), gone: false }),
+                link: Some(LinkState {
+                    remote_id: &self.ids[i],
+                    snapshot: Some(&self.snapshots[i]),
+                    gone: false,
+                }),
                 writable: true,
             })
             .collect();
@@ -122,7 +172,9 @@ impl World {
         let pushed: Vec<(usize, Projection)> = ops
             .into_iter()
             .filter_map(|(name, op)| match op {
-                Op::Update { payload, .. } => Some((self.names.iter().position(|x| x == name)?, payload)),
+                Op::Update { payload, .. } => {
+                    Some((self.names.iter().position(|x| x == name)?, payload))
+                }
                 _ => None,
             })
             .collect();

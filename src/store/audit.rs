@@ -15,8 +15,18 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn new(action: &'static str, customer: Option<CustomerId>, provider: Option<&ProviderName>, detail: serde_json::Value) -> Self {
-        Self { action, customer, provider: provider.cloned(), detail }
+    pub fn new(
+        action: &'static str,
+        customer: Option<CustomerId>,
+        provider: Option<&ProviderName>,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self {
+            action,
+            customer,
+            provider: provider.cloned(),
+            detail,
+        }
     }
 
     pub async fn insert(&self, tx: &mut Transaction<'_, Sqlite>, run: RunId) -> Result<()> {

@@ -118,7 +118,11 @@ impl Store {
     }
 
     /// Links of `provider` that a complete listing of `run` did not return.
-    pub async fn vanished(&self, provider: &ProviderName, run: RunId) -> Result<Vec<(CustomerId, RemoteId)>> {
+    pub async fn vanished(
+        &self,
+        provider: &ProviderName,
+        run: RunId,
+    ) -> Result<Vec<(CustomerId, RemoteId)>> {
         let rows = sqlx::query(
             "SELECT l.customer_id, l.remote_id FROM links l JOIN customers c ON c.id = l.customer_id
              WHERE l.provider = ? AND l.gone = 0 AND l.snapshot IS NOT NULL
@@ -128,16 +132,21 @@ impl Store {
         .bind(run.0)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (CustomerId(r.get(0)), RemoteId(r.get(1)))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (CustomerId(r.get(0)), RemoteId(r.get(1))))
+            .collect())
     }
 
     /// How many live, merged links a provider has (the base of the delete guard).
     pub async fn linked_count(&self, provider: &ProviderName) -> Result<i64> {
-        let n = sqlx::query("SELECT COUNT(*) FROM links WHERE provider = ? AND gone = 0 AND snapshot IS NOT NULL")
-            .bind(&provider.0)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
+        let n = sqlx::query(
+            "SELECT COUNT(*) FROM links WHERE provider = ? AND gone = 0 AND snapshot IS NOT NULL",
+        )
+        .bind(&provider.0)
+        .fetch_one(&self.pool)
+        .await?
+        .get(0);
         Ok(n)
     }
 
@@ -153,20 +162,29 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let now = now_text();
         for (customer, remote) in gone {
-            sqlx::query("UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?")
-                .bind(&provider.0)
-                .bind(&remote.0)
+            sqlx::query(
+                "UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?",
+            )
+            .bind(&provider.0)
+            .bind(&remote.0)
+            .execute(&mut *tx)
+            .await?;
+            if tombstone {
+                sqlx::query(
+                    "UPDATE customers SET tombstoned_at = ? WHERE id = ? AND tombstoned_at IS NULL",
+                )
+                .bind(&now)
+                .bind(customer.0)
                 .execute(&mut *tx)
                 .await?;
-            if tombstone {
-                sqlx::query("UPDATE customers SET tombstoned_at = ? WHERE id = ? AND tombstoned_at IS NULL")
-                    .bind(&now)
-                    .bind(customer.0)
-                    .execute(&mut *tx)
-                    .await?;
             }
             let action = if tombstone { "tombstone" } else { "vanished" };
-            let entry = AuditEntry::new(action, Some(*customer), Some(provider), serde_json::json!({"remote_id": remote.0}));
+            let entry = AuditEntry::new(
+                action,
+                Some(*customer),
+                Some(provider),
+                serde_json::json!({"remote_id": remote.0}),
+            );
             entry.insert(&mut tx, run).await?;
         }
         tx.commit().await?;
@@ -175,7 +193,11 @@ impl Store {
 
     /// Up to `limit` customers with id above `after`, each with its links, parked
     /// operations and doubtful creates.
-    pub async fn load_batch(&self, after: i64, limit: i64) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
+    pub async fn load_batch(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT id, email, fields, updated_at, tombstoned_at FROM customers WHERE id > ? ORDER BY id LIMIT ?",
@@ -203,7 +225,10 @@ impl Store {
                 remote_id: RemoteId(r.get(2)),
                 snapshot: projection(r.get(3))?,
                 observed: projection(r.get(4))?,
-                observed_at: r.get::<Option<String>, _>(5).as_deref().and_then(parse_time),
+                observed_at: r
+                    .get::<Option<String>, _>(5)
+                    .as_deref()
+                    .and_then(parse_time),
                 gone: r.get::<i64, _>(6) != 0,
             });
         }
@@ -233,7 +258,11 @@ impl Store {
         for r in rows {
             let id: i64 = r.get(0);
             let fields: Projection = serde_json::from_str(&r.get::<String, _>(2))?;
-            let updated_at = if fields.is_empty() { None } else { parse_time(&r.get::<String, _>(3)) };
+            let updated_at = if fields.is_empty() {
+                None
+            } else {
+                parse_time(&r.get::<String, _>(3))
+            };
             let row = CustomerRow {
                 id: CustomerId(id),
                 email: r.get(1),
@@ -251,7 +280,11 @@ impl Store {
 
     /// Writes what the merge decided for a batch, with its plan, in one transaction.
     /// Returns customers whose new email another customer already has (left unchanged).
-    pub async fn save_batch(&self, run: RunId, updates: &[CustomerUpdate]) -> Result<Vec<(CustomerId, String)>> {
+    pub async fn save_batch(
+        &self,
+        run: RunId,
+        updates: &[CustomerUpdate],
+    ) -> Result<Vec<(CustomerId, String)>> {
         let mut tx = self.pool.begin().await?;
         let mut refused = Vec::new();
         let now = now_text();
@@ -273,11 +306,12 @@ impl Store {
                     if taken {
                         refused.push((id, "the new email belongs to another customer".to_string()));
                     }
-                    let current: Option<String> = sqlx::query("SELECT email FROM customers WHERE id = ?")
-                        .bind(id.0)
-                        .fetch_one(&mut *tx)
-                        .await?
-                        .get(0);
+                    let current: Option<String> =
+                        sqlx::query("SELECT email FROM customers WHERE id = ?")
+                            .bind(id.0)
+                            .fetch_one(&mut *tx)
+                            .await?
+                            .get(0);
                     fields.set(crate::model::Field::Email, current);
                 }
                 let email = fields.email().map(|e| e.as_str().to_string());
@@ -311,7 +345,13 @@ impl Store {
 
 /// Replaces a customer's open operations with its new plan. A create that may have
 /// reached its provider keeps that mark, so it is looked up before it is sent again.
-async fn replace_ops(tx: &mut Transaction<'_, Sqlite>, run: RunId, id: CustomerId, ops: &[NewOp], now: &str) -> Result<()> {
+async fn replace_ops(
+    tx: &mut Transaction<'_, Sqlite>,
+    run: RunId,
+    id: CustomerId,
+    ops: &[NewOp],
+    now: &str,
+) -> Result<()> {
     let doubtful: Vec<String> = sqlx::query(
         "SELECT provider FROM outbox WHERE customer_id = ? AND op = 'create' AND maybe_applied = 1 AND state != 'parked'",
     )
@@ -321,10 +361,12 @@ async fn replace_ops(tx: &mut Transaction<'_, Sqlite>, run: RunId, id: CustomerI
     .into_iter()
     .map(|r| r.get(0))
     .collect();
-    sqlx::query("DELETE FROM outbox WHERE customer_id = ? AND state IN ('pending', 'failed', 'in_flight')")
-        .bind(id.0)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM outbox WHERE customer_id = ? AND state IN ('pending', 'failed', 'in_flight')",
+    )
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await?;
     for op in ops {
         let maybe = op.op == "create" && doubtful.contains(&op.provider.0);
         sqlx::query(
@@ -352,7 +394,12 @@ async fn replace_ops(tx: &mut Transaction<'_, Sqlite>, run: RunId, id: CustomerI
 /// email, created empty if there is none. A second record of the same provider with
 /// the same email is a duplicate; the most recently updated one is linked while neither
 /// has been merged yet.
-async fn ingest_one(conn: &mut SqliteConnection, provider: &ProviderName, run: RunId, o: &Observed) -> Result<Option<Duplicate>> {
+async fn ingest_one(
+    conn: &mut SqliteConnection,
+    provider: &ProviderName,
+    run: RunId,
+    o: &Observed,
+) -> Result<Option<Duplicate>> {
     let existing = sqlx::query(
         "SELECT l.snapshot, c.tombstoned_at FROM links l JOIN customers c ON c.id = l.customer_id
          WHERE l.provider = ? AND l.remote_id = ?",
@@ -374,7 +421,10 @@ async fn ingest_one(conn: &mut SqliteConnection, provider: &ProviderName, run: R
                 .bind(observed_json)
                 .bind(time_text(o.time))
         };
-        q.bind(&provider.0).bind(&o.record.id.0).execute(&mut *conn).await?;
+        q.bind(&provider.0)
+            .bind(&o.record.id.0)
+            .execute(&mut *conn)
+            .await?;
         return Ok(None);
     }
 
@@ -409,11 +459,17 @@ async fn ingest_one(conn: &mut SqliteConnection, provider: &ProviderName, run: R
     if let Some(row) = other {
         let other_id = RemoteId(row.get(0));
         let merged = row.get::<Option<String>, _>(1).is_some();
-        let other_time = row.get::<Option<String>, _>(2).as_deref().and_then(parse_time);
+        let other_time = row
+            .get::<Option<String>, _>(2)
+            .as_deref()
+            .and_then(parse_time);
         let gone = row.get::<i64, _>(3) != 0;
         let newer = other_time.is_none_or(|t| o.time > t);
         if !gone && (merged || !newer) {
-            return Ok(Some(Duplicate { remote_id: o.record.id.clone(), email: o.email.clone() }));
+            return Ok(Some(Duplicate {
+                remote_id: o.record.id.clone(),
+                email: o.email.clone(),
+            }));
         }
         sqlx::query("DELETE FROM links WHERE provider = ? AND remote_id = ?")
             .bind(&provider.0)
@@ -431,7 +487,10 @@ async fn ingest_one(conn: &mut SqliteConnection, provider: &ProviderName, run: R
         .bind(run.0)
         .execute(&mut *conn)
         .await?;
-        return Ok((!gone).then_some(Duplicate { remote_id: other_id, email: o.email.clone() }));
+        return Ok((!gone).then_some(Duplicate {
+            remote_id: other_id,
+            email: o.email.clone(),
+        }));
     }
     sqlx::query("INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&provider.0)
@@ -448,11 +507,13 @@ async fn ingest_one(conn: &mut SqliteConnection, provider: &ProviderName, run: R
 /// True when `forget` erased this person: only a hash of the email is kept.
 async fn forgotten(conn: &mut SqliteConnection, email: &Email) -> Result<bool> {
     let hash = email_hash(email);
-    Ok(sqlx::query("SELECT 1 FROM customers WHERE email_hash = ? AND email IS NULL")
-        .bind(hash)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some())
+    Ok(
+        sqlx::query("SELECT 1 FROM customers WHERE email_hash = ? AND email IS NULL")
+            .bind(hash)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some(),
+    )
 }
 
 pub fn email_hash(email: &Email) -> String {

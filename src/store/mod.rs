@@ -31,7 +31,10 @@ pub enum StoreError {
     #[error("database holds unreadable JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("database file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -54,7 +57,9 @@ pub fn time_text(t: DateTime<Utc>) -> String {
 }
 
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 impl Store {
@@ -79,7 +84,10 @@ impl Store {
             .max_lifetime(None)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open { path: describe(path), source })?;
+            .map_err(|source| StoreError::Open {
+                path: describe(path),
+                source,
+            })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
     }
@@ -102,16 +110,22 @@ impl Store {
     }
 
     pub async fn begin_run(&self, mode: &str) -> Result<RunId> {
-        let id = sqlx::query("INSERT INTO runs (started_at, mode, status) VALUES (?, ?, 'running')")
-            .bind(now_text())
-            .bind(mode)
-            .execute(&self.pool)
-            .await?
-            .last_insert_rowid();
+        let id =
+            sqlx::query("INSERT INTO runs (started_at, mode, status) VALUES (?, ?, 'running')")
+                .bind(now_text())
+                .bind(mode)
+                .execute(&self.pool)
+                .await?
+                .last_insert_rowid();
         Ok(RunId(id))
     }
 
-    pub async fn finish_run(&self, run: RunId, status: &str, report: &serde_json::Value) -> Result<()> {
+    pub async fn finish_run(
+        &self,
+        run: RunId,
+        status: &str,
+        report: &serde_json::Value,
+    ) -> Result<()> {
         sqlx::query("UPDATE runs SET finished_at = ?, status = ?, report = ? WHERE id = ?")
             .bind(now_text())
             .bind(status)
@@ -124,11 +138,13 @@ impl Store {
 
     /// Runs that never finished (the process was killed) are marked as interrupted.
     pub async fn close_interrupted_runs(&self) -> Result<u64> {
-        let n = sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'")
-            .bind(now_text())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+        )
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n)
     }
 
@@ -146,7 +162,9 @@ impl Store {
                 finished_at: r.get(2),
                 mode: r.get(3),
                 status: r.get(4),
-                report: r.get::<Option<String>, _>(5).and_then(|s| serde_json::from_str(&s).ok()),
+                report: r
+                    .get::<Option<String>, _>(5)
+                    .and_then(|s| serde_json::from_str(&s).ok()),
             })
             .collect())
     }
@@ -176,7 +194,10 @@ impl Store {
         let rows = sqlx::query("SELECT provider, value, updated_at FROM cursors ORDER BY provider")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 }
 
@@ -199,7 +220,10 @@ fn describe(path: &StorePath) -> String {
 
 /// Creates the database file readable by its owner only, before SQLite opens it.
 fn create_private(path: &Path) -> Result<()> {
-    let io = |source| StoreError::Io { path: path.display().to_string(), source };
+    let io = |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }

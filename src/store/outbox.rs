@@ -72,7 +72,12 @@ impl Store {
     }
 
     /// Pending operations of a provider with id above `after`, oldest first.
-    pub async fn pending_ops(&self, provider: &ProviderName, after: i64, limit: i64) -> Result<Vec<OutboxOp>> {
+    pub async fn pending_ops(
+        &self,
+        provider: &ProviderName,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxOp>> {
         let rows = sqlx::query(&format!(
             "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
              WHERE o.provider = ? AND o.state = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?"
@@ -107,7 +112,13 @@ impl Store {
 
     /// A create or update went through: the link's snapshot becomes the record as the
     /// provider answered it, so the next poll sees no change.
-    pub async fn complete_write(&self, run: RunId, op: &OutboxOp, record: &RemoteRecord, action: &'static str) -> Result<()> {
+    pub async fn complete_write(
+        &self,
+        run: RunId,
+        op: &OutboxOp,
+        record: &RemoteRecord,
+        action: &'static str,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM links WHERE provider = ? AND (customer_id = ? OR remote_id = ?)")
             .bind(&op.provider.0)
@@ -126,9 +137,14 @@ impl Store {
         .bind(run.0)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(op.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(op.id)
+            .execute(&mut *tx)
+            .await?;
         let detail = serde_json::json!({"remote_id": record.id.0, "fields": op.changed});
-        AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail).insert(&mut tx, run).await?;
+        AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail)
+            .insert(&mut tx, run)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -137,15 +153,22 @@ impl Store {
     pub async fn complete_delete(&self, run: RunId, op: &OutboxOp) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(remote) = &op.remote_id {
-            sqlx::query("UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?")
-                .bind(&op.provider.0)
-                .bind(&remote.0)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?",
+            )
+            .bind(&op.provider.0)
+            .bind(&remote.0)
+            .execute(&mut *tx)
+            .await?;
         }
-        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(op.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(op.id)
+            .execute(&mut *tx)
+            .await?;
         let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
-        AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail).insert(&mut tx, run).await?;
+        AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail)
+            .insert(&mut tx, run)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -179,7 +202,10 @@ impl Store {
         let rows = sqlx::query("SELECT provider, state, COUNT(*) FROM outbox GROUP BY provider, state ORDER BY provider, state")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     /// Failed and parked operations, most recent first.

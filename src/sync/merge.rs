@@ -65,7 +65,12 @@ struct Candidate {
 /// - A record seen for the first time fills what the canonical record lacks; a value
 ///   it holds that differs from the canonical one wins under `latest` only when it is
 ///   newer than the canonical record. Such first-sight choices are not conflicts.
-pub fn merge(canonical: &Projection, canonical_time: Option<DateTime<Utc>>, sides: &[Side<'_>], policy: ConflictPolicy) -> Merged {
+pub fn merge(
+    canonical: &Projection,
+    canonical_time: Option<DateTime<Utc>>,
+    sides: &[Side<'_>],
+    policy: ConflictPolicy,
+) -> Merged {
     let mut candidates = Vec::new();
     for side in sides {
         let (edit, fields) = match side.base {
@@ -75,18 +80,29 @@ pub fn merge(canonical: &Projection, canonical_time: Option<DateTime<Utc>>, side
         for field in fields {
             for (cf, value) in lift(&field, side.current.get(&field), canonical) {
                 let same = match &value {
-                    Some(v) => canonical.get(&cf).is_some_and(|c| cf.normalize(c) == cf.normalize(v)),
+                    Some(v) => canonical
+                        .get(&cf)
+                        .is_some_and(|c| cf.normalize(c) == cf.normalize(v)),
                     None => canonical.get(&cf).is_none(),
                 };
                 if !same {
-                    candidates.push(Candidate { field: cf, value, rank: side.rank, time: side.time, edit });
+                    candidates.push(Candidate {
+                        field: cf,
+                        value,
+                        rank: side.rank,
+                        time: side.time,
+                        edit,
+                    });
                 }
             }
         }
     }
     candidates.sort_by(|a, b| a.field.cmp(&b.field));
 
-    let mut out = Merged { canonical: canonical.clone(), ..Merged::default() };
+    let mut out = Merged {
+        canonical: canonical.clone(),
+        ..Merged::default()
+    };
     let mut rest = candidates.as_slice();
     while let Some(first) = rest.first() {
         let n = rest.iter().take_while(|c| c.field == first.field).count();
@@ -97,7 +113,13 @@ pub fn merge(canonical: &Projection, canonical_time: Option<DateTime<Utc>>, side
     out
 }
 
-fn resolve(group: &[Candidate], canonical: &Projection, canonical_time: Option<DateTime<Utc>>, policy: ConflictPolicy, out: &mut Merged) {
+fn resolve(
+    group: &[Candidate],
+    canonical: &Projection,
+    canonical_time: Option<DateTime<Utc>>,
+    policy: ConflictPolicy,
+    out: &mut Merged,
+) {
     let field = group[0].field.clone();
     let edits: Vec<&Candidate> = group.iter().filter(|c| c.edit).collect();
     let winner = if !edits.is_empty() {
@@ -109,7 +131,12 @@ fn resolve(group: &[Candidate], canonical: &Projection, canonical_time: Option<D
             .map(|c| (c.rank, c.value.clone()))
             .collect();
         if !losers.is_empty() {
-            out.conflicts.push(Conflict { field: field.clone(), winner_rank: winner.rank, value: winner.value.clone(), losers });
+            out.conflicts.push(Conflict {
+                field: field.clone(),
+                winner_rank: winner.rank,
+                value: winner.value.clone(),
+                losers,
+            });
         }
         Some(winner)
     } else {
@@ -119,7 +146,8 @@ fn resolve(group: &[Candidate], canonical: &Projection, canonical_time: Option<D
         } else {
             let winner = pick(&firsts, policy);
             let fills_gap = canonical_time.is_none() || canonical.get(&field).is_none();
-            let newer = policy == ConflictPolicy::Latest && canonical_time.is_some_and(|t| winner.time > t);
+            let newer =
+                policy == ConflictPolicy::Latest && canonical_time.is_some_and(|t| winner.time > t);
             (fills_gap || newer).then_some(winner)
         }
     };
@@ -137,7 +165,9 @@ fn resolve(group: &[Candidate], canonical: &Projection, canonical_time: Option<D
 
 fn pick<'a>(cands: &[&'a Candidate], policy: ConflictPolicy) -> &'a Candidate {
     let best = match policy {
-        ConflictPolicy::Latest => cands.iter().max_by(|a, b| a.time.cmp(&b.time).then(b.rank.cmp(&a.rank))),
+        ConflictPolicy::Latest => cands
+            .iter()
+            .max_by(|a, b| a.time.cmp(&b.time).then(b.rank.cmp(&a.rank))),
         ConflictPolicy::Priority => cands.iter().min_by_key(|c| c.rank),
     };
     best.copied().unwrap_or(cands[0])
@@ -153,19 +183,52 @@ mod tests {
     }
 
     fn p(pairs: &[(Field, &str)]) -> Projection {
-        pairs.iter().map(|(f, v)| (f.clone(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(f, v)| (f.clone(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn edits_to_different_fields_both_apply() {
-        let canon = p(&[(Field::Email, "a@x.co"), (Field::LastName, "Rose"), (Field::Phone, "111")]);
-        let base_m = p(&[(Field::Email, "a@x.co"), (Field::LastName, "Rose"), (Field::Phone, "111")]);
-        let cur_m = p(&[(Field::Email, "a@x.co"), (Field::LastName, "Stone"), (Field::Phone, "111")]);
-        let base_n = p(&[(Field::Email, "a@x.co"), (Field::FullName, "Johnny Rose"), (Field::Phone, "111")]);
-        let cur_n = p(&[(Field::Email, "a@x.co"), (Field::FullName, "Johnny Rose"), (Field::Phone, "222")]);
+        let canon = p(&[
+            (Field::Email, "a@x.co"),
+            (Field::LastName, "Rose"),
+            (Field::Phone, "111"),
+        ]);
+        let base_m = p(&[
+            (Field::Email, "a@x.co"),
+            (Field::LastName, "Rose"),
+            (Field::Phone, "111"),
+        ]);
+        let cur_m = p(&[
+            (Field::Email, "a@x.co"),
+            (Field::LastName, "Stone"),
+            (Field::Phone, "111"),
+        ]);
+        let base_n = p(&[
+            (Field::Email, "a@x.co"),
+            (Field::FullName, "Johnny Rose"),
+            (Field::Phone, "111"),
+        ]);
+        let cur_n = p(&[
+            (Field::Email, "a@x.co"),
+            (Field::FullName, "Johnny Rose"),
+            (Field::Phone, "222"),
+        ]);
         let sides = [
-            Side { rank: 0, base: Some(&base_m), current: &cur_m, time: t(10) },
-            Side { rank: 1, base: Some(&base_n), current: &cur_n, time: t(5) },
+            Side {
+                rank: 0,
+                base: Some(&base_m),
+                current: &cur_m,
+                time: t(10),
+            },
+            Side {
+                rank: 1,
+                base: Some(&base_n),
+                current: &cur_n,
+                time: t(5),
+            },
         ];
         let m = merge(&canon, Some(t(0)), &sides, ConflictPolicy::Latest);
         assert_eq!(m.canonical.get(&Field::LastName), Some("Stone"));
@@ -180,8 +243,18 @@ mod tests {
         let a = p(&[(Field::Phone, "2")]);
         let b = p(&[(Field::Phone, "3")]);
         let sides = [
-            Side { rank: 0, base: Some(&base), current: &a, time: t(1) },
-            Side { rank: 1, base: Some(&base), current: &b, time: t(2) },
+            Side {
+                rank: 0,
+                base: Some(&base),
+                current: &a,
+                time: t(1),
+            },
+            Side {
+                rank: 1,
+                base: Some(&base),
+                current: &b,
+                time: t(2),
+            },
         ];
         let latest = merge(&canon, Some(t(0)), &sides, ConflictPolicy::Latest);
         assert_eq!(latest.canonical.get(&Field::Phone), Some("3"));
@@ -193,10 +266,24 @@ mod tests {
     #[test]
     fn first_sight_fills_gaps_without_conflicts() {
         let a = p(&[(Field::Email, "a@x.co"), (Field::FirstName, "Ann")]);
-        let b = p(&[(Field::Email, "A@x.co"), (Field::FullName, "Anne Lee"), (Field::Phone, "5")]);
+        let b = p(&[
+            (Field::Email, "A@x.co"),
+            (Field::FullName, "Anne Lee"),
+            (Field::Phone, "5"),
+        ]);
         let sides = [
-            Side { rank: 0, base: None, current: &a, time: t(1) },
-            Side { rank: 1, base: None, current: &b, time: t(2) },
+            Side {
+                rank: 0,
+                base: None,
+                current: &a,
+                time: t(1),
+            },
+            Side {
+                rank: 1,
+                base: None,
+                current: &b,
+                time: t(2),
+            },
         ];
         let m = merge(&Projection::new(), None, &sides, ConflictPolicy::Priority);
         assert_eq!(m.canonical.get(&Field::FirstName), Some("Ann"));
@@ -210,7 +297,12 @@ mod tests {
         let canon = p(&[(Field::Phone, "1")]);
         let base = p(&[(Field::Phone, "1")]);
         let cur = Projection::new();
-        let sides = [Side { rank: 0, base: Some(&base), current: &cur, time: t(1) }];
+        let sides = [Side {
+            rank: 0,
+            base: Some(&base),
+            current: &cur,
+            time: t(1),
+        }];
         let m = merge(&canon, Some(t(0)), &sides, ConflictPolicy::Latest);
         assert_eq!(m.canonical.get(&Field::Phone), None);
     }
@@ -220,7 +312,12 @@ mod tests {
         let canon = p(&[(Field::Phone, "555-555-5555")]);
         let base = p(&[(Field::Phone, "555-555-5555")]);
         let cur = p(&[(Field::Phone, "(555) 555 5555")]);
-        let sides = [Side { rank: 0, base: Some(&base), current: &cur, time: t(1) }];
+        let sides = [Side {
+            rank: 0,
+            base: Some(&base),
+            current: &cur,
+            time: t(1),
+        }];
         let m = merge(&canon, Some(t(0)), &sides, ConflictPolicy::Latest);
         assert!(m.changes.is_empty());
     }

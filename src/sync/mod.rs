@@ -71,26 +71,51 @@ struct PassContext<'a> {
 
 impl Engine {
     pub fn new(config: Arc<Config>, store: Store, providers: Vec<Connected>) -> Self {
-        Self { config, store, providers }
+        Self {
+            config,
+            store,
+            providers,
+        }
     }
 
     /// One full reconciliation of every enabled provider.
-    pub async fn run_once(&self, opts: &RunOptions, stop: &CancellationToken) -> Result<Report, StoreError> {
+    pub async fn run_once(
+        &self,
+        opts: &RunOptions,
+        stop: &CancellationToken,
+    ) -> Result<Report, StoreError> {
         let started = Instant::now();
         self.store.close_interrupted_runs().await?;
         self.store.recover_in_flight().await?;
         let run = self.store.begin_run(opts.mode).await?;
-        let mut report = Report { run_id: run.0, dry_run: opts.dry_run, ..Report::default() };
-        let before: Vec<(u64, u64, u64)> = self.providers.iter().map(|c| traffic_counts(c.traffic.as_deref())).collect();
+        let mut report = Report {
+            run_id: run.0,
+            dry_run: opts.dry_run,
+            ..Report::default()
+        };
+        let before: Vec<(u64, u64, u64)> = self
+            .providers
+            .iter()
+            .map(|c| traffic_counts(c.traffic.as_deref()))
+            .collect();
         for c in &self.providers {
             report.provider(&c.provider.name().0);
         }
 
         // 1. Poll every provider at once, each page stored as it arrives.
-        let polls = futures::future::join_all(self.providers.iter().map(|c| poll::poll(&self.store, c.provider.as_ref(), run))).await;
+        let polls = futures::future::join_all(
+            self.providers
+                .iter()
+                .map(|c| poll::poll(&self.store, c.provider.as_ref(), run)),
+        )
+        .await;
         let mut ctx = PassContext {
             run,
-            caps: self.providers.iter().map(|c| (c.provider.name(), c.provider.capabilities())).collect(),
+            caps: self
+                .providers
+                .iter()
+                .map(|c| (c.provider.name(), c.provider.capabilities()))
+                .collect(),
             blocked: HashSet::new(),
             held: HashSet::new(),
         };
@@ -137,11 +162,25 @@ impl Engine {
         if opts.dry_run {
             self.fill_plan(&mut report).await?;
         } else {
-            let pushes = futures::future::join_all(self.providers.iter().filter(|c| !ctx.blocked.contains(c.provider.name())).map(|c| {
-                push::push(&self.store, c.provider.clone(), run, self.config.sync.push_concurrency, stop)
-            }))
+            let pushes = futures::future::join_all(
+                self.providers
+                    .iter()
+                    .filter(|c| !ctx.blocked.contains(c.provider.name()))
+                    .map(|c| {
+                        push::push(
+                            &self.store,
+                            c.provider.clone(),
+                            run,
+                            self.config.sync.push_concurrency,
+                            stop,
+                        )
+                    }),
+            )
             .await;
-            let pushed = self.providers.iter().filter(|c| !ctx.blocked.contains(c.provider.name()));
+            let pushed = self
+                .providers
+                .iter()
+                .filter(|c| !ctx.blocked.contains(c.provider.name()));
             for (c, outcome) in pushed.zip(pushes) {
                 let outcome = outcome?;
                 let r = report.provider(&c.provider.name().0);
@@ -164,21 +203,43 @@ impl Engine {
         report.converged = if opts.dry_run {
             ctx.blocked.is_empty()
         } else {
-            failed == 0 && ctx.blocked.is_empty() && report.held_deletes == 0 && !stop.is_cancelled()
+            failed == 0
+                && ctx.blocked.is_empty()
+                && report.held_deletes == 0
+                && !stop.is_cancelled()
         };
         report.duration_secs = started.elapsed().as_secs_f64();
-        let status = if report.converged { "converged" } else { "failed" };
-        self.store.finish_run(run, status, &serde_json::to_value(&report).unwrap_or_default()).await?;
+        let status = if report.converged {
+            "converged"
+        } else {
+            "failed"
+        };
+        self.store
+            .finish_run(
+                run,
+                status,
+                &serde_json::to_value(&report).unwrap_or_default(),
+            )
+            .await?;
         Ok(report)
     }
 
-    async fn deletions(&self, name: &ProviderName, opts: &RunOptions, ctx: &mut PassContext<'_>, report: &mut Report) -> Result<(), StoreError> {
+    async fn deletions(
+        &self,
+        name: &ProviderName,
+        opts: &RunOptions,
+        ctx: &mut PassContext<'_>,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
         let vanished = self.store.vanished(name, ctx.run).await?;
         if vanished.is_empty() {
             return Ok(());
         }
         if !self.config.sync.propagate_deletes {
-            return self.store.record_deletions(ctx.run, name, &vanished, false).await;
+            return self
+                .store
+                .record_deletions(ctx.run, name, &vanished, false)
+                .await;
         }
         let linked = self.store.linked_count(name).await?.max(1) as f64;
         let share = vanished.len() as f64 / linked;
@@ -201,12 +262,23 @@ impl Engine {
             ctx.held.extend(vanished.iter().map(|(c, _)| *c));
             return Ok(());
         }
-        self.store.record_deletions(ctx.run, name, &vanished, true).await
+        self.store
+            .record_deletions(ctx.run, name, &vanished, true)
+            .await
     }
 
     /// Merges what the providers showed of one customer and plans its pushes.
-    fn merge_and_plan(&self, row: &CustomerRow, links: &[LinkRow], ctx: &PassContext<'_>, report: &mut Report) -> Option<CustomerUpdate> {
-        let mut update = CustomerUpdate { id: Some(row.id), ..CustomerUpdate::default() };
+    fn merge_and_plan(
+        &self,
+        row: &CustomerRow,
+        links: &[LinkRow],
+        ctx: &PassContext<'_>,
+        report: &mut Report,
+    ) -> Option<CustomerUpdate> {
+        let mut update = CustomerUpdate {
+            id: Some(row.id),
+            ..CustomerUpdate::default()
+        };
         let mut canonical = row.fields.clone();
         let sides: Vec<Side<'_>> = links
             .iter()
@@ -214,36 +286,70 @@ impl Engine {
             .filter_map(|l| {
                 let current = l.observed.as_ref()?;
                 let rank = self.rank(&l.provider)?;
-                Some(Side { rank, base: l.snapshot.as_ref(), current, time: l.observed_at.unwrap_or_else(Utc::now) })
+                Some(Side {
+                    rank,
+                    base: l.snapshot.as_ref(),
+                    current,
+                    time: l.observed_at.unwrap_or_else(Utc::now),
+                })
             })
             .collect();
         if !sides.is_empty() && !row.tombstoned {
-            let merged = merge(&canonical, row.updated_at, &sides, self.config.sync.conflict_policy);
+            let merged = merge(
+                &canonical,
+                row.updated_at,
+                &sides,
+                self.config.sync.conflict_policy,
+            );
             let mut next = merged.canonical;
             // The identity never becomes invalid or empty.
             if next.email().is_none() {
-                next.set(Field::Email, row.email.clone().or_else(|| canonical.get(&Field::Email).map(str::to_string)));
+                next.set(
+                    Field::Email,
+                    row.email
+                        .clone()
+                        .or_else(|| canonical.get(&Field::Email).map(str::to_string)),
+                );
             }
             if next != canonical || row.updated_at.is_none() {
-                let action = if row.updated_at.is_none() { "merge.initial" } else { "merge" };
+                let action = if row.updated_at.is_none() {
+                    "merge.initial"
+                } else {
+                    "merge"
+                };
                 let changes: Vec<_> = merged
                     .changes
                     .iter()
                     .map(|c| json!({"field": c.field.to_string(), "from": c.from, "to": c.to, "provider": self.name_of(c.rank), "edit": c.edit}))
                     .collect();
-                update.audit.push(AuditEntry::new(action, Some(row.id), None, json!({"changes": changes})));
+                update.audit.push(AuditEntry::new(
+                    action,
+                    Some(row.id),
+                    None,
+                    json!({"changes": changes}),
+                ));
                 update.fields = Some(next.clone());
             }
             for c in &merged.conflicts {
                 report.conflicts += 1;
-                let losers: Vec<_> = c.losers.iter().map(|(r, v)| json!({"provider": self.name_of(*r), "value": v})).collect();
+                let losers: Vec<_> = c
+                    .losers
+                    .iter()
+                    .map(|(r, v)| json!({"provider": self.name_of(*r), "value": v}))
+                    .collect();
                 let detail = json!({"field": c.field.to_string(), "winner": self.name_of(c.winner_rank), "value": c.value,
                     "losers": losers, "policy": format!("{:?}", self.config.sync.conflict_policy).to_lowercase()});
-                update.audit.push(AuditEntry::new("conflict", Some(row.id), None, detail));
+                update
+                    .audit
+                    .push(AuditEntry::new("conflict", Some(row.id), None, detail));
             }
             canonical = next;
         }
-        update.merged = links.iter().filter(|l| l.observed.is_some()).map(|l| (l.provider.clone(), l.remote_id.clone())).collect();
+        update.merged = links
+            .iter()
+            .filter(|l| l.observed.is_some())
+            .map(|l| (l.provider.clone(), l.remote_id.clone()))
+            .collect();
 
         if canonical.is_empty() || ctx.held.contains(&row.id) {
             return (!update.merged.is_empty() || update.fields.is_some()).then_some(update);
@@ -253,11 +359,14 @@ impl Engine {
             .iter()
             .map(|c| {
                 let name = c.provider.name();
-                let link = links.iter().find(|l| &l.provider == name).map(|l| LinkState {
-                    remote_id: &l.remote_id,
-                    snapshot: l.observed.as_ref().or(l.snapshot.as_ref()),
-                    gone: l.gone,
-                });
+                let link = links
+                    .iter()
+                    .find(|l| &l.provider == name)
+                    .map(|l| LinkState {
+                        remote_id: &l.remote_id,
+                        snapshot: l.observed.as_ref().or(l.snapshot.as_ref()),
+                        gone: l.gone,
+                    });
                 Target {
                     provider: name,
                     caps: ctx.caps[name],
@@ -270,7 +379,10 @@ impl Engine {
         for (provider, op) in plan(&canonical, row.tombstoned, &targets) {
             update.ops.push(new_op(provider, op));
         }
-        let nothing = update.ops.is_empty() && update.merged.is_empty() && update.fields.is_none() && !row.has_open_ops;
+        let nothing = update.ops.is_empty()
+            && update.merged.is_empty()
+            && update.fields.is_none()
+            && !row.has_open_ops;
         (!nothing).then_some(update)
     }
 
@@ -295,11 +407,19 @@ impl Engine {
     }
 
     fn rank(&self, name: &ProviderName) -> Option<usize> {
-        self.providers.iter().find(|c| c.provider.name() == name).map(|c| c.rank)
+        self.providers
+            .iter()
+            .find(|c| c.provider.name() == name)
+            .map(|c| c.rank)
     }
 
     fn name_of(&self, rank: usize) -> String {
-        self.config.sync.priority.get(rank).map(|n| n.0.clone()).unwrap_or_default()
+        self.config
+            .sync
+            .priority
+            .get(rank)
+            .map(|n| n.0.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -308,12 +428,32 @@ fn new_op(provider: &ProviderName, op: Op) -> NewOp {
     match op {
         Op::Create { payload } => {
             let changed = payload.iter().map(|(f, _)| f.clone()).collect();
-            NewOp { provider: provider.clone(), op: name, remote_id: None, payload, changed }
+            NewOp {
+                provider: provider.clone(),
+                op: name,
+                remote_id: None,
+                payload,
+                changed,
+            }
         }
-        Op::Update { remote_id, payload, changed } => NewOp { provider: provider.clone(), op: name, remote_id: Some(remote_id), payload, changed },
-        Op::Delete { remote_id } => {
-            NewOp { provider: provider.clone(), op: name, remote_id: Some(remote_id), payload: Projection::new(), changed: Vec::new() }
-        }
+        Op::Update {
+            remote_id,
+            payload,
+            changed,
+        } => NewOp {
+            provider: provider.clone(),
+            op: name,
+            remote_id: Some(remote_id),
+            payload,
+            changed,
+        },
+        Op::Delete { remote_id } => NewOp {
+            provider: provider.clone(),
+            op: name,
+            remote_id: Some(remote_id),
+            payload: Projection::new(),
+            changed: Vec::new(),
+        },
     }
 }
 

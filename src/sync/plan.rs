@@ -26,9 +26,17 @@ pub struct LinkState<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Create { payload: Projection },
-    Update { remote_id: RemoteId, payload: Projection, changed: Vec<crate::model::Field> },
-    Delete { remote_id: RemoteId },
+    Create {
+        payload: Projection,
+    },
+    Update {
+        remote_id: RemoteId,
+        payload: Projection,
+        changed: Vec<crate::model::Field>,
+    },
+    Delete {
+        remote_id: RemoteId,
+    },
 }
 
 impl Op {
@@ -44,14 +52,22 @@ impl Op {
 /// Plans one customer across its targets. A tombstoned customer is deleted wherever a
 /// live link exists and the provider can delete; otherwise each provider gets the
 /// canonical record projected onto its fields, compared with its snapshot.
-pub fn plan<'a>(canonical: &Projection, tombstoned: bool, targets: &[Target<'a>]) -> Vec<(&'a ProviderName, Op)> {
+pub fn plan<'a>(
+    canonical: &Projection,
+    tombstoned: bool,
+    targets: &[Target<'a>],
+) -> Vec<(&'a ProviderName, Op)> {
     let mut ops = Vec::new();
     for t in targets.iter().filter(|t| t.writable) {
         let op = match (&t.link, tombstoned) {
-            (Some(link), true) if !link.gone && t.caps.delete => Some(Op::Delete { remote_id: link.remote_id.clone() }),
+            (Some(link), true) if !link.gone && t.caps.delete => Some(Op::Delete {
+                remote_id: link.remote_id.clone(),
+            }),
             (_, true) => None,
             (Some(link), false) if link.gone => None,
-            (None, false) => (t.caps.create && canonical.email().is_some()).then(|| Op::Create { payload: project(canonical, t.fields) }),
+            (None, false) => (t.caps.create && canonical.email().is_some()).then(|| Op::Create {
+                payload: project(canonical, t.fields),
+            }),
             (Some(link), false) => {
                 let desired = project(canonical, t.fields);
                 let changed = match link.snapshot {

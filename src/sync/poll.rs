@@ -26,14 +26,22 @@ pub struct PollOutcome {
 /// Lists `provider` into the store. A failing page ends the listing as incomplete; the
 /// pages stored before it stay stored. The cursor of an incremental listing moves only
 /// once the whole listing is stored.
-pub async fn poll(store: &Store, provider: &dyn Provider, run: RunId) -> Result<PollOutcome, StoreError> {
+pub async fn poll(
+    store: &Store,
+    provider: &dyn Provider,
+    run: RunId,
+) -> Result<PollOutcome, StoreError> {
     let name = provider.name().clone();
     let caps: Capabilities = provider.capabilities();
     let mut out = PollOutcome::default();
     if caps.list == ListStyle::None {
         return Ok(out);
     }
-    let cursor = if caps.incremental { store.cursor(&name).await?.as_deref().and_then(parse_time) } else { None };
+    let cursor = if caps.incremental {
+        store.cursor(&name).await?.as_deref().and_then(parse_time)
+    } else {
+        None
+    };
     let since = cursor.map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
     let mut req = ListRequest { token: None, since };
     let mut high_water: Option<DateTime<Utc>> = cursor;
@@ -57,30 +65,52 @@ pub async fn poll(store: &Store, provider: &dyn Provider, run: RunId) -> Result<
                         if let Some(t) = r.updated_at {
                             high_water = Some(high_water.map_or(t, |h| h.max(t)));
                         }
-                        let time = if caps.updated_at { r.updated_at.unwrap_or(now) } else { now };
-                        observed.push(Observed { record: r, email, time });
+                        let time = if caps.updated_at {
+                            r.updated_at.unwrap_or(now)
+                        } else {
+                            now
+                        };
+                        observed.push(Observed {
+                            record: r,
+                            email,
+                            time,
+                        });
                     }
                     Err(reason) => {
                         // A record with an unusable email is still there: it is not a
                         // deletion. One with no email at all is (Partial.ly's erasure).
-                        let raw = r.projection.get(&crate::model::Field::Email).map(str::to_string);
+                        let raw = r
+                            .projection
+                            .get(&crate::model::Field::Email)
+                            .map(str::to_string);
                         if raw.is_some() {
                             present.push(r.id.clone());
                         }
-                        out.skipped.push(skip(&name.0, raw, Some(r.id.0.clone()), reason));
+                        out.skipped
+                            .push(skip(&name.0, raw, Some(r.id.0.clone()), reason));
                     }
                 },
-                Listed::Skipped { remote_id, email, reason } => {
+                Listed::Skipped {
+                    remote_id,
+                    email,
+                    reason,
+                } => {
                     if let Some(id) = &remote_id {
                         present.push(id.clone());
                     }
-                    out.skipped.push(skip(&name.0, email, remote_id.map(|r| r.0), reason));
+                    out.skipped
+                        .push(skip(&name.0, email, remote_id.map(|r| r.0), reason));
                 }
             }
         }
         for d in store.ingest_page(&name, run, &observed, &present).await? {
             let reason = "duplicate email: another record of this provider has it and is linked";
-            out.skipped.push(skip(&name.0, Some(d.email.to_string()), Some(d.remote_id.0), reason.to_string()));
+            out.skipped.push(skip(
+                &name.0,
+                Some(d.email.to_string()),
+                Some(d.remote_id.0),
+                reason.to_string(),
+            ));
         }
         match page.next {
             Some(next) => req.token = Some(next),
@@ -97,6 +127,16 @@ pub async fn poll(store: &Store, provider: &dyn Provider, run: RunId) -> Result<
     Ok(out)
 }
 
-fn skip(provider: &str, email: Option<String>, remote_id: Option<String>, reason: String) -> ReportError {
-    ReportError { provider: provider.to_string(), email, remote_id, error: reason }
+fn skip(
+    provider: &str,
+    email: Option<String>,
+    remote_id: Option<String>,
+    reason: String,
+) -> ReportError {
+    ReportError {
+        provider: provider.to_string(),
+        email,
+        remote_id,
+        error: reason,
+    }
 }

@@ -70,24 +70,47 @@ pub async fn push(
     Ok(out)
 }
 
-async fn push_one(store: &Store, p: &dyn Provider, run: RunId, op: OutboxOp) -> Result<Done, StoreError> {
+async fn push_one(
+    store: &Store,
+    p: &dyn Provider,
+    run: RunId,
+    op: OutboxOp,
+) -> Result<Done, StoreError> {
     store.mark_in_flight(&op).await?;
     let result = match op.op.as_str() {
-        "create" => create(p, &op).await.map(|(record, action)| (Some(record), action)),
+        "create" => create(p, &op)
+            .await
+            .map(|(record, action)| (Some(record), action)),
         "update" => match &op.remote_id {
-            Some(id) => p.update(id, &op.payload, &op.changed).await.map(|r| (Some(r), "update")),
-            None => Err(ProviderError::unsupported(p.name(), "update without a remote id")),
+            Some(id) => p
+                .update(id, &op.payload, &op.changed)
+                .await
+                .map(|r| (Some(r), "update")),
+            None => Err(ProviderError::unsupported(
+                p.name(),
+                "update without a remote id",
+            )),
         },
         "delete" => match &op.remote_id {
             Some(id) => p.delete(id).await.map(|_| (None, "delete")),
-            None => Err(ProviderError::unsupported(p.name(), "delete without a remote id")),
+            None => Err(ProviderError::unsupported(
+                p.name(),
+                "delete without a remote id",
+            )),
         },
-        other => Err(ProviderError::unsupported(p.name(), format!("unknown operation {other}"))),
+        other => Err(ProviderError::unsupported(
+            p.name(),
+            format!("unknown operation {other}"),
+        )),
     };
     match result {
         Ok((Some(record), action)) => {
             store.complete_write(run, &op, &record, action).await?;
-            Ok(if op.op == "create" { Done::Created } else { Done::Updated })
+            Ok(if op.op == "create" {
+                Done::Created
+            } else {
+                Done::Updated
+            })
         }
         Ok((None, _)) => {
             store.complete_delete(run, &op).await?;
@@ -101,9 +124,20 @@ async fn push_one(store: &Store, p: &dyn Provider, run: RunId, op: OutboxOp) -> 
         Err(e) => {
             // A refused delete (Partial.ly keeps customers with an open plan) waits for
             // a person; other failures are tried again next cycle.
-            let parked = op.op == "delete" && !e.retryable() && e.status().is_some_and(|s| (400..500).contains(&s));
-            let backoff = ChronoDuration::seconds(30i64.saturating_mul(1 << op.attempts.clamp(0, 10)));
-            store.fail_op(&op, &e.to_string(), e.maybe_applied(), parked, Some(Utc::now() + backoff)).await?;
+            let parked = op.op == "delete"
+                && !e.retryable()
+                && e.status().is_some_and(|s| (400..500).contains(&s));
+            let backoff =
+                ChronoDuration::seconds(30i64.saturating_mul(1 << op.attempts.clamp(0, 10)));
+            store
+                .fail_op(
+                    &op,
+                    &e.to_string(),
+                    e.maybe_applied(),
+                    parked,
+                    Some(Utc::now() + backoff),
+                )
+                .await?;
             tracing::warn!(provider = %p.name(), op = %op.op, error = %e, parked, "push failed");
             Ok(Done::Failed(ReportError {
                 provider: p.name().0.clone(),
@@ -118,7 +152,10 @@ async fn push_one(store: &Store, p: &dyn Provider, run: RunId, op: OutboxOp) -> 
 /// Creates a record, never twice: when an earlier attempt may have reached the
 /// provider, or this one failed in a way that may have, the email is looked up first
 /// and an existing record is linked (and brought up to date) instead.
-async fn create(p: &dyn Provider, op: &OutboxOp) -> Result<(RemoteRecord, &'static str), ProviderError> {
+async fn create(
+    p: &dyn Provider,
+    op: &OutboxOp,
+) -> Result<(RemoteRecord, &'static str), ProviderError> {
     let email = op.payload.email();
     let can_lookup = p.capabilities().lookup && email.is_some();
     if op.maybe_applied && can_lookup {
@@ -136,14 +173,21 @@ async fn create(p: &dyn Provider, op: &OutboxOp) -> Result<(RemoteRecord, &'stat
     }
 }
 
-async fn find(p: &dyn Provider, email: Option<&Email>) -> Result<Option<RemoteRecord>, ProviderError> {
+async fn find(
+    p: &dyn Provider,
+    email: Option<&Email>,
+) -> Result<Option<RemoteRecord>, ProviderError> {
     let Some(email) = email else { return Ok(None) };
     let mut found = p.lookup(email).await?;
     found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
     Ok(found.into_iter().next())
 }
 
-async fn bring_up_to_date(p: &dyn Provider, op: &OutboxOp, found: RemoteRecord) -> Result<RemoteRecord, ProviderError> {
+async fn bring_up_to_date(
+    p: &dyn Provider,
+    op: &OutboxOp,
+    found: RemoteRecord,
+) -> Result<RemoteRecord, ProviderError> {
     let changed = p.fields().stale(&op.payload, &found.projection);
     if changed.is_empty() || !p.capabilities().update {
         return Ok(found);

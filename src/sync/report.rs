@@ -61,8 +61,19 @@ impl Report {
         self.providers.entry(name.to_string()).or_default()
     }
 
-    pub fn error(&mut self, provider: &str, email: Option<String>, remote_id: Option<String>, error: impl Into<String>) {
-        self.errors.push(ReportError { provider: provider.to_string(), email, remote_id, error: error.into() });
+    pub fn error(
+        &mut self,
+        provider: &str,
+        email: Option<String>,
+        remote_id: Option<String>,
+        error: impl Into<String>,
+    ) {
+        self.errors.push(ReportError {
+            provider: provider.to_string(),
+            email,
+            remote_id,
+            error: error.into(),
+        });
     }
 
     /// A readable table: one line per provider.
@@ -77,7 +88,10 @@ impl Report {
                 name, p.fetched, p.created, p.updated, p.deleted, p.failed, p.skipped
             ));
         }
-        out.push_str(&format!("held deletes: {}   conflicts: {}\n", self.held_deletes, self.conflicts));
+        out.push_str(&format!(
+            "held deletes: {}   conflicts: {}\n",
+            self.held_deletes, self.conflicts
+        ));
         out
     }
 
@@ -89,11 +103,25 @@ impl Report {
         let mut out = String::new();
         for op in &self.plan {
             let who = op.email.as_deref().unwrap_or("?");
-            let target = op.remote_id.as_deref().map(|r| format!(" #{r}")).unwrap_or_default();
-            let fields = if op.fields.is_empty() { String::new() } else { format!(" [{}]", op.fields.join(", ")) };
-            out.push_str(&format!("{:<7} {:<14} {}{}{}\n", op.op, op.provider, who, target, fields));
+            let target = op
+                .remote_id
+                .as_deref()
+                .map(|r| format!(" #{r}"))
+                .unwrap_or_default();
+            let fields = if op.fields.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", op.fields.join(", "))
+            };
+            out.push_str(&format!(
+                "{:<7} {:<14} {}{}{}\n",
+                op.op, op.provider, who, target, fields
+            ));
         }
-        out.push_str(&format!("{} operation(s) planned; nothing was written (dry run)\n", self.plan.len()));
+        out.push_str(&format!(
+            "{} operation(s) planned; nothing was written (dry run)\n",
+            self.plan.len()
+        ));
         out
     }
 }

@@ -24,13 +24,23 @@ pub struct Run {
 
 impl World {
     pub async fn new() -> World {
-        let malomo = Malomo::start(malomo::Options { page_size: 3, ..Default::default() }).await.expect("start malomo");
+        let malomo = Malomo::start(malomo::Options {
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("start malomo");
         let providers = vec![format!(
             "[providers.malomo]\nkind = \"malomo\"\nbase_url = \"{}\"\napi_key = \"{}\"\nrate_limit = {{ per_second = 1000.0, burst = 100 }}\n",
             malomo.base_url(),
             malomo.api_key()
         )];
-        World { dir: tempfile::tempdir().expect("tempdir"), malomo, extra_toml: String::new(), providers }
+        World {
+            dir: tempfile::tempdir().expect("tempdir"),
+            malomo,
+            extra_toml: String::new(),
+            providers,
+        }
     }
 
     pub fn add_provider(&mut self, toml: String) {
@@ -67,9 +77,12 @@ impl World {
         if args.contains(&"--once") || args.contains(&"--dry-run") {
             cmd.arg("--report").arg(&report);
         }
-        cmd.env_remove("CUSTSYNC_CONFIG").env("RUST_LOG", "custsync=debug,info");
+        cmd.env_remove("CUSTSYNC_CONFIG")
+            .env("RUST_LOG", "custsync=debug,info");
         let out: Output = cmd.output().await.expect("run custsync");
-        let report = std::fs::read_to_string(&report).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let report = std::fs::read_to_string(&report)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -89,6 +102,11 @@ impl Run {
         self.report
             .as_ref()
             .and_then(|r| r["providers"][provider][key].as_u64())
-            .unwrap_or_else(|| panic!("report has no providers.{provider}.{key}: {:?}\nstderr:\n{}", self.report, self.stderr))
+            .unwrap_or_else(|| {
+                panic!(
+                    "report has no providers.{provider}.{key}: {:?}\nstderr:\n{}",
+                    self.report, self.stderr
+                )
+            })
     }
 }
