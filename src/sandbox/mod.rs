@@ -6,6 +6,7 @@
 //! integration tests, `custsync demo` and the benchmark; never by the sync engine.
 
 pub mod malomo;
+pub mod nuvemshop;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

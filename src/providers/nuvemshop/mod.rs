@@ -14,7 +14,9 @@ use reqwest::Method;
 
 use super::http::{HttpClient, Request};
 use super::wire::{decode_items, link_next};
-use super::{Capabilities, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord};
+use super::{
+    Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+};
 use crate::config::Kind;
 use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
 
@@ -102,7 +104,10 @@ impl Provider for Nuvemshop {
         let items: Vec<serde_json::Value> = self.http.decode(&resp.body)?;
         let full = items.len() as u32 >= self.per_page;
         let next = match resp.header("link") {
-            Some(link) => link_next(link).and_then(|l| self.http.relative(&l)),
+            // A next link on another host name for the same API (`localhost` for
+            // `127.0.0.1`, one of Tiendanube's domains for another) is still a next page.
+            Some(link) => link_next(link)
+                .and_then(|l| self.http.relative(&l).or_else(|| following_page(&path))),
             None if full => following_page(&path),
             None => None,
         };
@@ -136,20 +141,27 @@ impl Provider for Nuvemshop {
     }
 
     async fn lookup(&self, email: &Email) -> Result<Vec<RemoteRecord>, ProviderError> {
-        let req = Request::get("/customers")
-            .query("q", email.as_str())
-            .query("per_page", self.per_page);
-        let resp = self.http.send(req).await?;
-        if resp.status.as_u16() == 404 {
-            return Ok(Vec::new());
+        // `q` is a substring search over name, email and identification: the exact
+        // matches can be on any page, so every page is read.
+        let mut token = Some(format!(
+            "/customers?q={}&page=1&per_page={}",
+            super::wire::urlencode(email.as_str()),
+            self.per_page
+        ));
+        let mut found = Vec::new();
+        while let Some(path) = token.take() {
+            let req = ListRequest {
+                token: Some(path),
+                since: None,
+            };
+            let page = self.list(&req).await?;
+            found.extend(page.items.into_iter().filter_map(|item| match item {
+                Listed::Record(r) if r.projection.email().as_ref() == Some(email) => Some(r),
+                _ => None,
+            }));
+            token = page.next;
         }
-        self.http.expect_success(&resp)?;
-        let items: Vec<wire::Customer> = self.http.decode(&resp.body)?;
-        Ok(items
-            .into_iter()
-            .map(mapping::to_record)
-            .filter(|r| r.projection.email().as_ref() == Some(email))
-            .collect())
+        Ok(found)
     }
 
     async fn check(&self) -> Result<(), ProviderError> {
