@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use custsync::sandbox::malomo::{self, Malomo};
+use custsync::sandbox::nuvemshop::{self, Nuvemshop};
 
 pub struct World {
     pub dir: tempfile::TempDir,
     pub malomo: Malomo,
+    pub nuvem: Nuvemshop,
     pub extra_toml: String,
     providers: Vec<String>,
 }
@@ -30,14 +32,25 @@ impl World {
         })
         .await
         .expect("start malomo");
-        let providers = vec![format!(
-            "[providers.malomo]\nkind = \"malomo\"\nbase_url = \"{}\"\napi_key = \"{}\"\nrate_limit = {{ per_second = 1000.0, burst = 100 }}\n",
-            malomo.base_url(),
-            malomo.api_key()
-        )];
+        let nuvem = Nuvemshop::start(nuvemshop::Options::default())
+            .await
+            .expect("start nuvemshop");
+        let providers = vec![
+            format!(
+                "[providers.malomo]\nkind = \"malomo\"\nbase_url = \"{}\"\napi_key = \"{}\"\nrate_limit = {{ per_second = 1000.0, burst = 100 }}\n",
+                malomo.base_url(),
+                malomo.api_key()
+            ),
+            format!(
+                "[providers.store]\nkind = \"nuvemshop\"\nbase_url = \"{}\"\napi_key = \"{}\"\npage_size = 2\nrate_limit = {{ per_second = 1000.0, burst = 100 }}\n",
+                nuvem.base_url(),
+                nuvem.api_key()
+            ),
+        ];
         World {
             dir: tempfile::tempdir().expect("tempdir"),
             malomo,
+            nuvem,
             extra_toml: String::new(),
             providers,
         }
@@ -92,9 +105,46 @@ impl World {
     }
 
     pub async fn once(&self) -> Run {
-        let run = self.run(&["--once"]).await;
-        run
+        self.run(&["--once"]).await
     }
+
+    /// Write requests (POST, PUT, PATCH, DELETE) received by the emulators.
+    pub fn writes(&self) -> usize {
+        self.malomo.log().writes().len() + self.nuvem.log().writes().len()
+    }
+
+    pub fn clear_logs(&self) {
+        self.malomo.log().clear();
+        self.nuvem.log().clear();
+    }
+
+    /// Emails held by Malomo, normalized and sorted.
+    pub fn malomo_emails(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .malomo
+            .customers()
+            .iter()
+            .filter_map(|c| c.email.as_deref().map(norm))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Emails held by Nuvemshop, normalized and sorted.
+    pub fn nuvem_emails(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .nuvem
+            .customers()
+            .iter()
+            .filter_map(|c| c["email"].as_str().map(norm))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub fn norm(e: &str) -> String {
+    e.trim().to_lowercase()
 }
 
 impl Run {
