@@ -27,6 +27,10 @@ use crate::model::ProviderName;
 /// before it gives the request up for this cycle.
 const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(120);
 
+/// A wait read from a header is at most this long (a day): larger or unreadable
+/// numbers ("1e300", "inf") must neither panic nor overflow an `Instant`.
+const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
+
 /// How a provider wants its key.
 #[derive(Clone)]
 pub enum Auth {
@@ -247,12 +251,18 @@ impl HttpClient {
             provider: self.provider.clone(),
             status: status.as_u16(),
             message: provider_message(status, body),
-            retry_after: provider_wait(headers),
+            // Nuvemshop sends `x-rate-limit-reset` on every answer: it says when to
+            // come back only on a 429. `Retry-After` counts on any status (a 503's).
+            retry_after: if status == StatusCode::TOO_MANY_REQUESTS {
+                provider_wait(headers)
+            } else {
+                retry_after(headers)
+            },
         }
     }
 
     async fn attempt(&self, req: &Request) -> Result<Response, ProviderError> {
-        self.wait_for_budget().await;
+        self.wait_for_budget().await?;
         self.limiter.until_ready().await;
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         if req.method != Method::GET {
@@ -320,13 +330,12 @@ impl HttpClient {
         let wait = if status == StatusCode::TOO_MANY_REQUESTS {
             provider_wait(headers)
         } else if remaining.is_some_and(|r| r < 1.0) {
-            header_num(headers, "x-rate-limit-reset")
-                .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+            header_num(headers, "x-rate-limit-reset").map(|ms| seconds(ms / 1000.0))
         } else {
             None
         };
         if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-            let until = Instant::now() + wait.min(MAX_PROVIDER_WAIT);
+            let until = Instant::now() + wait.min(LONGEST_WAIT);
             let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
             if paused.map_or(true, |p| p < until) {
                 *paused = Some(until);
@@ -334,21 +343,54 @@ impl HttpClient {
         }
     }
 
-    async fn wait_for_budget(&self) {
+    /// Waits until the provider's budget allows another request. A pause longer than
+    /// `MAX_PROVIDER_WAIT` is not waited out: the request fails at once as throttled,
+    /// without being sent, so each later request of the cycle gives up quickly too
+    /// instead of stalling for two minutes and drawing another 429.
+    async fn wait_for_budget(&self) -> Result<(), ProviderError> {
         let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+        let Some(until) = until else { return Ok(()) };
+        let wait = until.saturating_duration_since(Instant::now());
+        if wait > MAX_PROVIDER_WAIT {
+            return Err(ProviderError::Status {
+                provider: self.provider.clone(),
+                status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+                message: format!(
+                    "not sent: the provider asked to wait {}s more",
+                    wait.as_secs()
+                ),
+                retry_after: Some(wait),
+            });
         }
+        tokio::time::sleep_until(until).await;
+        Ok(())
     }
 }
 
+/// The limiter of a `rate_limit`. The period between two requests is kept between
+/// a nanosecond (a very high rate must not fall back to something slow) and a day
+/// (a tiny rate must not overflow a `Duration`).
 fn limiter(rate: RateLimit) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / rate.per_second);
-    let burst = NonZeroU32::new(rate.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let period = seconds(1.0 / rate.per_second).max(Duration::from_nanos(1));
+    // governor multiplies the period by the burst in u64 nanoseconds.
+    let period_ns = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let most = u32::try_from(u64::MAX / 4 / period_ns).unwrap_or(u32::MAX);
+    let burst = NonZeroU32::new(rate.burst.clamp(1, most.max(1))).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
         .allow_burst(burst);
     RateLimiter::direct(quota)
+}
+
+/// A number of seconds as a duration: negative or NaN is zero, anything above
+/// `LONGEST_WAIT` (infinity included) is `LONGEST_WAIT`.
+fn seconds(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(LONGEST_WAIT)
+        .min(LONGEST_WAIT)
 }
 
 fn secret_header(value: &str) -> HeaderValue {
@@ -378,20 +420,21 @@ fn header_num(headers: &HeaderMap, name: &str) -> Option<f64> {
 /// How long the provider asked us to wait: `Retry-After` (seconds or an HTTP date),
 /// else `x-rate-limit-reset` (milliseconds, Tiendanube's convention).
 pub fn provider_wait(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(value) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) {
-        let value = value.trim();
-        if let Ok(secs) = value.parse::<f64>() {
-            return Some(Duration::from_secs_f64(secs.max(0.0)));
-        }
-        if let Ok(when) = httpdate::parse_http_date(value) {
-            return Some(
-                when.duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default(),
-            );
-        }
+    retry_after(headers)
+        .or_else(|| header_num(headers, "x-rate-limit-reset").map(|ms| seconds(ms / 1000.0)))
+}
+
+/// `Retry-After` alone: seconds or an HTTP date (a date in the past is no wait).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return Some(seconds(secs));
     }
-    header_num(headers, "x-rate-limit-reset")
-        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    let when = httpdate::parse_http_date(value).ok()?;
+    let wait = when
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(wait.min(LONGEST_WAIT))
 }
 
 /// The provider's own words for an error, whatever its error shape: Malomo's and
@@ -501,6 +544,53 @@ mod tests {
             w > Duration::from_secs(27) && w <= Duration::from_secs(30),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn absurd_waits_and_rates_do_not_panic() {
+        for value in ["inf", "1e300", "-5", "NaN", "18446744073709551616"] {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            h.insert("x-rate-limit-reset", HeaderValue::from_str(value).unwrap());
+            let w = provider_wait(&h).unwrap();
+            assert!(w <= LONGEST_WAIT, "{value}: {w:?}");
+        }
+        for (per_second, burst) in [(1e-30, u32::MAX), (1e30, 1), (1e-3, 1_000_000)] {
+            let l = limiter(RateLimit { per_second, burst });
+            assert!(l.check().is_ok());
+        }
+    }
+
+    #[test]
+    fn a_very_high_rate_does_not_fall_back_to_a_slow_one() {
+        // 1e12 per second rounds to a zero period, which once meant one a second.
+        let l = limiter(RateLimit {
+            per_second: 1e12,
+            burst: 1,
+        });
+        let allowed = (0..100).filter(|_| l.check().is_ok()).count();
+        assert!(allowed >= 10, "{allowed} of 100");
+    }
+
+    #[test]
+    fn reset_counts_only_on_a_429() {
+        let mut h = HeaderMap::new();
+        h.insert("x-rate-limit-reset", HeaderValue::from_static("19000"));
+        let c = HttpClient::new(
+            &crate::config::Config::from_toml(
+                "[providers.n]\nkind = \"nuvemshop\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"",
+            )
+            .unwrap()
+            .providers[0],
+        )
+        .unwrap();
+        let e = c.status_error(StatusCode::SERVICE_UNAVAILABLE, &h, b"");
+        assert_eq!(e.retry_after(), None);
+        let e = c.status_error(StatusCode::TOO_MANY_REQUESTS, &h, b"");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(19)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        let e = c.status_error(StatusCode::SERVICE_UNAVAILABLE, &h, b"");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
     }
 
     #[test]

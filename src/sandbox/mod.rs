@@ -5,6 +5,7 @@
 //! Owns: the emulators and what they share (serving, the request log). Used by the
 //! integration tests, `custsync demo` and the benchmark; never by the sync engine.
 
+pub mod faults;
 pub mod malomo;
 pub mod nuvemshop;
 
@@ -19,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use faults::Faults;
 
 /// One request as an emulator received it.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +102,8 @@ impl RequestLog {
 pub struct Server {
     pub addr: SocketAddr,
     pub log: RequestLog,
+    /// Faults to inject into this emulator's answers (none unless asked for).
+    pub faults: Faults,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -106,12 +111,20 @@ pub struct Server {
 impl Server {
     /// Serves `router` on 127.0.0.1 with a free port, logging every request; `prefix`
     /// is the path before the API paths (Nuvemshop's `/v1/STORE_ID`), left out of the log.
+    /// Faults are injected inside the log, so it shows each status as sent.
     pub async fn start(router: Router, prefix: &str) -> std::io::Result<Server> {
         let log = RequestLog::default();
-        let router = router.layer(middleware::from_fn_with_state(
-            (log.clone(), Arc::<str>::from(prefix)),
-            record,
-        ));
+        let faults = Faults::default();
+        let prefix = Arc::<str>::from(prefix);
+        let router = router
+            .layer(middleware::from_fn_with_state(
+                (faults.clone(), prefix.clone()),
+                faults::inject,
+            ))
+            .layer(middleware::from_fn_with_state(
+                (log.clone(), prefix),
+                record,
+            ));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -124,6 +137,7 @@ impl Server {
         Ok(Server {
             addr,
             log,
+            faults,
             stop,
             task: Some(task),
         })
@@ -168,18 +182,36 @@ async fn record(
     let (parts, body) = req.into_parts();
     let bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
     let body_text = (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned());
+    // Logged when dropped: also when the client hangs up before the answer (a slow
+    // answer past its timeout), which cancels this future. Then the status is 499.
+    let mut entry = Logged(
+        log,
+        LoggedRequest {
+            method,
+            path,
+            query,
+            status: CLIENT_CLOSED,
+            headers,
+            body: body_text,
+        },
+    );
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    log.push(LoggedRequest {
-        method,
-        path,
-        query,
-        status: resp.status().as_u16(),
-        headers,
-        body: body_text,
-    });
+    entry.1.status = resp.status().as_u16();
     resp
+}
+
+/// The status logged for a request whose client went away before it was answered
+/// (nginx's "client closed request").
+pub const CLIENT_CLOSED: u16 = 499;
+
+struct Logged(RequestLog, LoggedRequest);
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.0.push(self.1.clone());
+    }
 }
 
 fn logged_headers(h: &HeaderMap) -> Vec<(String, String)> {
