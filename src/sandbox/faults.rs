@@ -125,11 +125,11 @@ impl Rule {
     fn matches(&self, method: &str, path: &str) -> bool {
         self.method
             .as_deref()
-            .map_or(true, |m| m.eq_ignore_ascii_case(method))
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
             && self
                 .path_prefix
                 .as_deref()
-                .map_or(true, |p| path.starts_with(p))
+                .is_none_or(|p| path.starts_with(p))
     }
 
     fn handler_first(&self) -> bool {
@@ -166,7 +166,7 @@ impl Faults {
     pub fn push_n(&self, n: usize, rule: impl Into<Rule>) {
         let rule = rule.into();
         let mut plan = lock(&self.0);
-        plan.schedule.extend(std::iter::repeat(rule).take(n));
+        plan.schedule.extend(std::iter::repeat_n(rule, n));
     }
 
     /// From now on, a request the schedule leaves alone gets one of `rules` with

@@ -178,9 +178,11 @@ async fn find(
     email: Option<&Email>,
 ) -> Result<Option<RemoteRecord>, ProviderError> {
     let Some(email) = email else { return Ok(None) };
-    let mut found = p.lookup(email).await?;
-    found.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
-    Ok(found.into_iter().next())
+    // The most recently updated record, as with duplicates found by a listing.
+    Ok(p.lookup(email)
+        .await?
+        .into_iter()
+        .max_by_key(|r| r.updated_at))
 }
 
 async fn bring_up_to_date(

@@ -105,7 +105,7 @@ fn within(
     let Some(at) = text(c, key).and_then(parse_date) else {
         return false;
     };
-    min.map_or(true, |m| at >= m) && max.map_or(true, |m| at <= m)
+    min.is_none_or(|m| at >= m) && max.is_none_or(|m| at <= m)
 }
 
 fn matches(id: u64, c: &Value, p: &ListParams) -> bool {
@@ -114,10 +114,10 @@ fn matches(id: u64, c: &Value, p: &ListParams) -> bool {
             .iter()
             .any(|k| text(c, k).is_some_and(|v| v.to_lowercase().contains(q.as_str())))
     };
-    p.since_id.map_or(true, |s| id > s)
+    p.since_id.is_none_or(|s| id > s)
         && within(c, "created_at", p.created)
         && within(c, "updated_at", p.updated)
-        && p.q.as_ref().map_or(true, q_hit)
+        && p.q.as_ref().is_none_or(q_hit)
 }
 
 /// The record with only the requested `fields` (all of it without the parameter).

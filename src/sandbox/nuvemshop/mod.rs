@@ -230,7 +230,7 @@ async fn guard(State(shared): State<Shared>, req: Request, next: Next) -> Respon
 
 fn admit(shared: &Shared, method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
     let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if value(header::USER_AGENT).map_or(true, |ua| ua.trim().is_empty()) {
+    if value(header::USER_AGENT).is_none_or(|ua| ua.trim().is_empty()) {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "A User-Agent header naming your app is required",

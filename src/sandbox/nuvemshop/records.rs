@@ -83,7 +83,7 @@ impl Inner {
                 }
             }
             for key in ["created_at", "updated_at"] {
-                if a.get(key).map_or(true, Value::is_null) {
+                if a.get(key).is_none_or(Value::is_null) {
                     a[key] = json!(now);
                 }
             }
