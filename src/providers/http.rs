@@ -328,7 +328,7 @@ impl HttpClient {
         if let Some(wait) = wait.filter(|w| !w.is_zero()) {
             let until = Instant::now() + wait.min(MAX_PROVIDER_WAIT);
             let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            if paused.is_none_or(|p| p < until) {
+            if paused.map_or(true, |p| p < until) {
                 *paused = Some(until);
             }
         }
