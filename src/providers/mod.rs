@@ -6,9 +6,12 @@
 //! `mod.rs` the trait impl) on top of the shared client in `http.rs`.
 
 pub mod dates;
+pub mod ecwid;
 pub mod http;
 pub mod malomo;
 pub mod nuvemshop;
+pub mod partially;
+pub mod sendwithus;
 pub mod wire;
 
 use std::sync::Arc;
@@ -242,12 +245,12 @@ pub fn connect(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError>
             http,
             cfg.page_size.unwrap_or(200),
         )),
-        other => {
-            return Err(ProviderError::unsupported(
-                &cfg.name,
-                format!("the {other} connector is not built yet"),
-            ))
-        }
+        Kind::Partially => Arc::new(partially::Partially::new(
+            http,
+            cfg.page_size.unwrap_or(100),
+        )),
+        Kind::Ecwid => Arc::new(ecwid::Ecwid::new(http, cfg.page_size.unwrap_or(100))),
+        Kind::Sendwithus => Arc::new(sendwithus::Sendwithus::new(http)),
     })
 }
 

@@ -5,9 +5,12 @@
 //! Owns: the emulators and what they share (serving, the request log). Used by the
 //! integration tests, `custsync demo` and the benchmark; never by the sync engine.
 
+pub mod ecwid;
 pub mod faults;
 pub mod malomo;
 pub mod nuvemshop;
+pub mod partially;
+pub mod sendwithus;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

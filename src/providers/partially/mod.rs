@@ -1,0 +1,184 @@
+//! Partial.ly (payment plans): numbered pages, create, update, and `gdpr_remove` as
+//! the delete.
+//!
+//! Wire facts (DESIGN 4, 4b): `Authorization: Bearer KEY` (the shared client), pages
+//! are 1-based and end when `page_number >= total_pages`, a create answers 200 or 201,
+//! `q` containing `@` is an exact email search. `gdpr_remove` deletes a customer
+//! without payment history and anonymizes one with history (it then lists with a null
+//! email, which the engine counts as deleted); it is refused with a 4xx `{message}`
+//! for a customer with an open payment plan, which comes back as a non-retryable
+//! `ProviderError::Status` carrying that message for the engine to park.
+
+pub mod mapping;
+pub mod wire;
+
+use async_trait::async_trait;
+use reqwest::Method;
+
+use super::http::{HttpClient, Request};
+use super::wire::{decode_items, to_json, urlencode};
+use super::{Capabilities, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord};
+use crate::config::Kind;
+use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+
+pub struct Partially {
+    http: HttpClient,
+    per_page: u32,
+}
+
+impl Partially {
+    pub fn new(http: HttpClient, per_page: u32) -> Self {
+        Self {
+            http,
+            per_page: per_page.clamp(1, 100),
+        }
+    }
+
+    /// One page of `GET /customer`, optionally searched with `q`.
+    async fn page(&self, page: u64, q: Option<&str>) -> Result<wire::CustomerPage, ProviderError> {
+        let mut req = Request::get("/customer");
+        if let Some(q) = q {
+            req = req.query("q", q);
+        }
+        let req = req.query("page", page).query("per_page", self.per_page);
+        self.http.send_json(req).await
+    }
+}
+
+/// The page after `asked` when the answer says there is one. The server's
+/// `page_number` wins, but the listing never goes backwards (no endless loop on a
+/// server that echoes a smaller number).
+fn next_page(asked: u64, answer: &wire::CustomerPage) -> Option<u64> {
+    let current = answer.page_number.max(asked);
+    (current < answer.total_pages).then_some(current + 1)
+}
+
+#[async_trait]
+impl Provider for Partially {
+    fn name(&self) -> &ProviderName {
+        self.http.provider()
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Partially
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list: ListStyle::Pages,
+            incremental: false,
+            create: true,
+            update: true,
+            delete: true,
+            lookup: true,
+            updated_at: false,
+        }
+    }
+
+    fn fields(&self) -> &FieldSet {
+        &mapping::FIELDS
+    }
+
+    async fn list(&self, req: &ListRequest) -> Result<Page, ProviderError> {
+        let asked = match req.token.as_deref() {
+            None => 1,
+            Some(t) => t
+                .parse::<u64>()
+                .map_err(|_| ProviderError::decode(self.name(), format!("bad page token {t:?}")))?,
+        };
+        let answer = self.page(asked, None).await?;
+        let next = next_page(asked, &answer).map(|n| n.to_string());
+        let items = decode_items(answer.customers, "id", "email", mapping::to_record);
+        Ok(Page { items, next })
+    }
+
+    async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
+        let body = mapping::to_input(record, &[], true);
+        let req = Request::new(Method::POST, "/customer").json(to_json(&body));
+        // 200 and 201 are both success.
+        let c: wire::Customer = self.http.send_json(req).await?;
+        Ok(mapping::to_record(c))
+    }
+
+    async fn update(
+        &self,
+        id: &RemoteId,
+        record: &Projection,
+        changed: &[Field],
+    ) -> Result<RemoteRecord, ProviderError> {
+        let body = mapping::to_input(record, changed, false);
+        let req = Request::new(Method::PUT, format!("/customer/{}", urlencode(&id.0)))
+            .json(to_json(&body));
+        let c: wire::Customer = self.http.send_json(req).await?;
+        Ok(mapping::to_record(c))
+    }
+
+    async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {
+        let path = format!("/customer/gdpr_remove/{}", urlencode(&id.0));
+        let resp = self.http.send(Request::new(Method::PUT, path)).await?;
+        // Already gone is what we wanted.
+        if resp.status.as_u16() == 404 {
+            return Ok(());
+        }
+        // A refusal (open payment plan) is a 4xx carrying the provider's message.
+        self.http.expect_success(&resp)?;
+        if let Ok(m) = serde_json::from_slice::<wire::Message>(&resp.body) {
+            tracing::debug!(provider = %self.name(), id = %id, message = %m.message, "gdpr_remove");
+        }
+        Ok(())
+    }
+
+    /// `q` containing `@` is an exact email search; the answer is still filtered here.
+    async fn lookup(&self, email: &Email) -> Result<Vec<RemoteRecord>, ProviderError> {
+        let mut found = Vec::new();
+        let mut page = 1;
+        loop {
+            let answer = self.page(page, Some(email.as_str())).await?;
+            let next = next_page(page, &answer);
+            for c in answer.customers {
+                let Ok(c) = serde_json::from_value::<wire::Customer>(c) else {
+                    continue;
+                };
+                let r = mapping::to_record(c);
+                if r.projection.email().as_ref() == Some(email) {
+                    found.push(r);
+                }
+            }
+            match next {
+                Some(n) => page = n,
+                None => return Ok(found),
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        let req = Request::get("/customer").query("per_page", 1);
+        let resp = self.http.send(req).await?;
+        self.http.expect_success(&resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(number: u64, total: u64) -> wire::CustomerPage {
+        wire::CustomerPage {
+            total_pages: total,
+            total_entries: 0,
+            page_size: 10,
+            page_number: number,
+            customers: vec![],
+        }
+    }
+
+    #[test]
+    fn pages_end_at_total_pages() {
+        assert_eq!(next_page(1, &page(1, 3)), Some(2));
+        assert_eq!(next_page(3, &page(3, 3)), None);
+        assert_eq!(next_page(4, &page(4, 3)), None);
+        assert_eq!(next_page(1, &page(1, 0)), None);
+        // A server echoing page 1 for page 2 does not send the listing back to 2.
+        assert_eq!(next_page(2, &page(1, 3)), Some(3));
+    }
+}
