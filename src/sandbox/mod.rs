@@ -5,6 +5,7 @@
 //! Owns: the emulators and what they share (serving, the request log). Used by the
 //! integration tests, `custsync demo` and the benchmark; never by the sync engine.
 
+pub mod all;
 pub mod ecwid;
 pub mod faults;
 pub mod malomo;

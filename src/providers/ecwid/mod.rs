@@ -122,6 +122,10 @@ impl Provider for Ecwid {
         }
     }
 
+    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
+        Some(self.http.traffic.clone())
+    }
+
     fn fields(&self) -> &FieldSet {
         &mapping::FIELDS
     }

@@ -75,6 +75,10 @@ impl Provider for Partially {
         }
     }
 
+    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
+        Some(self.http.traffic.clone())
+    }
+
     fn fields(&self) -> &FieldSet {
         &mapping::FIELDS
     }

@@ -76,6 +76,10 @@ impl Provider for Sendwithus {
         }
     }
 
+    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
+        Some(self.http.traffic.clone())
+    }
+
     fn fields(&self) -> &FieldSet {
         &mapping::FIELDS
     }
