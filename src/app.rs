@@ -27,7 +27,13 @@ pub enum AppError {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    init_logging(cli.log_format);
+    // The demo shows its own progress; its log keeps to errors unless RUST_LOG says more.
+    let level = if matches!(cli.command, Some(Command::Demo { .. })) {
+        "error"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,9 +57,9 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -66,10 +72,15 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
-    let config = load_config(cli.config.as_deref())?;
+    let config = match &cli.command {
+        // The demo needs no configuration: it makes its own.
+        Some(Command::Demo { customers }) => return crate::demo::run(*customers).await,
+        _ => load_config(cli.config.as_deref())?,
+    };
     match &cli.command {
         Some(Command::Check { offline }) => check(&config, *offline).await,
         Some(Command::Status) => status(&config).await,
+        Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Audit {
             provider,
             action,
@@ -153,6 +164,8 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
         dry_run: cli.dry_run,
         allow_deletes: cli.allow_deletes.iter().cloned().collect::<HashSet<_>>(),
         mode: if cli.dry_run { "dry-run" } else { "once" },
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr())
+            .then(crate::sync::progress::lines),
     };
     let stop = CancellationToken::new();
     let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));

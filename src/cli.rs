@@ -74,4 +74,11 @@ pub enum Command {
         #[arg(long)]
         limit: Option<i64>,
     },
+    /// Start the five sandbox emulators, seed them and run one reconciliation (no account
+    /// and no config needed).
+    Demo {
+        /// Generated people on top of the documents' example customers.
+        #[arg(long, default_value_t = 300)]
+        customers: usize,
+    },
 }

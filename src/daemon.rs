@@ -99,6 +99,7 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
             dry_run: false,
             allow_deletes: std::mem::take(&mut allow_deletes),
             mode: "daemon",
+            progress: None,
         };
         match engine.run_once(&opts, &stop).await {
             Ok(report) => {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod model;
 pub mod providers;
 pub mod sandbox;

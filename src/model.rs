@@ -309,7 +309,19 @@ impl FieldSet {
             .collect()
     }
 
-    fn is_default(&self, field: &Field, value: Option<&str>) -> bool {
+    /// The record without the values the provider fills in by itself.
+    pub fn without_defaults(&self, p: &Projection) -> Projection {
+        if self.defaults.is_empty() {
+            return p.clone();
+        }
+        p.iter()
+            .filter(|(f, v)| !self.is_default(f, Some(v)))
+            .map(|(f, v)| (f.clone(), v.to_string()))
+            .collect()
+    }
+
+    /// True when `value` is what the provider fills in for `field` by itself.
+    pub fn is_default(&self, field: &Field, value: Option<&str>) -> bool {
         let Some(value) = value else { return false };
         self.defaults
             .iter()

@@ -101,6 +101,25 @@ impl Store {
         rows.iter().map(op_from_row).collect()
     }
 
+    pub async fn pending_count(&self, provider: &ProviderName) -> Result<u64> {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) FROM outbox WHERE provider = ? AND state = 'pending'")
+                .bind(&provider.0)
+                .fetch_one(&self.pool)
+                .await?
+                .get(0);
+        Ok(n as u64)
+    }
+
+    /// Operations waiting to be pushed (pending), all providers.
+    pub async fn open_op_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+
     pub async fn mark_in_flight(&self, op: &OutboxOp) -> Result<()> {
         sqlx::query("UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE id = ?")
             .bind(now_text())
@@ -111,13 +130,16 @@ impl Store {
     }
 
     /// A create or update went through: the link's snapshot becomes the record as the
-    /// provider answered it, so the next poll sees no change.
+    /// provider answered it, so the next poll sees no change. `extras` are fields the
+    /// answer holds that the write did not send: the snapshot leaves them out and the
+    /// record is kept as observed, so the merge takes them in like an edit.
     pub async fn complete_write(
         &self,
         run: RunId,
         op: &OutboxOp,
         record: &RemoteRecord,
         action: &'static str,
+        extras: &[Field],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM links WHERE provider = ? AND (customer_id = ? OR remote_id = ?)")
@@ -126,13 +148,21 @@ impl Store {
             .bind(&record.id.0)
             .execute(&mut *tx)
             .await?;
+        let mut snapshot = record.projection.clone();
+        for f in extras {
+            snapshot.set(f.clone(), None::<String>);
+        }
+        let observed = (!extras.is_empty())
+            .then(|| serde_json::to_string(&record.projection))
+            .transpose()?;
         sqlx::query(
-            "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&op.provider.0)
         .bind(&record.id.0)
         .bind(op.customer.0)
-        .bind(serde_json::to_string(&record.projection)?)
+        .bind(serde_json::to_string(&snapshot)?)
+        .bind(observed)
         .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
         .bind(run.0)
         .execute(&mut *tx)
@@ -141,7 +171,8 @@ impl Store {
             .bind(op.id)
             .execute(&mut *tx)
             .await?;
-        let detail = serde_json::json!({"remote_id": record.id.0, "fields": op.changed});
+        let detail =
+            serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
         AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail)
             .insert(&mut tx, run)
             .await?;

@@ -9,6 +9,7 @@
 pub mod merge;
 pub mod plan;
 pub mod poll;
+pub mod progress;
 pub mod push;
 pub mod report;
 
@@ -22,7 +23,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::model::{CustomerId, Field, Projection, ProviderName};
+use crate::model::{CustomerId, Email, Field, Projection, ProviderName};
 use crate::providers::http::Traffic;
 use crate::providers::{Capabilities, Provider};
 use crate::store::audit::AuditEntry;
@@ -36,7 +37,7 @@ use report::{PlannedOp, Report};
 const BATCH: i64 = 500;
 
 /// What to do in one reconciliation.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Plan only: nothing is pushed (the caller runs this on a copy of the store).
     pub dry_run: bool,
@@ -44,6 +45,8 @@ pub struct RunOptions {
     pub allow_deletes: HashSet<String>,
     /// `runs.mode`: once, daemon or dry-run.
     pub mode: &'static str,
+    /// Where progress events go (a terminal), if anywhere.
+    pub progress: Option<progress::Progress>,
 }
 
 /// One configured, enabled provider with what the engine needs of it.
@@ -103,11 +106,14 @@ impl Engine {
         }
 
         // 1. Poll every provider at once, each page stored as it arrives.
-        let polls = futures::future::join_all(
-            self.providers
-                .iter()
-                .map(|c| poll::poll(&self.store, c.provider.as_ref(), run)),
-        )
+        let polls = futures::future::join_all(self.providers.iter().map(|c| {
+            poll::poll(
+                &self.store,
+                c.provider.as_ref(),
+                run,
+                opts.progress.as_ref(),
+            )
+        }))
         .await;
         let mut ctx = PassContext {
             run,
@@ -141,55 +147,21 @@ impl Engine {
             self.deletions(name, opts, &mut ctx, &mut report).await?;
         }
 
-        // 3. Merge and plan every customer, batch by batch.
-        let mut after = 0;
-        loop {
-            let batch = self.store.load_batch(after, BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.0.id.0;
-            let mut updates = Vec::new();
-            for (row, links) in &batch {
-                if let Some(u) = self.merge_and_plan(row, links, &ctx, &mut report) {
-                    updates.push(u);
-                }
-            }
-            for (id, why) in self.store.save_batch(run, &updates).await? {
-                report.error("custsync", None, None, format!("customer {}: {why}", id.0));
-            }
+        // 3. Merge and plan every customer, batch by batch; 4. push, every provider at
+        // once, or print the plan. A write whose answer showed data custsync did not
+        // have (an upsert into an existing record) is merged and pushed in a second
+        // pass, so that one run ends in step.
+        self.merge_and_plan_all(&ctx, false, &mut report).await?;
+        if let Some(progress) = &opts.progress {
+            progress(&progress::Event::Planned {
+                ops: self.store.open_op_count().await?,
+            });
         }
-
-        // 4. Push, every provider at once, or print the plan.
         if opts.dry_run {
             self.fill_plan(&mut report).await?;
-        } else {
-            let pushes = futures::future::join_all(
-                self.providers
-                    .iter()
-                    .filter(|c| !ctx.blocked.contains(c.provider.name()))
-                    .map(|c| {
-                        push::push(
-                            &self.store,
-                            c.provider.clone(),
-                            run,
-                            self.config.sync.push_concurrency,
-                            stop,
-                        )
-                    }),
-            )
-            .await;
-            let pushed = self
-                .providers
-                .iter()
-                .filter(|c| !ctx.blocked.contains(c.provider.name()));
-            for (c, outcome) in pushed.zip(pushes) {
-                let outcome = outcome?;
-                let r = report.provider(&c.provider.name().0);
-                r.created = outcome.created;
-                r.updated = outcome.updated;
-                r.deleted = outcome.deleted;
-                r.failed = outcome.failed;
-                report.errors.extend(outcome.errors);
-            }
+        } else if self.push_all(&ctx, opts, stop, &mut report).await? > 0 && !stop.is_cancelled() {
+            self.merge_and_plan_all(&ctx, true, &mut report).await?;
+            self.push_all(&ctx, opts, stop, &mut report).await?;
         }
 
         for (c, (req0, retry0, thr0)) in self.providers.iter().zip(before) {
@@ -222,6 +194,74 @@ impl Engine {
             )
             .await?;
         Ok(report)
+    }
+
+    /// Merges and plans customers in batches; with `only_dirty`, only those with a
+    /// record observed since the last merge.
+    async fn merge_and_plan_all(
+        &self,
+        ctx: &PassContext<'_>,
+        only_dirty: bool,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let mut after = 0;
+        loop {
+            let batch = self.store.load_batch(after, BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.0.id.0;
+            let mut updates = Vec::new();
+            for (row, links) in &batch {
+                if only_dirty && links.iter().all(|l| l.observed.is_none()) {
+                    continue;
+                }
+                if let Some(u) = self.merge_and_plan(row, links, ctx, report) {
+                    updates.push(u);
+                }
+            }
+            for (id, why) in self.store.save_batch(ctx.run, &updates).await? {
+                report.error("custsync", None, None, format!("customer {}: {why}", id.0));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes every provider's pending operations at once; returns how many writes
+    /// showed data to merge (see `push::Done`).
+    async fn push_all(
+        &self,
+        ctx: &PassContext<'_>,
+        opts: &RunOptions,
+        stop: &CancellationToken,
+        report: &mut Report,
+    ) -> Result<u64, StoreError> {
+        let targets: Vec<&Connected> = self
+            .providers
+            .iter()
+            .filter(|c| !ctx.blocked.contains(c.provider.name()))
+            .collect();
+        let pushes = futures::future::join_all(targets.iter().map(|c| {
+            push::push(
+                &self.store,
+                c.provider.clone(),
+                ctx.run,
+                self.config.sync.push_concurrency,
+                stop,
+                opts.progress.as_ref(),
+            )
+        }))
+        .await;
+        let mut adopted = 0;
+        for (c, outcome) in targets.iter().zip(pushes) {
+            let outcome = outcome?;
+            let r = report.provider(&c.provider.name().0);
+            r.created += outcome.created;
+            r.updated += outcome.updated;
+            r.deleted += outcome.deleted;
+            r.failed += outcome.failed;
+            adopted += outcome.adopted;
+            report.errors.extend(outcome.errors);
+        }
+        Ok(adopted)
     }
 
     async fn deletions(
@@ -280,18 +320,34 @@ impl Engine {
             ..CustomerUpdate::default()
         };
         let mut canonical = row.fields.clone();
-        let sides: Vec<Side<'_>> = links
+        // A provider's own defaults (Partial.ly's language "en") are not data: they are
+        // left out on both sides of the merge, so they neither fill nor change anything.
+        let observed: Vec<(usize, Option<Projection>, Projection, chrono::DateTime<Utc>)> = links
             .iter()
             .filter(|l| !l.gone)
             .filter_map(|l| {
                 let current = l.observed.as_ref()?;
-                let rank = self.rank(&l.provider)?;
-                Some(Side {
-                    rank,
-                    base: l.snapshot.as_ref(),
-                    current,
-                    time: l.observed_at.unwrap_or_else(Utc::now),
-                })
+                let c = self
+                    .providers
+                    .iter()
+                    .find(|c| c.provider.name() == &l.provider)?;
+                let fields = c.provider.fields();
+                let base = l.snapshot.as_ref().map(|b| fields.without_defaults(b));
+                Some((
+                    c.rank,
+                    base,
+                    fields.without_defaults(current),
+                    l.observed_at.unwrap_or_else(Utc::now),
+                ))
+            })
+            .collect();
+        let sides: Vec<Side<'_>> = observed
+            .iter()
+            .map(|(rank, base, current, time)| Side {
+                rank: *rank,
+                base: base.as_ref(),
+                current,
+                time: *time,
             })
             .collect();
         if !sides.is_empty() && !row.tombstoned {
@@ -302,15 +358,11 @@ impl Engine {
                 self.config.sync.conflict_policy,
             );
             let mut next = merged.canonical;
-            // The identity never becomes invalid or empty.
-            if next.email().is_none() {
-                next.set(
-                    Field::Email,
-                    row.email
-                        .clone()
-                        .or_else(|| canonical.get(&Field::Email).map(str::to_string)),
-                );
-            }
+            // The identity is kept normalized, and never becomes invalid or empty.
+            let email = next
+                .email()
+                .or_else(|| row.email.as_deref().and_then(|e| Email::parse(e).ok()));
+            next.set(Field::Email, email.map(|e| e.as_str().to_string()));
             if next != canonical || row.updated_at.is_none() {
                 let action = if row.updated_at.is_none() {
                     "merge.initial"
@@ -404,13 +456,6 @@ impl Engine {
             });
         }
         Ok(())
-    }
-
-    fn rank(&self, name: &ProviderName) -> Option<usize> {
-        self.providers
-            .iter()
-            .find(|c| c.provider.name() == name)
-            .map(|c| c.rank)
     }
 
     fn name_of(&self, rank: usize) -> String {

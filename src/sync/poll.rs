@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
+use super::progress::{Event, Progress};
 use super::report::ReportError;
 use crate::model::RemoteId;
 use crate::providers::{record_email, Capabilities, ListRequest, ListStyle, Listed, Provider};
@@ -30,6 +31,7 @@ pub async fn poll(
     store: &Store,
     provider: &dyn Provider,
     run: RunId,
+    progress: Option<&Progress>,
 ) -> Result<PollOutcome, StoreError> {
     let name = provider.name().clone();
     let caps: Capabilities = provider.capabilities();
@@ -50,6 +52,13 @@ pub async fn poll(
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(provider = %name, error = %e, "listing failed");
+                if let Some(p) = progress {
+                    p(&Event::ListingDone {
+                        provider: name.0.clone(),
+                        fetched: out.fetched,
+                        ok: false,
+                    });
+                }
                 out.error = Some(e.to_string());
                 return Ok(out);
             }
@@ -112,10 +121,23 @@ pub async fn poll(
                 reason.to_string(),
             ));
         }
+        if let Some(p) = progress {
+            p(&Event::Listed {
+                provider: name.0.clone(),
+                fetched: out.fetched,
+            });
+        }
         match page.next {
             Some(next) => req.token = Some(next),
             None => break,
         }
+    }
+    if let Some(p) = progress {
+        p(&Event::ListingDone {
+            provider: name.0.clone(),
+            fetched: out.fetched,
+            ok: true,
+        });
     }
     out.complete = since.is_none();
     if caps.incremental {

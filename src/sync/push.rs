@@ -7,8 +7,9 @@ use chrono::{Duration as ChronoDuration, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{Event, Progress};
 use super::report::ReportError;
-use crate::model::Email;
+use crate::model::{Email, Field};
 use crate::providers::{Provider, ProviderError, RemoteRecord};
 use crate::store::outbox::OutboxOp;
 use crate::store::{RunId, Store, StoreError};
@@ -19,12 +20,14 @@ pub struct PushOutcome {
     pub updated: u64,
     pub deleted: u64,
     pub failed: u64,
+    /// Writes whose answer held data custsync did not send (kept for the merge).
+    pub adopted: u64,
     pub errors: Vec<ReportError>,
 }
 
 enum Done {
-    Created,
-    Updated,
+    Created { adopted: bool },
+    Updated { adopted: bool },
     Deleted,
     Failed(ReportError),
 }
@@ -37,9 +40,15 @@ pub async fn push(
     run: RunId,
     concurrency: usize,
     stop: &CancellationToken,
+    progress: Option<&Progress>,
 ) -> Result<PushOutcome, StoreError> {
     let mut out = PushOutcome::default();
     let mut after = 0;
+    let total = match progress {
+        Some(_) => store.pending_count(provider.name()).await?,
+        None => 0,
+    };
+    let mut done = 0;
     loop {
         if stop.is_cancelled() {
             break;
@@ -54,15 +63,29 @@ pub async fn push(
             .collect()
             .await;
         for r in results {
+            done += 1;
             match r? {
-                Done::Created => out.created += 1,
-                Done::Updated => out.updated += 1,
+                Done::Created { adopted } => {
+                    out.created += 1;
+                    out.adopted += u64::from(adopted);
+                }
+                Done::Updated { adopted } => {
+                    out.updated += 1;
+                    out.adopted += u64::from(adopted);
+                }
                 Done::Deleted => out.deleted += 1,
                 Done::Failed(e) => {
                     out.failed += 1;
                     out.errors.push(e);
                 }
             }
+        }
+        if let Some(p) = progress {
+            p(&Event::Pushed {
+                provider: provider.name().0.clone(),
+                done,
+                total: total.max(done),
+            });
         }
     }
     tracing::info!(provider = %provider.name(), created = out.created, updated = out.updated,
@@ -105,11 +128,23 @@ async fn push_one(
     };
     match result {
         Ok((Some(record), action)) => {
-            store.complete_write(run, &op, &record, action).await?;
+            // Fields the answer holds that the write did not send (and that are not
+            // the provider's own defaults) were there before: they are the record's
+            // data, to merge like an edit, not to erase on the next plan.
+            let extras: Vec<Field> = record
+                .projection
+                .iter()
+                .filter(|(f, v)| op.payload.get(f).is_none() && !p.fields().is_default(f, Some(v)))
+                .map(|(f, _)| f.clone())
+                .collect();
+            store
+                .complete_write(run, &op, &record, action, &extras)
+                .await?;
+            let adopted = !extras.is_empty();
             Ok(if op.op == "create" {
-                Done::Created
+                Done::Created { adopted }
             } else {
-                Done::Updated
+                Done::Updated { adopted }
             })
         }
         Ok((None, _)) => {

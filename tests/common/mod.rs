@@ -160,3 +160,128 @@ impl Run {
             })
     }
 }
+
+/// All five providers, configured with the sandbox labels (store, storefront,
+/// shipping, plans, email), run through the real binary.
+pub struct Five {
+    pub dir: tempfile::TempDir,
+    pub sb: custsync::sandbox::all::Sandboxes,
+    pub extra_toml: String,
+}
+
+impl Five {
+    pub async fn new() -> Five {
+        let sb = custsync::sandbox::all::Sandboxes::start()
+            .await
+            .expect("start the emulators");
+        Five {
+            dir: tempfile::tempdir().expect("tempdir"),
+            sb,
+            extra_toml: String::new(),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("custsync.db")
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let url = format!("sqlite://{}", self.db_path().display());
+        let text = format!(
+            "{}\n{}",
+            self.extra_toml,
+            self.sb.config_toml(&url, 1000.0, 100)
+        );
+        let config = self.dir.path().join("custsync.toml");
+        std::fs::write(&config, text).expect("write config");
+        let report = self.dir.path().join("report.json");
+        let _ = std::fs::remove_file(&report);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--report")
+            .arg(&report)
+            .args(args)
+            .env_remove("CUSTSYNC_CONFIG")
+            .output()
+            .await
+            .expect("run custsync");
+        let report = std::fs::read_to_string(&report)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            report,
+        }
+    }
+
+    pub async fn once(&self) -> Run {
+        self.run(&["--once"]).await
+    }
+
+    /// Every write request the emulators received, as `provider METHOD path`.
+    pub fn write_lines(&self) -> Vec<String> {
+        self.sb
+            .logs()
+            .iter()
+            .flat_map(|(name, log)| {
+                log.writes()
+                    .into_iter()
+                    .map(move |r| format!("{name} {} {} {:?}", r.method, r.path, r.body))
+            })
+            .collect()
+    }
+
+    /// Emails each provider holds (normalized, sorted), in the order store,
+    /// storefront, shipping, plans, email.
+    pub fn emails(&self) -> [Vec<String>; 5] {
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        [
+            sorted(
+                self.sb
+                    .nuvemshop
+                    .customers()
+                    .iter()
+                    .filter_map(|c| c["email"].as_str().map(norm))
+                    .collect(),
+            ),
+            sorted(
+                self.sb
+                    .ecwid
+                    .customers()
+                    .iter()
+                    .map(|c| norm(&c.email))
+                    .collect(),
+            ),
+            sorted(
+                self.sb
+                    .malomo
+                    .customers()
+                    .iter()
+                    .filter_map(|c| c.email.as_deref().map(norm))
+                    .collect(),
+            ),
+            sorted(
+                self.sb
+                    .partially
+                    .customers()
+                    .iter()
+                    .filter_map(|c| c.email.as_deref().map(norm))
+                    .collect(),
+            ),
+            sorted(
+                self.sb
+                    .sendwithus
+                    .customers()
+                    .iter()
+                    .map(|c| norm(&c.email))
+                    .collect(),
+            ),
+        ]
+    }
+}

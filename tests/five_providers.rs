@@ -1,0 +1,119 @@
+//! All five providers at once, reconciled by the real binary over HTTP.
+
+mod common;
+
+use common::Five;
+use custsync::sandbox::{ecwid, malomo, nuvemshop, partially};
+use serde_json::json;
+
+const NAMES: [&str; 5] = ["store", "storefront", "shipping", "plans", "email"];
+
+fn assert_everywhere(f: &Five, email: &str) {
+    for (name, held) in NAMES.iter().zip(f.emails()) {
+        assert_eq!(
+            held.iter().filter(|e| *e == email).count(),
+            1,
+            "{email} once in {name}: {held:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_created_in_any_listable_provider_appears_everywhere() {
+    let f = Five::new().await;
+    f.sb.nuvemshop
+        .insert(nuvemshop::seed("Nora Store", "nora@example.com"));
+    f.sb.ecwid.insert(ecwid::Customer::new(
+        "eddie@example.com",
+        Some("Eddie"),
+        Some("Front"),
+    ));
+    f.sb.malomo.insert(malomo::Customer::new(
+        "mo@example.com",
+        Some("Mo"),
+        Some("Ship"),
+        Some("555-0101"),
+    ));
+    f.sb.partially.insert(partially::Customer::new(
+        "pat@example.com",
+        Some("Pat"),
+        Some("Plan"),
+    ));
+    let run = f.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for email in [
+        "nora@example.com",
+        "eddie@example.com",
+        "mo@example.com",
+        "pat@example.com",
+    ] {
+        assert_everywhere(&f, email);
+    }
+    // Sendwithus keeps names in data.
+    let mo = f.sb.sendwithus.by_email("mo@example.com").unwrap();
+    assert_eq!(mo.data["first_name"], json!("Mo"));
+    assert_eq!(mo.data["last_name"], json!("Ship"));
+    assert_eq!(run.count("email", "created"), 4);
+
+    f.sb.clear_logs();
+    let again = f.once().await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        f.sb.writes(),
+        0,
+        "a second run writes nothing: {:#?}",
+        f.write_lines()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_partially_reaches_every_other_provider() {
+    let f = Five::new().await;
+    let id = f.sb.partially.insert(partially::Customer::new(
+        "pat@example.com",
+        Some("Pat"),
+        Some("Plan"),
+    ));
+    assert_eq!(f.once().await.code, 0);
+    f.sb.partially.edit(&id, |c| {
+        c.last_name = Some("Planner".into());
+        c.phone = Some("+1 212 555 1212".into());
+    });
+    let run = f.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        f.sb.nuvemshop.by_email("pat@example.com")[0]["name"],
+        json!("Pat Planner")
+    );
+    assert_eq!(
+        f.sb.nuvemshop.by_email("pat@example.com")[0]["phone"],
+        json!("+1 212 555 1212")
+    );
+    assert_eq!(
+        f.sb.ecwid.by_email("pat@example.com")[0].billing_person["lastName"],
+        json!("Planner")
+    );
+    let m = &f.sb.malomo.by_email("pat@example.com")[0];
+    assert_eq!(m.last_name.as_deref(), Some("Planner"));
+    assert_eq!(m.phone_number.as_deref(), Some("+1 212 555 1212"));
+    assert_eq!(
+        f.sb.sendwithus.by_email("pat@example.com").unwrap().data["last_name"],
+        json!("Planner")
+    );
+
+    f.sb.clear_logs();
+    assert_eq!(f.once().await.code, 0);
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_examples_settle_with_zero_writes_on_the_second_run() {
+    let f = Five::new().await;
+    f.sb.seed_document_examples();
+    let run = f.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    f.sb.clear_logs();
+    let again = f.once().await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+}
