@@ -117,3 +117,64 @@ async fn the_documents_examples_settle_with_zero_writes_on_the_second_run() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecwid_409_links_the_existing_record_instead_of_duplicating() {
+    // Ecwid holds Ivy already, but its listing does not show her yet; Malomo has her.
+    let sb = custsync::sandbox::all::Sandboxes::start_with(ecwid::Options {
+        unlisted: vec!["ivy@example.com".into()],
+        ..ecwid::Options::default()
+    })
+    .await
+    .unwrap();
+    let f = Five::with(sb);
+    let ivy =
+        f.sb.ecwid
+            .insert(ecwid::Customer::new("ivy@example.com", Some("Ivy"), None));
+    f.sb.malomo.insert(malomo::Customer::new(
+        "ivy@example.com",
+        Some("Ivy"),
+        Some("Green"),
+        None,
+    ));
+    let run = f.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let held = f.sb.ecwid.by_email("ivy@example.com");
+    assert_eq!(held.len(), 1, "no second Ecwid record: {held:?}");
+    assert_eq!(held[0].id, ivy);
+    // The POST was refused with 409 and the existing record was brought up to date.
+    assert_eq!(
+        f.sb.ecwid.log().with_status(409),
+        1,
+        "{:#?}",
+        f.sb.ecwid.log().all()
+    );
+    assert_eq!(held[0].billing_person["lastName"], json!("Green"));
+    // The index catches up: the listing now shows her, linked, in step.
+    f.sb.ecwid.set_unlisted(Vec::new());
+    f.sb.clear_logs();
+    assert_eq!(f.once().await.code, 0);
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_change_moves_the_person_everywhere_and_in_sendwithus() {
+    let f = Five::new().await;
+    let id = f.sb.malomo.insert(malomo::Customer::new(
+        "old@example.com",
+        Some("Olga"),
+        Some("Moves"),
+        None,
+    ));
+    assert_eq!(f.once().await.code, 0);
+    f.sb.malomo
+        .edit(&id, |c| c.email = Some("new@example.com".into()));
+    let run = f.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for (name, held) in NAMES.iter().zip(f.emails()) {
+        assert_eq!(held, vec!["new@example.com".to_string()], "{name}");
+    }
+    f.sb.clear_logs();
+    assert_eq!(f.once().await.code, 0);
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+}

@@ -23,9 +23,14 @@ pub struct Sandboxes {
 impl Sandboxes {
     /// Starts the five emulators with their default options.
     pub async fn start() -> std::io::Result<Sandboxes> {
+        Self::start_with(ecwid::Options::default()).await
+    }
+
+    /// Starts the five emulators, Ecwid with `ecwid` options.
+    pub async fn start_with(ecwid: ecwid::Options) -> std::io::Result<Sandboxes> {
         Ok(Sandboxes {
             nuvemshop: nuvemshop::Nuvemshop::start(nuvemshop::Options::default()).await?,
-            ecwid: ecwid::Ecwid::start(ecwid::Options::default()).await?,
+            ecwid: ecwid::Ecwid::start(ecwid).await?,
             malomo: malomo::Malomo::start(malomo::Options::default()).await?,
             partially: partially::Partially::start(partially::Options::default()).await?,
             sendwithus: sendwithus::Sendwithus::start(sendwithus::Options::default()).await?,

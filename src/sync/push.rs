@@ -199,7 +199,9 @@ async fn create(
         }
     }
     match p.create(&op.payload).await {
-        Ok(r) => Ok((r, "create")),
+        // A connector may answer a create with a record that was already there (Ecwid's
+        // 409): it is brought up to date like any record found by email.
+        Ok(r) => bring_up_to_date(p, op, r).await.map(|r| (r, "create")),
         Err(e) if e.maybe_applied() && can_lookup => match find(p, email.as_ref()).await? {
             Some(found) => bring_up_to_date(p, op, found).await.map(|r| (r, "link")),
             None => p.create(&op.payload).await.map(|r| (r, "create")),

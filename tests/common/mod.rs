@@ -171,9 +171,14 @@ pub struct Five {
 
 impl Five {
     pub async fn new() -> Five {
-        let sb = custsync::sandbox::all::Sandboxes::start()
-            .await
-            .expect("start the emulators");
+        Five::with(
+            custsync::sandbox::all::Sandboxes::start()
+                .await
+                .expect("start the emulators"),
+        )
+    }
+
+    pub fn with(sb: custsync::sandbox::all::Sandboxes) -> Five {
         Five {
             dir: tempfile::tempdir().expect("tempdir"),
             sb,
