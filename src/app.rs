@@ -80,6 +80,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     match &cli.command {
         Some(Command::Check { offline }) => check(&config, *offline).await,
         Some(Command::Status) => status(&config).await,
+        Some(Command::Forget { email }) => forget(&config, email).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Audit {
             provider,
@@ -346,6 +347,57 @@ async fn status(config: &Config) -> Result<ExitCode, AppError> {
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `forget EMAIL`: deletes every record of the person in every provider that can
+/// delete (found by link and by email), then purges the person locally. Exit 1 when a
+/// delete failed; a provider that cannot delete is named, with what is left to do.
+async fn forget(config: &Config, text: &str) -> Result<ExitCode, AppError> {
+    let email = crate::model::Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
+    let store = open_store(&config.store.path).await?;
+    let providers = connect_all(config)?;
+    let links = store.person(&email).await.context("store")?.map(|(_, l)| l).unwrap_or_default();
+    let mut failed = false;
+    for c in &providers {
+        let p = &c.provider;
+        let caps = p.capabilities();
+        let mut ids: Vec<crate::model::RemoteId> = links.iter().filter(|(n, _)| n == p.name()).map(|(_, id)| id.clone()).collect();
+        if caps.lookup {
+            match p.lookup(&email).await {
+                Ok(found) => ids.extend(found.into_iter().map(|r| r.id)),
+                Err(e) => {
+                    failed = true;
+                    println!("{} ({}): lookup FAILED: {e}", p.name(), p.kind());
+                    continue;
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            println!("{} ({}): not found", p.name(), p.kind());
+        } else if !caps.delete {
+            println!("{} ({}): holds {} record(s) but its API cannot delete: erase them by hand ({})", p.name(), p.kind(), ids.len(),
+                ids.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", "));
+        } else {
+            for id in ids {
+                match p.delete(&id).await {
+                    Ok(()) => println!("{} ({}): deleted {}", p.name(), p.kind(), id),
+                    Err(e) => {
+                        failed = true;
+                        println!("{} ({}): delete of {} FAILED: {e}", p.name(), p.kind(), id);
+                    }
+                }
+            }
+        }
+    }
+    let run = store.begin_run("forget").await.context("store")?;
+    store.forget(run, &email).await.context("store")?;
+    let status = if failed { "failed" } else { "converged" };
+    store.finish_run(run, status, &serde_json::json!({"forget": true})).await.context("store")?;
+    store.close().await;
+    println!("custsync: the person is purged locally; only a hash of the email is kept");
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 async fn audit(config: &Config, filter: &AuditFilter) -> Result<ExitCode, AppError> {

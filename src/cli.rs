@@ -74,6 +74,12 @@ pub enum Command {
         #[arg(long)]
         limit: Option<i64>,
     },
+    /// Erase one person everywhere: delete them in every provider that can delete, purge
+    /// their data locally, keep only a hash of the email so they are not imported again.
+    Forget {
+        /// The person's email.
+        email: String,
+    },
     /// Start the five sandbox emulators, seed them and run one reconciliation (no account
     /// and no config needed).
     Demo {

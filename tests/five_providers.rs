@@ -178,3 +178,39 @@ async fn an_email_change_moves_the_person_everywhere_and_in_sendwithus() {
     assert_eq!(f.once().await.code, 0);
     assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
+    let f = Five::new().await;
+    f.sb.malomo.insert(malomo::Customer::new("gone@example.com", Some("Gina"), Some("Gone"), Some("555")));
+    f.sb.malomo.insert(malomo::Customer::new("stay@example.com", Some("Stan"), Some("Stay"), None));
+    assert_eq!(f.once().await.code, 0);
+    let run = f.run(&["forget", "GONE@example.com"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("store (nuvemshop): holds 1 record(s) but its API cannot delete"), "{}", run.stdout);
+    let [store, storefront, shipping, plans, email] = f.emails();
+    assert!(store.contains(&"gone@example.com".to_string()), "Nuvemshop cannot delete");
+    for held in [storefront, shipping, plans, email] {
+        assert!(!held.contains(&"gone@example.com".to_string()), "{held:?}");
+        assert!(held.contains(&"stay@example.com".to_string()), "{held:?}");
+    }
+    // The leftover Nuvemshop record is not imported again, and nothing is recreated.
+    f.sb.clear_logs();
+    let again = f.once().await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+    // The database keeps no trace of the address or the name.
+    let bytes = std::fs::read(f.db_path()).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("gone@example.com") && !text.contains("Gina"), "personal data left in the database");
+    let audit = f.run(&["audit", "--action", "forget"]).await;
+    assert_eq!(audit.stdout.lines().count(), 1, "{}", audit.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_with_a_bad_email_is_a_usage_error() {
+    let f = Five::new().await;
+    let run = f.run(&["forget", "not an email"]).await;
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}

@@ -6,6 +6,7 @@
 //! ever held across a network call.
 
 pub mod audit;
+pub mod erasure;
 pub mod links;
 pub mod outbox;
 

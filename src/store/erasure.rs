@@ -1,0 +1,81 @@
+//! Erasure (`custsync forget`): what the store knows of one person, and purging it so
+//! that only a hash of the email remains, which keeps the person from being imported
+//! again from a provider that still returns the record.
+
+use sqlx::Row;
+
+use super::audit::AuditEntry;
+use super::links::email_hash;
+use super::{now_text, Result, RunId, Store};
+use crate::model::{CustomerId, Email, ProviderName, RemoteId};
+
+impl Store {
+    /// The customer with this email and its live links, if custsync knows the person.
+    pub async fn person(&self, email: &Email) -> Result<Option<(CustomerId, Vec<(ProviderName, RemoteId)>)>> {
+        let Some(row) = sqlx::query("SELECT id FROM customers WHERE email = ?")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.get(0);
+        let links = sqlx::query("SELECT provider, remote_id FROM links WHERE customer_id = ? AND gone = 0")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (ProviderName(r.get(0)), RemoteId(r.get(1))))
+            .collect();
+        Ok(Some((CustomerId(id), links)))
+    }
+
+    /// Purges the person's personal data: the canonical record, snapshots, pending
+    /// operations and audit details. Keeps a tombstone holding only the email's hash.
+    pub async fn forget(&self, run: RunId, email: &Email) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_text();
+        let hash = email_hash(email);
+        let id: Option<i64> = sqlx::query("SELECT id FROM customers WHERE email = ?")
+            .bind(email.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        let id = match id {
+            Some(id) => id,
+            None => sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at) VALUES (NULL, '{}', ?, ?)")
+                .bind(&now)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid(),
+        };
+        sqlx::query("UPDATE customers SET email = NULL, email_hash = ?, fields = '{}', tombstoned_at = COALESCE(tombstoned_at, ?) WHERE id = ?")
+            .bind(&hash)
+            .bind(&now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // Links go too (a Sendwithus remote id is the email): a record left in a provider
+        // that cannot delete is recognized by the hash when it is listed again.
+        sqlx::query("DELETE FROM links WHERE customer_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM outbox WHERE customer_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE audit SET detail = '{\"erased\":true}' WHERE customer_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE runs SET report = replace(report, ?, '[erased]') WHERE instr(report, ?) > 0")
+            .bind(email.as_str())
+            .bind(email.as_str())
+            .execute(&mut *tx)
+            .await?;
+        AuditEntry::new("forget", Some(CustomerId(id)), None, serde_json::json!({"email_sha256": hash}))
+            .insert(&mut tx, run)
+            .await?;
+        tx.commit().await?;
+        // Deleted rows linger in free pages and in the write-ahead log until rewritten.
+        sqlx::query("VACUUM").execute(&self.pool).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        Ok(())
+    }
+}
