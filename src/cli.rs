@@ -80,6 +80,12 @@ pub enum Command {
         /// The person's email.
         email: String,
     },
+    /// One person's activity across providers (Malomo events, Sendwithus email logs),
+    /// oldest first, as JSON lines.
+    Activity {
+        /// The person's email.
+        email: String,
+    },
     /// Start the five sandbox emulators, seed them and run one reconciliation (no account
     /// and no config needed).
     Demo {

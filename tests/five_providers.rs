@@ -182,14 +182,32 @@ async fn an_email_change_moves_the_person_everywhere_and_in_sendwithus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
     let f = Five::new().await;
-    f.sb.malomo.insert(malomo::Customer::new("gone@example.com", Some("Gina"), Some("Gone"), Some("555")));
-    f.sb.malomo.insert(malomo::Customer::new("stay@example.com", Some("Stan"), Some("Stay"), None));
+    f.sb.malomo.insert(malomo::Customer::new(
+        "gone@example.com",
+        Some("Gina"),
+        Some("Gone"),
+        Some("555"),
+    ));
+    f.sb.malomo.insert(malomo::Customer::new(
+        "stay@example.com",
+        Some("Stan"),
+        Some("Stay"),
+        None,
+    ));
     assert_eq!(f.once().await.code, 0);
     let run = f.run(&["forget", "GONE@example.com"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("store (nuvemshop): holds 1 record(s) but its API cannot delete"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("store (nuvemshop): holds 1 record(s) but its API cannot delete"),
+        "{}",
+        run.stdout
+    );
     let [store, storefront, shipping, plans, email] = f.emails();
-    assert!(store.contains(&"gone@example.com".to_string()), "Nuvemshop cannot delete");
+    assert!(
+        store.contains(&"gone@example.com".to_string()),
+        "Nuvemshop cannot delete"
+    );
     for held in [storefront, shipping, plans, email] {
         assert!(!held.contains(&"gone@example.com".to_string()), "{held:?}");
         assert!(held.contains(&"stay@example.com".to_string()), "{held:?}");
@@ -202,7 +220,10 @@ async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
     // The database keeps no trace of the address or the name.
     let bytes = std::fs::read(f.db_path()).unwrap();
     let text = String::from_utf8_lossy(&bytes);
-    assert!(!text.contains("gone@example.com") && !text.contains("Gina"), "personal data left in the database");
+    assert!(
+        !text.contains("gone@example.com") && !text.contains("Gina"),
+        "personal data left in the database"
+    );
     let audit = f.run(&["audit", "--action", "forget"]).await;
     assert_eq!(audit.stdout.lines().count(), 1, "{}", audit.stdout);
 }
@@ -213,4 +234,36 @@ async fn forget_with_a_bad_email_is_a_usage_error() {
     let run = f.run(&["forget", "not an email"]).await;
     assert_eq!(run.code, 2);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_gathers_malomo_events_and_sendwithus_logs_in_time_order() {
+    let f = Five::new().await;
+    let id = f.sb.malomo.insert(malomo::Customer::new(
+        "act@example.com",
+        Some("Ada"),
+        None,
+        None,
+    ));
+    assert_eq!(f.once().await.code, 0);
+    f.sb.malomo.add_event(
+        &id,
+        json!({"created_at": "2019-01-30T13:30:00Z", "id": "1a3c1090-efd1-11eb-9a03-0242ac130003", "label": "Order #1000 fulfilled",
+               "type": "ShopifyOrderFulfilled", "timestamp": 1548855000, "updated_at": "2019-01-30T13:30:00Z"}),
+    );
+    f.sb.sendwithus.edit("act@example.com", |c| {
+        c.logs.push(json!({"object": "log", "id": "log_1", "created": 1234567890, "status": "opened", "email_name": "Order Confirmation"}))
+    });
+    let run = f.run(&["activity", "act@example.com"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert_eq!(lines[0]["provider"], json!("email"));
+    assert_eq!(lines[0]["type"], json!("opened"));
+    assert_eq!(lines[1]["provider"], json!("shipping"));
+    assert_eq!(lines[1]["label"], json!("Order #1000 fulfilled"));
 }

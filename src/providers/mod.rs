@@ -72,6 +72,18 @@ pub enum Listed {
     },
 }
 
+/// One event of a person's activity in a provider (an order shipped, an email opened).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub at: Option<DateTime<Utc>>,
+    /// The provider's own type or status (`ShopifyOrderFulfilled`, `opened`).
+    pub kind: String,
+    /// A line for a person (`Order #1000 fulfilled`, `Order Confirmation`).
+    pub label: String,
+    /// The event as the provider sent it.
+    pub raw: serde_json::Value,
+}
+
 /// Where a listing is: the first page has `token: None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListRequest {
@@ -224,6 +236,15 @@ pub trait Provider: Send + Sync {
         Err(ProviderError::unsupported(
             self.name(),
             "cannot look customers up by email",
+        ))
+    }
+
+    /// The record's read-only activity stream (Malomo events, Sendwithus email logs).
+    async fn activity(&self, id: &RemoteId) -> Result<Vec<Activity>, ProviderError> {
+        let _ = id;
+        Err(ProviderError::unsupported(
+            self.name(),
+            "has no activity stream",
         ))
     }
 

@@ -67,6 +67,8 @@ impl Default for Options {
 struct Inner {
     opts: Options,
     customers: Vec<Customer>,
+    /// Each customer's events, oldest first, by customer id.
+    events: std::collections::HashMap<String, Vec<Value>>,
     base_url: String,
 }
 
@@ -84,6 +86,7 @@ impl Malomo {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             opts,
             customers: Vec::new(),
+            events: Default::default(),
             base_url: String::new(),
         })));
         let router = Router::new()
@@ -113,6 +116,15 @@ impl Malomo {
         let id = c.id.clone();
         lock(&self.shared.0).customers.push(c);
         id
+    }
+
+    /// Adds an event (the document's shape: id, label, type, timestamp, ...) to a customer.
+    pub fn add_event(&self, customer_id: &str, event: Value) {
+        lock(&self.shared.0)
+            .events
+            .entry(customer_id.to_string())
+            .or_default()
+            .push(event);
     }
 
     pub fn customers(&self) -> Vec<Customer> {
@@ -329,12 +341,30 @@ async fn events(
     State(shared): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
 ) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
         return r;
     }
-    if !lock(&shared.0).customers.iter().any(|c| c.id == id) {
+    let inner = lock(&shared.0);
+    if !inner.customers.iter().any(|c| c.id == id) {
         return error(StatusCode::NOT_FOUND, "Customer not found");
     }
-    Json(Value::Array(vec![])).into_response()
+    let all = inner.events.get(&id).cloned().unwrap_or_default();
+    // The same cursor as the customer list: next=<id of the last event seen>.
+    let start = match &q.next {
+        Some(cursor) => match all
+            .iter()
+            .position(|e| e.get("id").and_then(|v| v.as_str()) == Some(cursor))
+        {
+            Some(i) => i + 1,
+            None => return error(StatusCode::BAD_REQUEST, "invalid cursor"),
+        },
+        None => 0,
+    };
+    let size = inner.opts.page_size.max(1);
+    Json(Value::Array(
+        all.into_iter().skip(start).take(size).collect(),
+    ))
+    .into_response()
 }

@@ -11,7 +11,10 @@ use crate::model::{CustomerId, Email, ProviderName, RemoteId};
 
 impl Store {
     /// The customer with this email and its live links, if custsync knows the person.
-    pub async fn person(&self, email: &Email) -> Result<Option<(CustomerId, Vec<(ProviderName, RemoteId)>)>> {
+    pub async fn person(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(CustomerId, Vec<(ProviderName, RemoteId)>)>> {
         let Some(row) = sqlx::query("SELECT id FROM customers WHERE email = ?")
             .bind(email.as_str())
             .fetch_optional(&self.pool)
@@ -20,13 +23,14 @@ impl Store {
             return Ok(None);
         };
         let id: i64 = row.get(0);
-        let links = sqlx::query("SELECT provider, remote_id FROM links WHERE customer_id = ? AND gone = 0")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (ProviderName(r.get(0)), RemoteId(r.get(1))))
-            .collect();
+        let links =
+            sqlx::query("SELECT provider, remote_id FROM links WHERE customer_id = ? AND gone = 0")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| (ProviderName(r.get(0)), RemoteId(r.get(1))))
+                .collect();
         Ok(Some((CustomerId(id), links)))
     }
 
@@ -58,24 +62,39 @@ impl Store {
             .await?;
         // Links go too (a Sendwithus remote id is the email): a record left in a provider
         // that cannot delete is recognized by the hash when it is listed again.
-        sqlx::query("DELETE FROM links WHERE customer_id = ?").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM outbox WHERE customer_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM links WHERE customer_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM outbox WHERE customer_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE audit SET detail = '{\"erased\":true}' WHERE customer_id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE runs SET report = replace(report, ?, '[erased]') WHERE instr(report, ?) > 0")
-            .bind(email.as_str())
-            .bind(email.as_str())
-            .execute(&mut *tx)
-            .await?;
-        AuditEntry::new("forget", Some(CustomerId(id)), None, serde_json::json!({"email_sha256": hash}))
-            .insert(&mut tx, run)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET report = replace(report, ?, '[erased]') WHERE instr(report, ?) > 0",
+        )
+        .bind(email.as_str())
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await?;
+        AuditEntry::new(
+            "forget",
+            Some(CustomerId(id)),
+            None,
+            serde_json::json!({"email_sha256": hash}),
+        )
+        .insert(&mut tx, run)
+        .await?;
         tx.commit().await?;
         // Deleted rows linger in free pages and in the write-ahead log until rewritten.
         sqlx::query("VACUUM").execute(&self.pool).await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -128,6 +128,13 @@ pub async fn poll(
             });
         }
         match page.next {
+            // A provider that hands back the cursor it was given would be listed for
+            // ever: the listing stops there, incomplete.
+            Some(next) if req.token.as_ref() == Some(&next) => {
+                tracing::warn!(provider = %name, "the listing cursor did not advance");
+                out.error = Some("the listing cursor did not advance".into());
+                return Ok(out);
+            }
             Some(next) => req.token = Some(next),
             None => break,
         }
