@@ -140,12 +140,7 @@ pub fn connect_all(config: &Config) -> Result<Vec<Connected>, AppError> {
             .iter()
             .position(|n| n == &p.name)
             .unwrap_or(usize::MAX);
-        let traffic = provider.traffic();
-        out.push(Connected {
-            provider,
-            rank,
-            traffic,
-        });
+        out.push(Connected { provider, rank });
     }
     Ok(out)
 }

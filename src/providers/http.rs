@@ -121,6 +121,7 @@ impl Response {
 /// The shared client of one provider.
 pub struct HttpClient {
     provider: ProviderName,
+    kind: crate::config::Kind,
     client: reqwest::Client,
     base: String,
     auth: Auth,
@@ -164,6 +165,7 @@ impl HttpClient {
             })?;
         Ok(Self {
             provider: cfg.name.clone(),
+            kind: cfg.kind,
             client,
             base: cfg.base_url.as_str().trim_end_matches('/').to_string(),
             auth,
@@ -176,6 +178,10 @@ impl HttpClient {
 
     pub fn provider(&self) -> &ProviderName {
         &self.provider
+    }
+
+    pub fn kind(&self) -> crate::config::Kind {
+        self.kind
     }
 
     /// The absolute URL of a path, for connectors that must compare `Link` headers.

@@ -187,8 +187,22 @@ impl ProviderError {
 /// connector implements what its capabilities claim and nothing more.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    fn name(&self) -> &ProviderName;
-    fn kind(&self) -> Kind;
+    /// The connector's client: it knows the provider's name, kind and traffic.
+    fn http(&self) -> &http::HttpClient;
+
+    fn name(&self) -> &ProviderName {
+        self.http().provider()
+    }
+
+    fn kind(&self) -> Kind {
+        self.http().kind()
+    }
+
+    /// The connector's request counters (requests, retries, 429s), for reports and metrics.
+    fn traffic(&self) -> Arc<http::Traffic> {
+        self.http().traffic.clone()
+    }
+
     fn capabilities(&self) -> Capabilities;
     /// The fields this provider carries, in its projection.
     fn fields(&self) -> &FieldSet;
@@ -250,11 +264,6 @@ pub trait Provider: Send + Sync {
 
     /// One cheap authenticated request, to prove the provider is reachable.
     async fn check(&self) -> Result<(), ProviderError>;
-
-    /// The connector's request counters (requests, retries, 429s), for reports and metrics.
-    fn traffic(&self) -> Option<Arc<http::Traffic>> {
-        None
-    }
 }
 
 /// Builds the connector for one configured provider.

@@ -53,7 +53,6 @@ pub struct RunOptions {
 pub struct Connected {
     pub provider: Arc<dyn Provider>,
     pub rank: usize,
-    pub traffic: Option<Arc<Traffic>>,
 }
 
 pub struct Engine {
@@ -99,7 +98,7 @@ impl Engine {
         let before: Vec<(u64, u64, u64)> = self
             .providers
             .iter()
-            .map(|c| traffic_counts(c.traffic.as_deref()))
+            .map(|c| traffic_counts(&c.provider.traffic()))
             .collect();
         for c in &self.providers {
             report.provider(&c.provider.name().0);
@@ -165,7 +164,7 @@ impl Engine {
         }
 
         for (c, (req0, retry0, thr0)) in self.providers.iter().zip(before) {
-            let (req, retry, thr) = traffic_counts(c.traffic.as_deref());
+            let (req, retry, thr) = traffic_counts(&c.provider.traffic());
             let r = report.provider(&c.provider.name().0);
             r.requests = req - req0;
             r.retries = retry - retry0;
@@ -502,13 +501,10 @@ fn new_op(provider: &ProviderName, op: Op) -> NewOp {
     }
 }
 
-fn traffic_counts(t: Option<&Traffic>) -> (u64, u64, u64) {
-    match t {
-        Some(t) => (
-            t.requests.load(Ordering::Relaxed),
-            t.retries.load(Ordering::Relaxed),
-            t.throttled.load(Ordering::Relaxed),
-        ),
-        None => (0, 0, 0),
-    }
+fn traffic_counts(t: &Traffic) -> (u64, u64, u64) {
+    (
+        t.requests.load(Ordering::Relaxed),
+        t.retries.load(Ordering::Relaxed),
+        t.throttled.load(Ordering::Relaxed),
+    )
 }

@@ -24,8 +24,7 @@ use super::wire::{decode_items, to_json, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
-use crate::config::Kind;
-use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 /// The path before every endpoint, after `base_url`.
 pub const API: &str = "/api/json/v1/ecwid";
@@ -102,12 +101,8 @@ fn next_offset(asked: u64, page: &wire::CustomerList) -> Option<u64> {
 
 #[async_trait]
 impl Provider for Ecwid {
-    fn name(&self) -> &ProviderName {
-        self.http.provider()
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Ecwid
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -120,10 +115,6 @@ impl Provider for Ecwid {
             lookup: true,
             updated_at: true,
         }
-    }
-
-    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
-        Some(self.http.traffic.clone())
     }
 
     fn fields(&self) -> &FieldSet {

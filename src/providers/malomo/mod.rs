@@ -15,8 +15,7 @@ use super::wire::{decode_items, link_next, to_json, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
-use crate::config::Kind;
-use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 pub struct Malomo {
     http: HttpClient,
@@ -30,12 +29,8 @@ impl Malomo {
 
 #[async_trait]
 impl Provider for Malomo {
-    fn name(&self) -> &ProviderName {
-        self.http.provider()
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Malomo
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -48,10 +43,6 @@ impl Provider for Malomo {
             lookup: true,
             updated_at: true,
         }
-    }
-
-    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
-        Some(self.http.traffic.clone())
     }
 
     fn fields(&self) -> &FieldSet {

@@ -17,8 +17,7 @@ use super::wire::{decode_items, link_next};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
-use crate::config::Kind;
-use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 pub struct Nuvemshop {
     http: HttpClient,
@@ -65,12 +64,8 @@ fn following_page(path: &str) -> Option<String> {
 
 #[async_trait]
 impl Provider for Nuvemshop {
-    fn name(&self) -> &ProviderName {
-        self.http.provider()
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Nuvemshop
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -83,10 +78,6 @@ impl Provider for Nuvemshop {
             lookup: true,
             updated_at: true,
         }
-    }
-
-    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
-        Some(self.http.traffic.clone())
     }
 
     fn fields(&self) -> &FieldSet {

@@ -18,8 +18,7 @@ use reqwest::Method;
 use super::http::{HttpClient, Request};
 use super::wire::{decode_items, to_json, urlencode};
 use super::{Capabilities, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord};
-use crate::config::Kind;
-use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 pub struct Partially {
     http: HttpClient,
@@ -55,12 +54,8 @@ fn next_page(asked: u64, answer: &wire::CustomerPage) -> Option<u64> {
 
 #[async_trait]
 impl Provider for Partially {
-    fn name(&self) -> &ProviderName {
-        self.http.provider()
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Partially
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -73,10 +68,6 @@ impl Provider for Partially {
             lookup: true,
             updated_at: false,
         }
-    }
-
-    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
-        Some(self.http.traffic.clone())
     }
 
     fn fields(&self) -> &FieldSet {

@@ -16,8 +16,7 @@ use reqwest::Method;
 use super::http::{HttpClient, Request};
 use super::wire::{to_json, urlencode};
 use super::{Capabilities, ListStyle, Provider, ProviderError, RemoteRecord};
-use crate::config::Kind;
-use crate::model::{Email, Field, FieldSet, Projection, ProviderName, RemoteId};
+use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 pub struct Sendwithus {
     http: HttpClient,
@@ -56,12 +55,8 @@ impl Sendwithus {
 
 #[async_trait]
 impl Provider for Sendwithus {
-    fn name(&self) -> &ProviderName {
-        self.http.provider()
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Sendwithus
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -74,10 +69,6 @@ impl Provider for Sendwithus {
             lookup: true,
             updated_at: false,
         }
-    }
-
-    fn traffic(&self) -> Option<std::sync::Arc<super::http::Traffic>> {
-        Some(self.http.traffic.clone())
     }
 
     fn fields(&self) -> &FieldSet {
