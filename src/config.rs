@@ -138,6 +138,7 @@ struct RawSync {
     conflict_policy: Option<String>,
     priority: Option<Vec<String>>,
     push_concurrency: Option<usize>,
+    full_listing_hours: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +185,9 @@ pub struct SyncConfig {
     pub priority: Vec<ProviderName>,
     /// Requests in flight at once per provider while pushing.
     pub push_concurrency: usize,
+    /// How often a provider listed incrementally (Nuvemshop) is read whole, which is
+    /// how deletions made there are seen.
+    pub full_listing_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +342,14 @@ impl RawConfig {
             }
         };
         let push_concurrency = self.sync.push_concurrency.unwrap_or(4);
+        let full_hours = self.sync.full_listing_hours.unwrap_or(24.0);
+        let full_listing_every =
+            Duration::try_from_secs_f64(full_hours * 3600.0).map_err(|_| {
+                ConfigError::new(
+                    "sync.full_listing_hours",
+                    "must be a number of hours, 0 or more",
+                )
+            })?;
         if push_concurrency == 0 {
             return Err(ConfigError::new(
                 "sync.push_concurrency",
@@ -396,6 +408,7 @@ impl RawConfig {
                 conflict_policy,
                 priority,
                 push_concurrency,
+                full_listing_every,
             },
             server: ServerConfig { listen },
             providers,

@@ -250,3 +250,31 @@ async fn two_nuvemshop_records_with_one_email_link_the_latest_and_report_the_oth
         "john.doe@example.com"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_in_nuvemshop_is_seen_by_its_periodic_full_listing() {
+    let mut w = seeded().await;
+    assert_eq!(w.once().await.code, 0);
+    let carla = w.nuvem.by_email("carla@example.com.br")[0]["id"]
+        .as_u64()
+        .unwrap();
+    w.nuvem.remove(carla);
+
+    // Incremental listings cannot see it: nothing is deleted.
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(w.malomo.by_email("carla@example.com.br").len(), 1);
+
+    // When the full listing is due, the deletion reaches Malomo.
+    w.extra_toml = "full_listing_hours = 0".into();
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.count("malomo", "deleted"), 1);
+    assert!(w.malomo.by_email("carla@example.com.br").is_empty());
+    assert_eq!(
+        w.malomo_emails(),
+        vec!["ann@example.com", "bob@example.com"]
+    );
+    // And Carla is not recreated in Nuvemshop.
+    assert_eq!(w.nuvem_emails(), vec!["ann@example.com", "bob@example.com"]);
+}

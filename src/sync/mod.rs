@@ -105,11 +105,14 @@ impl Engine {
         }
 
         // 1. Poll every provider at once, each page stored as it arrives.
+        let full_every = chrono::Duration::from_std(self.config.sync.full_listing_every)
+            .unwrap_or(chrono::Duration::MAX);
         let polls = futures::future::join_all(self.providers.iter().map(|c| {
             poll::poll(
                 &self.store,
                 c.provider.as_ref(),
                 run,
+                full_every,
                 opts.progress.as_ref(),
             )
         }))

@@ -31,6 +31,7 @@ pub async fn poll(
     store: &Store,
     provider: &dyn Provider,
     run: RunId,
+    full_every: ChronoDuration,
     progress: Option<&Progress>,
 ) -> Result<PollOutcome, StoreError> {
     let name = provider.name().clone();
@@ -44,7 +45,18 @@ pub async fn poll(
     } else {
         None
     };
-    let since = cursor.map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
+    // An incremental listing cannot see deletions: now and then the whole list is read.
+    let full_key = crate::model::ProviderName(format!("{}#full", name.0));
+    let started = Utc::now();
+    let last_full = store
+        .cursor(&full_key)
+        .await?
+        .as_deref()
+        .and_then(parse_time);
+    let full_due = last_full.is_none_or(|t| started - t >= full_every);
+    let since = cursor
+        .filter(|_| !full_due)
+        .map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
     let mut req = ListRequest { token: None, since };
     let mut high_water: Option<DateTime<Utc>> = cursor;
     loop {
@@ -150,6 +162,9 @@ pub async fn poll(
     if caps.incremental {
         if let Some(h) = high_water {
             store.set_cursor(&name, &time_text(h)).await?;
+        }
+        if out.complete {
+            store.set_cursor(&full_key, &time_text(started)).await?;
         }
     }
     tracing::info!(provider = %name, fetched = out.fetched, skipped = out.skipped.len(), "listed");
