@@ -1,0 +1,180 @@
+//! Crash safety end to end: the real binary, pushing hundreds of creates into the five
+//! emulators under a modest rate limit, is killed with SIGKILL at several points (in
+//! its listing, with creates in flight that reached the providers but whose answers
+//! are held back, after a number of writes), then run again until it converges. No
+//! provider may end with a duplicate or a missing record, a create that reached its
+//! provider must not be sent again, and a further run must write nothing.
+//!
+//! The test waits on events only: on what the emulators logged or did (polled every
+//! few milliseconds), never on the passing of time.
+
+#[path = "common/five.rs"]
+mod five;
+
+use std::time::Duration;
+
+use custsync::sandbox::faults::{Fault, Faults};
+use custsync::sandbox::{RequestLog, CLIENT_CLOSED};
+use five::Five;
+use tokio::process::Child;
+
+/// How long an answer is held back: far beyond the kill.
+const HELD: Duration = Duration::from_secs(60);
+
+/// Waits until `ready` holds, while the child is still running (it must not finish
+/// before the kill point).
+async fn until(what: &str, child: &mut Child, ready: impl Fn() -> bool) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("custsync ended ({status}) before {what}");
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{what} never happened"
+        );
+        // An event wait: the emulators run on other threads.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn kill(child: &mut Child) {
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("reaped");
+    assert_eq!(status.code(), None, "killed by a signal, not exited");
+}
+
+/// Lets the first `k - 1` requests `method path…` through and holds back the answer
+/// of the `k`-th after its handler ran (its change is made).
+fn hold(faults: &Faults, k: usize, method: &str, path: &str) {
+    faults.push_n(k - 1, Fault::Headers(Vec::new()).on(method, path));
+    faults.push(Fault::Delay(HELD).after().on(method, path));
+}
+
+/// The email of the request whose client went away while its answer was held.
+async fn abandoned_email(log: &RequestLog, method: &str) -> String {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = log
+            .all()
+            .into_iter()
+            .find(|r| r.method == method && r.status == CLIENT_CLOSED);
+        if let Some(r) = found {
+            let body: serde_json::Value =
+                serde_json::from_str(r.body.as_deref().unwrap_or("null")).expect("JSON body");
+            return body["email"].as_str().expect("an email").to_lowercase();
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the held request was never abandoned"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// POSTs a log holds that carry `email`.
+fn posts_of(log: &RequestLog, email: &str) -> usize {
+    log.all()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .filter(|r| {
+            r.body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .and_then(|b| b["email"].as_str().map(str::to_lowercase))
+                .as_deref()
+                == Some(email)
+        })
+        .count()
+}
+
+fn assert_no_duplicates(w: &Five, when: &str) {
+    let d = w.duplicates();
+    assert!(d.is_empty(), "{when}: duplicates {d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_any_point_it_converges_without_duplicates() {
+    const PER_SECOND: f64 = 50.0;
+    let mut w = Five::start().await;
+    w.provider_keys =
+        format!("rate_limit = {{ per_second = {PER_SECOND:.1}, burst = 5 }}\nmax_retries = 2\n");
+    for (_, f) in w.faults() {
+        f.rate_limit(PER_SECOND, 5);
+    }
+    // 200 people over the four listable providers, 40 of them in two: some 760
+    // creates and a few dozen updates, four seconds of pushing at 50 a second.
+    let everyone = w.seed_spread(0, 200);
+
+    // 1. In the listing.
+    let mut child = w.spawn_once();
+    until("the first listing page", &mut child, || {
+        w.logs().iter().any(|(_, l)| !l.is_empty())
+    })
+    .await;
+    kill(&mut child).await;
+    assert_eq!(w.writes(), 0);
+
+    // 2. Pushing, with the 8th create to Malomo and to Nuvemshop made but unanswered:
+    //    both accept a second record with the same email, so a create sent twice
+    //    would show.
+    let malomo = &w.sb.malomo.server.faults;
+    let nuvem = &w.sb.nuvemshop.server.faults;
+    hold(malomo, 8, "POST", "/customers");
+    hold(nuvem, 8, "POST", "/customers");
+    let mut child = w.spawn_once();
+    until("the held creates", &mut child, || {
+        malomo.handled() >= 8 && nuvem.handled() >= 8
+    })
+    .await;
+    kill(&mut child).await;
+    let held_malomo = abandoned_email(w.sb.malomo.log(), "POST").await;
+    let held_nuvem = abandoned_email(w.sb.nuvemshop.log(), "POST").await;
+    assert_eq!(w.sb.malomo.by_email(&held_malomo).len(), 1);
+    assert_eq!(w.sb.nuvemshop.by_email(&held_nuvem).len(), 1);
+    assert_no_duplicates(&w, "after the kill with creates in flight");
+    malomo.clear();
+    nuvem.clear();
+
+    // 3. Pushing, after 150 more writes.
+    let before = w.writes();
+    let mut child = w.spawn_once();
+    until("150 writes", &mut child, || w.writes() >= before + 150).await;
+    kill(&mut child).await;
+    assert_no_duplicates(&w, "after the kill mid-push");
+
+    // 4. Pushing, with creates (or upserts) held at Ecwid, Partial.ly and Sendwithus.
+    let held: [(&Faults, &str); 3] = [
+        (&w.sb.ecwid.server.faults, "/api/json/v1/ecwid/add_customer"),
+        (&w.sb.partially.server.faults, "/customer"),
+        (&w.sb.sendwithus.server.faults, "/customers"),
+    ];
+    for (f, path) in held {
+        hold(f, 3, "POST", path);
+    }
+    let mut child = w.spawn_once();
+    until("the held writes", &mut child, || {
+        held.iter().all(|(f, _)| f.handled() >= 3)
+    })
+    .await;
+    kill(&mut child).await;
+    assert_no_duplicates(&w, "after the kill with three writes in flight");
+    for (f, _) in held {
+        f.clear();
+    }
+
+    // 5. Run to the end: converged, everyone everywhere once, and the creates that
+    //    reached Malomo and Nuvemshop unanswered were found, not sent again.
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.why());
+    w.assert_everyone_everywhere_once(&everyone);
+    assert_eq!(posts_of(w.sb.malomo.log(), &held_malomo), 1);
+    assert_eq!(posts_of(w.sb.nuvemshop.log(), &held_nuvem), 1);
+
+    // 6. Nothing left: zero writes.
+    w.sb.clear_logs();
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.why());
+    assert_eq!(w.writes(), 0, "{}", run.why());
+    w.assert_everyone_everywhere_once(&everyone);
+}
