@@ -117,3 +117,40 @@ async fn nuvemshop_budget_headers_keep_custsync_inside_its_bucket() {
     );
     eprintln!("took {:?} for a floor of {floor:?}", run.took);
 }
+
+/// Requests held back together by a 429's `Retry-After` leave spaced by the limiter
+/// when the pause ends, not all at once into a provider that allows a burst of 3.
+/// Real time: the limiter keeps its own clock (about 1.3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_by_a_429_leave_spaced_by_the_limiter() {
+    use custsync::config::Config;
+    use custsync::providers::{connect, ListRequest};
+    use custsync::sandbox::faults::Fault;
+    use custsync::sandbox::malomo::{Customer, Malomo, Options};
+
+    let malomo = Malomo::start(Options::default()).await.expect("malomo");
+    malomo.insert(Customer::new("a@example.com", None, None, None));
+    malomo.server.faults.rate_limit(20.0, 3);
+    malomo.server.faults.push(Fault::retry_after_secs(1));
+    let toml = format!(
+        "[providers.m]\nkind = \"malomo\"\nbase_url = \"{}\"\napi_key = \"{}\"\n\
+         max_retries = 3\nrate_limit = {{ per_second = 20.0, burst = 3 }}\n",
+        malomo.base_url(),
+        malomo.api_key()
+    );
+    let cfg = Config::from_toml(&toml).expect("config");
+    let provider = connect(&cfg.providers[0]).expect("connector");
+    let first = ListRequest::default();
+    let lists = (0..8).map(|_| provider.list(&first));
+    for listed in futures::future::join_all(lists).await {
+        listed.expect("listed");
+    }
+    let log = malomo.log();
+    assert_eq!(log.len(), 9, "8 listings and one retry");
+    assert_eq!(
+        log.with_status(429),
+        1,
+        "only the injected 429: {:?}",
+        log.all().iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}

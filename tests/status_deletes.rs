@@ -173,7 +173,11 @@ async fn deletes_spread_except_to_nuvemshop_and_a_refused_gdpr_remove_is_parked(
         "{out}"
     );
 
-    // Later runs do not retry it and do not fail on it; nobody deleted comes back.
+    // Later runs do not retry it and do not fail on it; nobody deleted comes back,
+    // not even when the store owner edits Ann's record that Nuvemshop still has.
+    let store_ann = w.sb.nuvemshop.by_email(ann)[0]["id"].as_u64().expect("id");
+    w.sb.nuvemshop
+        .edit(store_ann, |c| c["name"] = serde_json::json!("Ann Edited"));
     let removals = |w: &Five| w.sb.partially.log().count("PUT", "/customer/gdpr_remove");
     let tried = removals(&w);
     w.sb.clear_logs();
