@@ -7,7 +7,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::Url;
 
+use super::pacing::{Admit, Pacer, Ticket};
 use super::ProviderError;
 use crate::config::{ProviderConfig, RateLimit};
 use crate::model::ProviderName;
@@ -127,8 +128,9 @@ pub struct HttpClient {
     auth: Auth,
     limiter: DefaultDirectRateLimiter,
     max_retries: usize,
-    /// Requests wait until this instant: set from the provider's own budget headers.
-    paused_until: Mutex<Option<Instant>>,
+    /// When the provider's own word (a 429's wait, its budget headers) lets the next
+    /// request go.
+    pacer: Pacer,
     pub traffic: Arc<Traffic>,
 }
 
@@ -171,7 +173,7 @@ impl HttpClient {
             auth,
             limiter: limiter(cfg.rate_limit),
             max_retries: cfg.max_retries,
-            paused_until: Mutex::new(None),
+            pacer: Pacer::default(),
             traffic: Arc::new(Traffic::default()),
         })
     }
@@ -268,8 +270,7 @@ impl HttpClient {
     }
 
     async fn attempt(&self, req: &Request) -> Result<Response, ProviderError> {
-        self.wait_for_budget().await?;
-        self.limiter.until_ready().await;
+        let ticket = self.admission().await?;
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         if req.method != Method::GET {
             self.traffic.writes.fetch_add(1, Ordering::Relaxed);
@@ -302,8 +303,8 @@ impl HttpClient {
         let resp = builder.send().await.map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        ticket.observe(status, &headers, Instant::now());
         let body = resp.bytes().await.map_err(transport)?;
-        self.note_budget(status, &headers);
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.traffic.throttled.fetch_add(1, Ordering::Relaxed);
         }
@@ -329,54 +330,45 @@ impl HttpClient {
         })
     }
 
-    /// Slows down before the provider refuses: when its budget headers say the bucket
-    /// is (nearly) empty, or a 429 says when to come back, later requests wait.
-    fn note_budget(&self, status: StatusCode, headers: &HeaderMap) {
-        let remaining = header_num(headers, "x-rate-limit-remaining");
-        let wait = if status == StatusCode::TOO_MANY_REQUESTS {
-            provider_wait(headers)
-        } else if remaining.is_some_and(|r| r < 1.0) {
-            header_num(headers, "x-rate-limit-reset").map(|ms| seconds(ms / 1000.0))
-        } else {
-            None
-        };
-        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-            let until = Instant::now() + wait.min(LONGEST_WAIT);
-            let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            if paused.is_none_or(|p| p < until) {
-                *paused = Some(until);
+    /// Waits until the limiter and then the provider's own word let a request go.
+    /// After waiting on the provider, the limiter is asked again, so that requests
+    /// held back together (by a 429's pause) leave spaced, not all at once. A pause
+    /// longer than `MAX_PROVIDER_WAIT` is not waited out: the request fails at once
+    /// as throttled, without being sent, so each later request of the cycle gives up
+    /// quickly too instead of stalling for two minutes and drawing another 429.
+    async fn admission(&self) -> Result<Ticket<'_>, ProviderError> {
+        loop {
+            self.limiter.until_ready().await;
+            match self.pacer.admit(Instant::now(), MAX_PROVIDER_WAIT) {
+                Admit::Go(ticket) => return Ok(ticket),
+                Admit::Wait(until) => tokio::time::sleep_until(until).await,
+                Admit::TooLong(wait) => {
+                    return Err(ProviderError::Status {
+                        provider: self.provider.clone(),
+                        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+                        message: format!(
+                            "not sent: the provider asked to wait {}s more",
+                            wait.as_secs()
+                        ),
+                        retry_after: Some(wait),
+                    })
+                }
             }
         }
-    }
-
-    /// Waits until the provider's budget allows another request. A pause longer than
-    /// `MAX_PROVIDER_WAIT` is not waited out: the request fails at once as throttled,
-    /// without being sent, so each later request of the cycle gives up quickly too
-    /// instead of stalling for two minutes and drawing another 429.
-    async fn wait_for_budget(&self) -> Result<(), ProviderError> {
-        let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(until) = until else { return Ok(()) };
-        let wait = until.saturating_duration_since(Instant::now());
-        if wait > MAX_PROVIDER_WAIT {
-            return Err(ProviderError::Status {
-                provider: self.provider.clone(),
-                status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
-                message: format!(
-                    "not sent: the provider asked to wait {}s more",
-                    wait.as_secs()
-                ),
-                retry_after: Some(wait),
-            });
-        }
-        tokio::time::sleep_until(until).await;
-        Ok(())
     }
 }
 
 /// The limiter of a `rate_limit`. The period between two requests is kept between
 /// a nanosecond (a very high rate must not fall back to something slow) and a day
-/// (a tiny rate must not overflow a `Duration`).
+/// (a tiny rate must not overflow a `Duration`). One request of a burst of two or
+/// more is kept in reserve: requests reach the provider a little earlier or later
+/// than they left, and that request of room lets the provider count them inside its
+/// limit all the same, for the price of one period once.
 fn limiter(rate: RateLimit) -> DefaultDirectRateLimiter {
+    let rate = RateLimit {
+        burst: rate.burst.saturating_sub(1).max(1),
+        ..rate
+    };
     let period = seconds(1.0 / rate.per_second).max(Duration::from_nanos(1));
     // governor multiplies the period by the burst in u64 nanoseconds.
     let period_ns = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1);

@@ -10,6 +10,7 @@ pub mod ecwid;
 pub mod http;
 pub mod malomo;
 pub mod nuvemshop;
+pub mod pacing;
 pub mod partially;
 pub mod sendwithus;
 pub mod wire;

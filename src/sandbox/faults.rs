@@ -1,6 +1,7 @@
 //! Fault injection for every emulator: error statuses, 429s with and without
 //! `Retry-After`, slow answers, connections cut mid-body, truncated JSON and extra
-//! headers, from a deterministic schedule or a seeded probability.
+//! headers, from a deterministic schedule or a seeded probability; and an optional
+//! enforced rate limit (a token bucket over real time, 429 with `Retry-After` past it).
 //!
 //! Owns: choosing a fault for a request and shaping the answer. Does not own what an
 //! emulator stores or answers otherwise: a fault either replaces the emulator's answer
@@ -21,6 +22,7 @@ use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::{json_response, lock};
 
@@ -150,6 +152,50 @@ struct Plan {
     schedule: VecDeque<Rule>,
     random: Option<Random>,
     injected: u64,
+    /// Requests whose handler ran before their fault was applied.
+    handled: u64,
+    limit: Option<TokenBucket>,
+    throttled: u64,
+}
+
+/// An enforced rate limit: `burst` tokens, refilled at `per_second`; a request takes
+/// one token or is refused.
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_second: f64, burst: u32, now: Instant) -> Self {
+        let per_second = if per_second.is_finite() && per_second > 0.0 {
+            per_second
+        } else {
+            f64::MIN_POSITIVE
+        };
+        let burst = f64::from(burst.max(1));
+        Self {
+            per_second,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.at = now;
+        if self.tokens + 1e-9 >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = (1.0 - self.tokens) / self.per_second;
+        Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
+    }
 }
 
 /// The faults of one emulator. Cheap to clone; every clone steers the same server.
@@ -190,7 +236,25 @@ impl Faults {
         });
     }
 
-    /// Removes the schedule and the random mode; the count of injected faults stays.
+    /// From now on, enforces a rate limit like a provider's: `burst` requests at once,
+    /// refilled at `per_second`. A request over it gets a 429 with `Retry-After` (whole
+    /// seconds, at least one) before any fault or handler sees it.
+    pub fn rate_limit(&self, per_second: f64, burst: u32) {
+        lock(&self.0).limit = Some(TokenBucket::new(per_second, burst, Instant::now()));
+    }
+
+    /// Lifts the enforced rate limit.
+    pub fn no_rate_limit(&self) {
+        lock(&self.0).limit = None;
+    }
+
+    /// How many requests the enforced rate limit refused so far.
+    pub fn throttled(&self) -> u64 {
+        lock(&self.0).throttled
+    }
+
+    /// Removes the schedule and the random mode; the count of injected faults stays,
+    /// and so does the rate limit.
     pub fn clear(&self) {
         let mut plan = lock(&self.0);
         plan.schedule.clear();
@@ -202,9 +266,25 @@ impl Faults {
         lock(&self.0).injected
     }
 
+    /// How many requests with a fault applied after the handler have been through the
+    /// handler: their change is made, their answer is still to be damaged (or held,
+    /// for a `Delay`). Tests wait on it to act while such an answer is pending.
+    pub fn handled(&self) -> u64 {
+        lock(&self.0).handled
+    }
+
     /// Scheduled faults not applied yet.
     pub fn pending(&self) -> usize {
         lock(&self.0).schedule.len()
+    }
+
+    /// A refusal when the request is over the enforced rate limit.
+    fn over_limit(&self) -> Option<Fault> {
+        let mut plan = lock(&self.0);
+        let wait = plan.limit.as_mut()?.take(Instant::now()).err()?;
+        plan.throttled += 1;
+        let secs = wait.as_secs_f64().ceil().clamp(1.0, 86_400.0) as u64;
+        Some(Fault::retry_after_secs(secs))
     }
 
     /// The fault for a request, if any: the first matching scheduled rule, else a draw.
@@ -247,6 +327,14 @@ pub(super) async fn inject(
     req: Request,
     next: Next,
 ) -> Response {
+    if let Some(refused) = faults.over_limit() {
+        let mut resp = refusal(&refused);
+        let body =
+            json!({"code": 429, "message": "rate limit exceeded", "status": "Too Many Requests"});
+        *resp.body_mut() = Body::from(body.to_string());
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        return resp;
+    }
     let path = req.uri().path();
     let path = path.strip_prefix(&*prefix).unwrap_or(path);
     let Some(rule) = faults.next(req.method().as_str(), path) else {
@@ -255,6 +343,7 @@ pub(super) async fn inject(
     tracing::debug!(fault = ?rule.fault, after = rule.handler_first(), "injecting fault");
     if rule.handler_first() {
         let resp = next.run(req).await;
+        lock(&faults.0).handled += 1;
         damage(rule.fault, resp).await
     } else {
         match rule.fault {
@@ -437,6 +526,36 @@ mod tests {
                 "{body:?} -> {bytes:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_token_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 3, t0);
+        assert!(b.take(t0).is_ok() && b.take(t0).is_ok() && b.take(t0).is_ok());
+        let wait = b.take(t0).unwrap_err();
+        assert!(wait > Duration::from_millis(99) && wait <= Duration::from_millis(100));
+        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(150)).is_err());
+        // Idle time refills up to the burst, not beyond.
+        let later = t0 + Duration::from_secs(60);
+        assert!((0..3).all(|_| b.take(later).is_ok()));
+        assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn over_the_limit_is_a_429_with_whole_seconds_and_counted() {
+        let faults = Faults::default();
+        faults.rate_limit(1000.0, 2);
+        faults.push(Fault::Status(503));
+        assert!(faults.over_limit().is_none());
+        assert!(faults.over_limit().is_none());
+        assert_eq!(faults.over_limit(), Some(Fault::retry_after_secs(1)));
+        assert_eq!(faults.throttled(), 1);
+        // A refused request does not use up the schedule.
+        assert_eq!(faults.pending(), 1);
+        faults.no_rate_limit();
+        assert!(faults.over_limit().is_none());
     }
 
     #[test]

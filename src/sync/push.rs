@@ -100,8 +100,11 @@ async fn push_one(
     op: OutboxOp,
 ) -> Result<Done, StoreError> {
     store.mark_in_flight(&op).await?;
+    // A create whose request may have reached the provider stays doubtful even when
+    // what came after it (the lookup) failed for another reason.
+    let mut doubtful = false;
     let result = match op.op.as_str() {
-        "create" => create(p, &op)
+        "create" => create(p, &op, &mut doubtful)
             .await
             .map(|(record, action)| (Some(record), action)),
         "update" => match &op.remote_id {
@@ -168,9 +171,9 @@ async fn push_one(
                 .fail_op(
                     &op,
                     &e.to_string(),
-                    e.maybe_applied(),
+                    doubtful || e.maybe_applied(),
                     parked,
-                    Some(Utc::now() + backoff),
+                    (!parked).then(|| Utc::now() + backoff),
                 )
                 .await?;
             tracing::warn!(provider = %p.name(), op = %op.op, error = %e, parked, "push failed");
@@ -187,12 +190,15 @@ async fn push_one(
 /// Creates a record, never twice: when an earlier attempt may have reached the
 /// provider, or this one failed in a way that may have, the email is looked up first
 /// and an existing record is linked (and brought up to date) instead.
+/// `doubtful` is set once a create of this operation may have reached the provider.
 async fn create(
     p: &dyn Provider,
     op: &OutboxOp,
+    doubtful: &mut bool,
 ) -> Result<(RemoteRecord, &'static str), ProviderError> {
     let email = op.payload.email();
     let can_lookup = p.capabilities().lookup && email.is_some();
+    *doubtful = op.maybe_applied;
     if op.maybe_applied && can_lookup {
         if let Some(found) = find(p, email.as_ref()).await? {
             return bring_up_to_date(p, op, found).await.map(|r| (r, "link"));
@@ -202,11 +208,17 @@ async fn create(
         // A connector may answer a create with a record that was already there (Ecwid's
         // 409): it is brought up to date like any record found by email.
         Ok(r) => bring_up_to_date(p, op, r).await.map(|r| (r, "create")),
-        Err(e) if e.maybe_applied() && can_lookup => match find(p, email.as_ref()).await? {
-            Some(found) => bring_up_to_date(p, op, found).await.map(|r| (r, "link")),
-            None => p.create(&op.payload).await.map(|r| (r, "create")),
-        },
-        Err(e) => Err(e),
+        Err(e) if e.maybe_applied() && can_lookup => {
+            *doubtful = true;
+            match find(p, email.as_ref()).await? {
+                Some(found) => bring_up_to_date(p, op, found).await.map(|r| (r, "link")),
+                None => p.create(&op.payload).await.map(|r| (r, "create")),
+            }
+        }
+        Err(e) => {
+            *doubtful |= e.maybe_applied();
+            Err(e)
+        }
     }
 }
 

@@ -1,0 +1,383 @@
+//! The five-provider test world for the rate-limit, fault and crash stories: the five
+//! emulators (`Sandboxes`), a config written for them with per-provider keys, a
+//! temporary database, the real binary run or spawned against them, and the check
+//! that every customer is in every provider exactly once.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use custsync::sandbox::all::{Sandboxes, NAMES};
+use custsync::sandbox::faults::Faults;
+use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus, RequestLog};
+
+pub struct Five {
+    pub sb: Sandboxes,
+    pub dir: tempfile::TempDir,
+    /// Keys added to every `[providers.*]` table (timeouts, retries, rate limit).
+    pub provider_keys: String,
+    /// Keys for one provider's table instead of `provider_keys`, by label (`store`,
+    /// `shipping`, ...).
+    pub keys_for: BTreeMap<&'static str, String>,
+    /// The body of `[sync]`.
+    pub sync: String,
+}
+
+/// One run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stderr: String,
+    pub stdout: String,
+    pub report: Option<serde_json::Value>,
+    pub took: Duration,
+}
+
+impl Run {
+    pub fn total(&self, key: &str) -> u64 {
+        let Some(r) = &self.report else { return 0 };
+        r["providers"]
+            .as_object()
+            .map(|m| m.values().filter_map(|p| p[key].as_u64()).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn count(&self, provider: &str, key: &str) -> u64 {
+        self.report
+            .as_ref()
+            .and_then(|r| r["providers"][provider][key].as_u64())
+            .unwrap_or_else(|| panic!("no providers.{provider}.{key} in {:?}", self.report))
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.report
+            .as_ref()
+            .and_then(|r| r["errors"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    /// Context for a failed assertion: the report and the end of the logs.
+    pub fn why(&self) -> String {
+        let tail: Vec<&str> = self.stderr.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "exit {}\nreport: {}\nstderr (end):\n{}",
+            self.code,
+            self.report
+                .as_ref()
+                .map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
+                .unwrap_or_default(),
+            tail.join("\n")
+        )
+    }
+}
+
+impl Five {
+    pub async fn start() -> Five {
+        Five::with(Sandboxes::start().await.expect("start the emulators"))
+    }
+
+    pub fn with(sb: Sandboxes) -> Five {
+        Five {
+            sb,
+            dir: tempfile::tempdir().expect("tempdir"),
+            provider_keys: "rate_limit = { per_second = 1000.0, burst = 100 }\n".into(),
+            keys_for: BTreeMap::new(),
+            sync: String::new(),
+        }
+    }
+
+    /// Starts the five with this Nuvemshop (e.g. its leaky bucket on).
+    pub async fn with_nuvemshop(opts: nuvemshop::Options) -> Five {
+        let sb = Sandboxes {
+            nuvemshop: nuvemshop::Nuvemshop::start(opts).await.expect("nuvemshop"),
+            ecwid: ecwid::Ecwid::start(Default::default())
+                .await
+                .expect("ecwid"),
+            malomo: malomo::Malomo::start(Default::default())
+                .await
+                .expect("malomo"),
+            partially: partially::Partially::start(Default::default())
+                .await
+                .expect("partially"),
+            sendwithus: sendwithus::Sendwithus::start(Default::default())
+                .await
+                .expect("sendwithus"),
+        };
+        Five::with(sb)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("custsync.db")
+    }
+
+    pub fn config_text(&self) -> String {
+        let mut text = format!(
+            "[store]\nurl = \"sqlite://{}\"\n\n[sync]\n{}\n",
+            self.db_path().display(),
+            self.sync
+        );
+        for (name, kind, url, key) in self.sb.endpoints() {
+            text.push_str(&format!(
+                "\n[providers.{name}]\nkind = \"{kind}\"\nbase_url = \"{url}\"\napi_key = \"{key}\"\n{}",
+                self.keys_for
+                    .get(name)
+                    .map(String::as_str)
+                    .unwrap_or(&self.provider_keys),
+            ));
+        }
+        text
+    }
+
+    pub fn write_config(&self) -> PathBuf {
+        let path = self.dir.path().join("custsync.toml");
+        std::fs::write(&path, self.config_text()).expect("write config");
+        path
+    }
+
+    fn report_path(&self) -> PathBuf {
+        self.dir.path().join("report.json")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let config = self.write_config();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"));
+        cmd.arg("--config").arg(&config).args(args);
+        cmd.env_remove("CUSTSYNC_CONFIG")
+            .env("RUST_LOG", "custsync=debug,warn")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the binary to its end with `args` (a report is asked for with `--once`).
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let report = self.report_path();
+        let _ = std::fs::remove_file(&report);
+        let mut cmd = self.command(args);
+        if args.contains(&"--once") {
+            cmd.arg("--report").arg(&report);
+        }
+        let started = Instant::now();
+        let out = cmd.output().await.expect("run custsync");
+        let took = started.elapsed();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            report: std::fs::read_to_string(&report)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok()),
+            took,
+        }
+    }
+
+    pub async fn once(&self) -> Run {
+        self.run(&["--once"]).await
+    }
+
+    /// Starts `custsync --once` and leaves it running (to be killed).
+    pub fn spawn_once(&self) -> tokio::process::Child {
+        let log = std::fs::File::create(self.dir.path().join("killed.log")).expect("log file");
+        self.command(&["--once"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn custsync")
+    }
+
+    pub fn faults(&self) -> [(&'static str, &Faults); 5] {
+        [
+            ("store", &self.sb.nuvemshop.server.faults),
+            ("storefront", &self.sb.ecwid.server.faults),
+            ("shipping", &self.sb.malomo.server.faults),
+            ("plans", &self.sb.partially.server.faults),
+            ("email", &self.sb.sendwithus.server.faults),
+        ]
+    }
+
+    pub fn logs(&self) -> [(&'static str, &RequestLog); 5] {
+        self.sb.logs()
+    }
+
+    pub fn writes(&self) -> usize {
+        self.sb.writes()
+    }
+
+    /// Emails each provider holds, normalized, with how many records have each.
+    pub fn holdings(&self) -> BTreeMap<&'static str, BTreeMap<String, usize>> {
+        let count = |emails: Vec<String>| {
+            let mut m = BTreeMap::new();
+            for e in emails {
+                *m.entry(e.trim().to_lowercase()).or_insert(0) += 1;
+            }
+            m
+        };
+        let sb = &self.sb;
+        BTreeMap::from([
+            (
+                "store",
+                count(
+                    sb.nuvemshop
+                        .customers()
+                        .iter()
+                        .filter_map(|c| c["email"].as_str().map(str::to_string))
+                        .collect(),
+                ),
+            ),
+            (
+                "storefront",
+                count(sb.ecwid.customers().into_iter().map(|c| c.email).collect()),
+            ),
+            (
+                "shipping",
+                count(
+                    sb.malomo
+                        .customers()
+                        .into_iter()
+                        .filter_map(|c| c.email)
+                        .collect(),
+                ),
+            ),
+            (
+                "plans",
+                count(
+                    sb.partially
+                        .customers()
+                        .into_iter()
+                        .filter_map(|c| c.email)
+                        .collect(),
+                ),
+            ),
+            (
+                "email",
+                count(
+                    sb.sendwithus
+                        .customers()
+                        .into_iter()
+                        .map(|c| c.email)
+                        .collect(),
+                ),
+            ),
+        ])
+    }
+
+    /// `provider: email` for every email a provider holds more than once.
+    pub fn duplicates(&self) -> Vec<String> {
+        self.holdings()
+            .into_iter()
+            .flat_map(|(p, held)| {
+                held.into_iter()
+                    .filter(|(_, n)| *n > 1)
+                    .map(move |(e, n)| format!("{p}: {e} {n} times"))
+            })
+            .collect()
+    }
+
+    /// Panics unless every provider holds exactly `everyone`, each once.
+    pub fn assert_everyone_everywhere_once(&self, everyone: &BTreeSet<String>) {
+        let mut problems = Vec::new();
+        for (provider, held) in self.holdings() {
+            for (email, n) in &held {
+                if *n > 1 {
+                    problems.push(format!("{provider}: {email} {n} times"));
+                }
+                if !everyone.contains(email) {
+                    problems.push(format!("{provider}: {email} is nobody's"));
+                }
+            }
+            for email in everyone {
+                if !held.contains_key(email) {
+                    problems.push(format!("{provider}: {email} missing"));
+                }
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "{} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    /// Seeds `n` people `p{offset+i}@example.com` spread over the four listable
+    /// providers (person i in provider i % 4); every fifth is also in the next
+    /// provider with a phone or name the first lacks, so that updates are planned
+    /// too. Returns their emails.
+    pub fn seed_spread(&self, offset: usize, n: usize) -> BTreeSet<String> {
+        let mut everyone = BTreeSet::new();
+        for i in offset..offset + n {
+            let email = format!("p{i}@example.com");
+            self.seed_in(i % 4, &email, i);
+            if i % 5 == 0 {
+                self.seed_in((i + 1) % 4, &email, i);
+            }
+            everyone.insert(email);
+        }
+        everyone
+    }
+
+    /// Seeds one person in one listable provider: 0 Nuvemshop, 1 Ecwid, 2 Malomo,
+    /// 3 Partial.ly.
+    pub fn seed_in(&self, which: usize, email: &str, i: usize) {
+        let first = format!("First{i}");
+        let last = format!("Last{i}");
+        let sb = &self.sb;
+        match which {
+            0 => {
+                sb.nuvemshop
+                    .insert(nuvemshop::seed(&format!("{first} {last}"), email));
+            }
+            1 => {
+                sb.ecwid
+                    .insert(ecwid::Customer::new(email, Some(&first), Some(&last)));
+            }
+            2 => {
+                let phone = format!("555-{:04}", i % 10_000);
+                sb.malomo.insert(malomo::Customer::new(
+                    email,
+                    Some(&first),
+                    Some(&last),
+                    Some(&phone),
+                ));
+            }
+            _ => {
+                sb.partially
+                    .insert(partially::Customer::new(email, Some(&first), Some(&last)));
+            }
+        }
+    }
+
+    /// Malomo-only people `m{i}@example.com`: work for the four other providers.
+    pub fn seed_malomo(&self, n: usize) -> BTreeSet<String> {
+        (0..n)
+            .map(|i| {
+                let email = format!("m{i}@example.com");
+                self.sb.malomo.insert(malomo::Customer::new(
+                    &email,
+                    Some("Mal"),
+                    Some(&format!("Omo{i}")),
+                    None,
+                ));
+                email
+            })
+            .collect()
+    }
+
+    /// Requests and 429s each emulator logged.
+    pub fn traffic(&self) -> Vec<(&'static str, usize, usize)> {
+        self.logs()
+            .iter()
+            .map(|(name, log)| (*name, log.len(), log.with_status(429)))
+            .collect()
+    }
+}
+
+/// The provider labels, in the sandbox config's order.
+pub fn labels() -> Vec<&'static str> {
+    NAMES.iter().map(|(n, _)| *n).collect()
+}
