@@ -325,9 +325,22 @@ async fn status(config: &Config) -> Result<ExitCode, AppError> {
             cursor
         );
     }
-    if !failed.is_empty() {
+    let listing_errors: Vec<(String, String)> = last
+        .and_then(|r| r.report.as_ref())
+        .and_then(|rep| rep.get("providers")?.as_object().cloned())
+        .map(|providers| {
+            providers
+                .into_iter()
+                .filter_map(|(name, p)| Some((name, p.get("listing_error")?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !failed.is_empty() || !listing_errors.is_empty() {
         println!();
         println!("last errors:");
+        for (name, error) in &listing_errors {
+            println!("  {name} listing: {error}");
+        }
         for f in failed {
             println!(
                 "  {} {} {} [{}] attempts={} next={}: {}",

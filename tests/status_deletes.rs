@@ -82,6 +82,10 @@ async fn status_shows_each_providers_cursor_result_outbox_and_last_errors() {
             && errors.contains("HTTP 400: injected fault: Bad Request"),
         "{out}"
     );
+    assert!(
+        errors.contains("storefront listing:") && errors.contains("HTTP 503"),
+        "the listing failure is shown too: {out}"
+    );
 
     // The provider heals: the next run converges and status says so.
     for (_, f) in w.faults() {
@@ -211,4 +215,26 @@ async fn deletes_spread_except_to_nuvemshop_and_a_refused_gdpr_remove_is_parked(
     }
     assert_eq!(held["store"][ann], 1);
     assert_eq!(held["store"][bob], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operation_keeps_counting_its_attempts_across_runs() {
+    let mut w = Five::start().await;
+    w.provider_keys = keys();
+    w.seed_malomo(1);
+    // Nuvemshop refuses every create, run after run.
+    w.sb.nuvemshop
+        .server
+        .faults
+        .random(3, 1.0, [Fault::Status(422).on("POST", "/customers")]);
+    for attempt in 1..=3 {
+        let run = w.once().await;
+        assert_eq!(run.code, 1, "{}", run.why());
+        let out = status(&w).await;
+        assert_eq!(row(&out, "store")[5], "1", "{out}");
+        assert!(
+            out.contains(&format!("attempts={attempt}")),
+            "run {attempt}: {out}"
+        );
+    }
 }

@@ -352,14 +352,25 @@ async fn replace_ops(
     ops: &[NewOp],
     now: &str,
 ) -> Result<()> {
-    let doubtful: Vec<String> = sqlx::query(
-        "SELECT provider FROM outbox WHERE customer_id = ? AND op = 'create' AND maybe_applied = 1 AND state != 'parked'",
+    // What the superseded operations had been through: a new operation of the same
+    // provider and kind carries on its attempts, last error and doubt.
+    let earlier: Vec<(String, String, i64, bool, Option<String>)> = sqlx::query(
+        "SELECT provider, op, attempts, maybe_applied, last_error FROM outbox
+         WHERE customer_id = ? AND state IN ('pending', 'failed', 'in_flight')",
     )
     .bind(id.0)
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
-    .map(|r| r.get(0))
+    .map(|r| {
+        (
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get::<i64, _>(3) != 0,
+            r.get(4),
+        )
+    })
     .collect();
     sqlx::query(
         "DELETE FROM outbox WHERE customer_id = ? AND state IN ('pending', 'failed', 'in_flight')",
@@ -368,10 +379,15 @@ async fn replace_ops(
     .execute(&mut **tx)
     .await?;
     for op in ops {
-        let maybe = op.op == "create" && doubtful.contains(&op.provider.0);
+        let before = earlier
+            .iter()
+            .find(|(p, o, ..)| p == &op.provider.0 && o == op.op);
+        let attempts = before.map_or(0, |b| b.2);
+        let maybe = op.op == "create" && before.is_some_and(|b| b.3);
+        let last_error = before.and_then(|b| b.4.clone());
         sqlx::query(
-            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied, run_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, attempts, maybe_applied, last_error, run_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
         )
         .bind(&op.provider.0)
         .bind(id.0)
@@ -379,7 +395,9 @@ async fn replace_ops(
         .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
         .bind(json(&op.payload))
         .bind(json(&op.changed))
+        .bind(attempts)
         .bind(maybe as i64)
+        .bind(last_error)
         .bind(run.0)
         .bind(now)
         .bind(now)
