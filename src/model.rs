@@ -392,7 +392,8 @@ fn primary_language(locale: &str) -> &str {
 /// Turns a provider-side value of `field` into canonical field values, using the
 /// current canonical record to undo lossy views the way they were made: a full name
 /// that still starts with the known first name keeps it, a language that is still the
-/// locale's language keeps the locale.
+/// locale's language keeps the locale. An email loses the spaces around it: a provider
+/// may hold `" Ann@x.co "`, but none accepts it written back so.
 pub fn lift(
     field: &Field,
     value: Option<&str>,
@@ -435,6 +436,7 @@ pub fn lift(
                 vec![(Field::Locale, value.map(str::to_string))]
             }
         }
+        Field::Email => vec![(Field::Email, value.map(|v| v.trim().to_string()))],
         f => vec![(f.clone(), value.map(str::to_string))],
     }
 }
@@ -493,6 +495,16 @@ mod tests {
             .with(Field::Note, Some(""));
         let b = Projection::new().with(Field::Email, Some("a@x.com "));
         assert!(a.diff(&b).is_empty());
+    }
+
+    #[test]
+    fn a_lifted_email_is_trimmed_and_keeps_its_case() {
+        let lifted = lift(
+            &Field::Email,
+            Some("  Ann@Example.com "),
+            &Projection::new(),
+        );
+        assert_eq!(lifted, vec![(Field::Email, Some("Ann@Example.com".into()))]);
     }
 
     #[test]

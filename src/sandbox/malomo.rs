@@ -14,6 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::table::{Record, Table};
 use super::{json_response, lock, valid_email, RequestLog, Server};
 
 pub const ACCEPT: &str = "application/vnd.malomo+json; version=2";
@@ -46,6 +47,20 @@ impl Customer {
     }
 }
 
+impl Record for Customer {
+    type Id = String;
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn email_key(&self) -> Option<String> {
+        self.email.as_deref().map(email_key)
+    }
+}
+
+fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub api_key: String,
@@ -66,7 +81,7 @@ impl Default for Options {
 
 struct Inner {
     opts: Options,
-    customers: Vec<Customer>,
+    customers: Table<Customer>,
     /// Each customer's events, oldest first, by customer id.
     events: std::collections::HashMap<String, Vec<Value>>,
     base_url: String,
@@ -85,7 +100,7 @@ impl Malomo {
     pub async fn start(opts: Options) -> std::io::Result<Malomo> {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             opts,
-            customers: Vec::new(),
+            customers: Table::default(),
             events: Default::default(),
             base_url: String::new(),
         })));
@@ -128,28 +143,33 @@ impl Malomo {
     }
 
     pub fn customers(&self) -> Vec<Customer> {
-        lock(&self.shared.0).customers.clone()
+        lock(&self.shared.0).customers.rows().to_vec()
     }
 
     pub fn by_email(&self, email: &str) -> Vec<Customer> {
-        let email = email.trim().to_lowercase();
-        self.customers()
-            .into_iter()
-            .filter(|c| c.email.as_deref().map(|e| e.trim().to_lowercase()) == Some(email.clone()))
+        let inner = lock(&self.shared.0);
+        let rows = inner.customers.rows();
+        inner
+            .customers
+            .with_email(&email_key(email))
+            .iter()
+            .map(|at| rows[*at].clone())
             .collect()
     }
 
     /// Edits a customer as a user of Malomo would (bumps `updated_at`).
     pub fn edit(&self, id: &str, f: impl FnOnce(&mut Customer)) {
         let mut inner = lock(&self.shared.0);
-        if let Some(c) = inner.customers.iter_mut().find(|c| c.id == id) {
-            f(c);
-            c.updated_at = now();
+        if let Some(at) = inner.customers.position(id) {
+            inner.customers.modify(at, |c| {
+                f(c);
+                c.updated_at = now();
+            });
         }
     }
 
     pub fn remove(&self, id: &str) {
-        lock(&self.shared.0).customers.retain(|c| c.id != id);
+        lock(&self.shared.0).customers.remove_where(|c| c.id == id);
     }
 }
 
@@ -202,25 +222,20 @@ async fn list(
     let inner = lock(&shared.0);
     let size = inner.opts.page_size.max(1);
     let start = match (&q.next, &q.prev) {
-        (Some(cursor), _) => match inner.customers.iter().position(|c| &c.id == cursor) {
+        (Some(cursor), _) => match inner.customers.position(cursor.as_str()) {
             Some(i) => i + 1,
             None => return error(StatusCode::BAD_REQUEST, "invalid cursor"),
         },
-        (None, Some(cursor)) => match inner.customers.iter().position(|c| &c.id == cursor) {
+        (None, Some(cursor)) => match inner.customers.position(cursor.as_str()) {
             Some(i) => i.saturating_sub(size),
             None => return error(StatusCode::BAD_REQUEST, "invalid cursor"),
         },
         (None, None) => 0,
     };
-    let page: Vec<Customer> = inner
-        .customers
-        .iter()
-        .skip(start)
-        .take(size)
-        .cloned()
-        .collect();
-    let mut resp = Json(&page).into_response();
-    let more = start + page.len() < inner.customers.len();
+    let rows = inner.customers.rows();
+    let page = &rows[start.min(rows.len())..start.saturating_add(size).min(rows.len())];
+    let mut resp = Json(page).into_response();
+    let more = start + page.len() < rows.len();
     if inner.opts.link_header && more {
         if let Some(last) = page.last() {
             let link = format!(
@@ -277,7 +292,7 @@ async fn retrieve(
     if let Err(r) = authorize(&shared, &headers) {
         return r;
     }
-    match lock(&shared.0).customers.iter().find(|c| c.id == id) {
+    match lock(&shared.0).customers.get(id.as_str()) {
         Some(c) => Json(c).into_response(),
         None => error(StatusCode::NOT_FOUND, "Customer not found"),
     }
@@ -301,23 +316,26 @@ async fn update(
         }
     }
     let mut inner = lock(&shared.0);
-    let Some(c) = inner.customers.iter_mut().find(|c| c.id == id) else {
+    let Some(at) = inner.customers.position(id.as_str()) else {
         return error(StatusCode::NOT_FOUND, "Customer not found");
     };
-    if let Some(e) = input.email {
-        c.email = Some(e);
-    }
-    if input.first_name.is_some() {
-        c.first_name = blank_to_none(input.first_name);
-    }
-    if input.last_name.is_some() {
-        c.last_name = blank_to_none(input.last_name);
-    }
-    if input.phone_number.is_some() {
-        c.phone_number = blank_to_none(input.phone_number);
-    }
-    c.updated_at = now();
-    Json(c.clone()).into_response()
+    let c = inner.customers.modify(at, |c| {
+        if let Some(e) = input.email {
+            c.email = Some(e);
+        }
+        if input.first_name.is_some() {
+            c.first_name = blank_to_none(input.first_name);
+        }
+        if input.last_name.is_some() {
+            c.last_name = blank_to_none(input.last_name);
+        }
+        if input.phone_number.is_some() {
+            c.phone_number = blank_to_none(input.phone_number);
+        }
+        c.updated_at = now();
+        c.clone()
+    });
+    Json(c).into_response()
 }
 
 async fn remove(
@@ -328,10 +346,7 @@ async fn remove(
     if let Err(r) = authorize(&shared, &headers) {
         return r;
     }
-    let mut inner = lock(&shared.0);
-    let before = inner.customers.len();
-    inner.customers.retain(|c| c.id != id);
-    if inner.customers.len() == before {
+    if lock(&shared.0).customers.remove_where(|c| c.id == id) == 0 {
         return error(StatusCode::NOT_FOUND, "Customer not found");
     }
     StatusCode::NO_CONTENT.into_response()
@@ -347,7 +362,7 @@ async fn events(
         return r;
     }
     let inner = lock(&shared.0);
-    if !inner.customers.iter().any(|c| c.id == id) {
+    if inner.customers.position(id.as_str()).is_none() {
         return error(StatusCode::NOT_FOUND, "Customer not found");
     }
     let all = inner.events.get(&id).cloned().unwrap_or_default();

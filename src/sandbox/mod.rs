@@ -12,6 +12,7 @@ pub mod malomo;
 pub mod nuvemshop;
 pub mod partially;
 pub mod sendwithus;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

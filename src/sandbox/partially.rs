@@ -23,6 +23,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::table::{Record, Table};
 use super::{json_response, lock, valid_email, RequestLog, Server};
 
 /// A stored customer, serialized exactly as the API sends it. The two flags are the
@@ -117,6 +118,17 @@ impl Customer {
     }
 }
 
+impl Record for Customer {
+    type Id = String;
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    /// As `same_email` compares: trimmed and lower-cased.
+    fn email_key(&self) -> Option<String> {
+        self.email.as_deref().map(|e| e.trim().to_lowercase())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub api_key: String,
@@ -141,7 +153,7 @@ impl Default for Options {
 
 struct Inner {
     opts: Options,
-    customers: Vec<Customer>,
+    customers: Table<Customer>,
 }
 
 #[derive(Clone)]
@@ -157,7 +169,7 @@ impl Partially {
     pub async fn start(opts: Options) -> std::io::Result<Partially> {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             opts,
-            customers: Vec::new(),
+            customers: Table::default(),
         })));
         let router = Router::new()
             .route("/customer", get(list).post(create))
@@ -188,30 +200,30 @@ impl Partially {
     }
 
     pub fn customers(&self) -> Vec<Customer> {
-        lock(&self.shared.0).customers.clone()
+        lock(&self.shared.0).customers.rows().to_vec()
     }
 
     pub fn by_email(&self, email: &str) -> Vec<Customer> {
-        let email = email.trim().to_lowercase();
-        self.customers()
-            .into_iter()
-            .filter(|c| same_email(c.email.as_deref(), &email))
+        let inner = lock(&self.shared.0);
+        let rows = inner.customers.rows();
+        inner
+            .customers
+            .with_email(&email.trim().to_lowercase())
+            .iter()
+            .map(|at| rows[*at].clone())
             .collect()
     }
 
     /// Edits a customer as a user of Partial.ly would (there is no `updated_at`).
     pub fn edit(&self, id: &str, f: impl FnOnce(&mut Customer)) {
-        if let Some(c) = lock(&self.shared.0)
-            .customers
-            .iter_mut()
-            .find(|c| c.id == id)
-        {
-            f(c);
+        let mut inner = lock(&self.shared.0);
+        if let Some(at) = inner.customers.position(id) {
+            inner.customers.modify(at, f);
         }
     }
 
     pub fn remove(&self, id: &str) {
-        lock(&self.shared.0).customers.retain(|c| c.id != id);
+        lock(&self.shared.0).customers.remove_where(|c| c.id == id);
     }
 
     /// The customers of the document's examples: the two of the listing, the one
@@ -285,6 +297,31 @@ fn same_email(stored: Option<&str>, lowered: &str) -> bool {
     stored.is_some_and(|e| e.trim().to_lowercase() == lowered)
 }
 
+/// The customers `q` matches (all without it): how many, and those of one page. An
+/// email search reads the email index; a name search reads every customer.
+fn page_of<'a>(
+    inner: &'a Inner,
+    q: Option<&str>,
+    page: usize,
+    size: usize,
+) -> (usize, Vec<&'a Customer>) {
+    let rows = inner.customers.rows();
+    let start = (page - 1).saturating_mul(size);
+    match q {
+        None => (rows.len(), rows.iter().skip(start).take(size).collect()),
+        Some(q) if q.contains('@') => {
+            let hits = inner.customers.with_email(&q.trim().to_lowercase());
+            let page = hits.iter().skip(start).take(size).map(|at| &rows[*at]);
+            (hits.len(), page.collect())
+        }
+        Some(q) => {
+            let hits: Vec<&Customer> = rows.iter().filter(|c| matches(c, q)).collect();
+            let total = hits.len();
+            (total, hits.into_iter().skip(start).take(size).collect())
+        }
+    }
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     json_response(status, json!({ "message": message }))
 }
@@ -350,19 +387,9 @@ async fn list(
         (Ok(page), Ok(size)) => (page, size.min(inner.opts.max_page_size.max(1))),
         (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    let hits: Vec<&Customer> = inner
-        .customers
-        .iter()
-        .filter(|c| q.q.as_deref().is_none_or(|q| matches(c, q)))
-        .collect();
-    let total = hits.len();
+    let (total, customers) = page_of(&inner, q.q.as_deref(), page, size);
     // Like Scrivener (Phoenix): an empty result still has one page.
     let total_pages = total.div_ceil(size).max(1);
-    let customers: Vec<&Customer> = hits
-        .into_iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .collect();
     Json(json!({
         "total_pages": total_pages,
         "total_entries": total,
@@ -401,10 +428,12 @@ fn apply(c: &mut Customer, body: &Map<String, Value>) -> Result<(), Vec<String>>
 
 fn taken(inner: &Inner, c: &Customer) -> bool {
     let email = c.email.as_deref().unwrap_or_default().trim().to_lowercase();
+    let rows = inner.customers.rows();
     inner
         .customers
+        .with_email(&email)
         .iter()
-        .any(|o| o.id != c.id && same_email(o.email.as_deref(), &email))
+        .any(|at| rows[*at].id != c.id)
 }
 
 type Body = Result<Json<Map<String, Value>>, axum::extract::rejection::JsonRejection>;
@@ -437,7 +466,7 @@ async fn retrieve(
     if let Some(r) = refusal(&shared, &headers) {
         return r;
     }
-    match lock(&shared.0).customers.iter().find(|c| c.id == id) {
+    match lock(&shared.0).customers.get(id.as_str()) {
         Some(c) => Json(c).into_response(),
         None => error(StatusCode::NOT_FOUND, "Customer not found"),
     }
@@ -456,17 +485,17 @@ async fn update(
         return error(StatusCode::BAD_REQUEST, "invalid JSON body");
     };
     let mut inner = lock(&shared.0);
-    let Some(i) = inner.customers.iter().position(|c| c.id == id) else {
+    let Some(i) = inner.customers.position(id.as_str()) else {
         return error(StatusCode::NOT_FOUND, "Customer not found");
     };
-    let mut c = inner.customers[i].clone();
+    let mut c = inner.customers.rows()[i].clone();
     if let Err(errors) = apply(&mut c, &body) {
         return invalid(&errors);
     }
     if taken(&inner, &c) {
         return invalid(&["email has already been taken".into()]);
     }
-    inner.customers[i] = c.clone();
+    inner.customers.modify(i, |slot| *slot = c.clone());
     Json(c).into_response()
 }
 
@@ -479,10 +508,10 @@ async fn gdpr_remove(
         return r;
     }
     let mut inner = lock(&shared.0);
-    let Some(i) = inner.customers.iter().position(|c| c.id == id) else {
+    let Some(i) = inner.customers.position(id.as_str()) else {
         return error(StatusCode::NOT_FOUND, "Customer not found");
     };
-    let c = &mut inner.customers[i];
+    let c = &inner.customers.rows()[i];
     if c.open_plan {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -490,9 +519,9 @@ async fn gdpr_remove(
         );
     }
     if c.payment_history {
-        c.anonymize();
+        inner.customers.modify(i, Customer::anonymize);
         return Json(json!({"message": "Customer information anonymized"})).into_response();
     }
-    inner.customers.remove(i);
+    inner.customers.remove_at(i);
     Json(json!({"message": "Customer account deleted"})).into_response()
 }

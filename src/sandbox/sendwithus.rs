@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::table::{Record, Table};
 use super::{json_response, lock, valid_email, RequestLog, Server};
 
 /// What Sendwithus shows for a customer without a locale.
@@ -58,6 +59,17 @@ impl Customer {
     }
 }
 
+/// The email is the key, compared as `same` does.
+impl Record for Customer {
+    type Id = String;
+    fn id(&self) -> String {
+        key(&self.email)
+    }
+    fn email_key(&self) -> Option<String> {
+        Some(key(&self.email))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub api_key: String,
@@ -73,17 +85,22 @@ impl Default for Options {
 
 struct Inner {
     opts: Options,
-    customers: Vec<Customer>,
+    customers: Table<Customer>,
 }
 
 impl Inner {
-    fn find_mut(&mut self, email: &str) -> Option<&mut Customer> {
-        self.customers.iter_mut().find(|c| same(&c.email, email))
+    fn find(&self, email: &str) -> Option<&Customer> {
+        self.customers.get(&key(email))
     }
 }
 
 fn same(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// An email as `same` compares it: two emails are the same when their keys are.
+fn key(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
 }
 
 #[derive(Clone)]
@@ -99,7 +116,7 @@ impl Sendwithus {
     pub async fn start(opts: Options) -> std::io::Result<Sendwithus> {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             opts,
-            customers: Vec::new(),
+            customers: Table::default(),
         })));
         let router = Router::new()
             .route("/customers", post(upsert))
@@ -131,30 +148,31 @@ impl Sendwithus {
     pub fn insert(&self, c: Customer) -> String {
         let email = c.email.clone();
         let mut inner = lock(&self.shared.0);
-        inner.customers.retain(|o| !same(&o.email, &email));
+        inner.customers.remove_where(|o| same(&o.email, &email));
         inner.customers.push(c);
         email
     }
 
     pub fn customers(&self) -> Vec<Customer> {
-        lock(&self.shared.0).customers.clone()
+        lock(&self.shared.0).customers.rows().to_vec()
     }
 
     /// The customer with this email: the email is the key, so there is one at most.
     pub fn by_email(&self, email: &str) -> Option<Customer> {
-        self.customers().into_iter().find(|c| same(&c.email, email))
+        lock(&self.shared.0).find(email).cloned()
     }
 
     pub fn edit(&self, email: &str, f: impl FnOnce(&mut Customer)) {
-        if let Some(c) = lock(&self.shared.0).find_mut(email) {
-            f(c);
+        let mut inner = lock(&self.shared.0);
+        if let Some(at) = inner.customers.position(&key(email)) {
+            inner.customers.modify(at, f);
         }
     }
 
     pub fn remove(&self, email: &str) {
         lock(&self.shared.0)
             .customers
-            .retain(|c| !same(&c.email, email));
+            .remove_where(|c| same(&c.email, email));
     }
 
     /// The customer of the document's GET example and the one of its upsert request,
@@ -266,20 +284,19 @@ async fn upsert(State(shared): State<Shared>, headers: HeaderMap, body: Body) ->
         Some(_) => return error(StatusCode::BAD_REQUEST, "locale must be a string"),
     };
     let mut inner = lock(&shared.0);
-    let at = match inner.customers.iter().position(|c| same(&c.email, email)) {
+    let at = match inner.customers.position(&key(email)) {
         Some(i) => i,
-        None => {
-            inner.customers.push(Customer::new(email, None, None));
-            inner.customers.len() - 1
-        }
+        None => inner.customers.push(Customer::new(email, None, None)),
     };
-    let c = &mut inner.customers[at];
-    // The merge: every key sent replaces the stored one; the others stay.
-    c.data.extend(data);
-    if let Some(l) = locale {
-        c.locale = l;
-    }
-    ok(Some(("customer", json!(c))))
+    let c = inner.customers.modify(at, |c| {
+        // The merge: every key sent replaces the stored one; the others stay.
+        c.data.extend(data);
+        if let Some(l) = locale {
+            c.locale = l;
+        }
+        json!(c)
+    });
+    ok(Some(("customer", c)))
 }
 
 async fn retrieve(
@@ -290,7 +307,7 @@ async fn retrieve(
     if let Some(r) = refusal(&shared, &headers) {
         return r;
     }
-    match lock(&shared.0).find_mut(&email) {
+    match lock(&shared.0).find(&email) {
         Some(c) => ok(Some(("customer", json!(c)))),
         None => not_found(),
     }
@@ -304,10 +321,11 @@ async fn remove(
     if let Some(r) = refusal(&shared, &headers) {
         return r;
     }
-    let mut inner = lock(&shared.0);
-    let before = inner.customers.len();
-    inner.customers.retain(|c| !same(&c.email, &email));
-    if inner.customers.len() == before {
+    if lock(&shared.0)
+        .customers
+        .remove_where(|c| same(&c.email, &email))
+        == 0
+    {
         return not_found();
     }
     ok(None)
@@ -321,7 +339,7 @@ async fn logs(
     if let Some(r) = refusal(&shared, &headers) {
         return r;
     }
-    match lock(&shared.0).find_mut(&email) {
+    match lock(&shared.0).find(&email) {
         Some(c) => ok(Some(("logs", Value::Array(c.logs.clone())))),
         None => not_found(),
     }
@@ -336,12 +354,14 @@ async fn join_group(
         return r;
     }
     let mut inner = lock(&shared.0);
-    let Some(c) = inner.find_mut(&email) else {
+    let Some(at) = inner.customers.position(&key(&email)) else {
         return not_found();
     };
-    if !c.groups.contains(&group) {
-        c.groups.push(group);
-    }
+    inner.customers.modify(at, |c| {
+        if !c.groups.contains(&group) {
+            c.groups.push(group);
+        }
+    });
     ok(None)
 }
 
@@ -354,10 +374,12 @@ async fn leave_group(
         return r;
     }
     let mut inner = lock(&shared.0);
-    let Some(c) = inner.find_mut(&email) else {
+    let Some(at) = inner.customers.position(&key(&email)) else {
         return not_found();
     };
-    c.groups.retain(|g| g != &group);
+    inner
+        .customers
+        .modify(at, |c| c.groups.retain(|g| g != &group));
     ok(None)
 }
 

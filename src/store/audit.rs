@@ -1,6 +1,8 @@
 //! The audit trail: every merge decision and every write custsync made, as rows that
 //! `custsync audit` prints as JSON lines.
 
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{now_text, Result, RunId, Store};
@@ -13,6 +15,10 @@ pub struct AuditEntry {
     pub provider: Option<ProviderName>,
     pub detail: serde_json::Value,
 }
+
+/// The statement that stores one entry; [`AuditEntry::bind`] gives its parameters.
+pub(super) const INSERT: &str =
+    "INSERT INTO audit (run_id, at, customer_id, provider, action, detail) VALUES (?, ?, ?, ?, ?, ?)";
 
 impl AuditEntry {
     pub fn new(
@@ -30,16 +36,60 @@ impl AuditEntry {
     }
 
     pub async fn insert(&self, tx: &mut Transaction<'_, Sqlite>, run: RunId) -> Result<()> {
-        sqlx::query("INSERT INTO audit (run_id, at, customer_id, provider, action, detail) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(run.0)
+        self.bind(sqlx::query(INSERT), run)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores `entries` in their order with one statement.
+    pub async fn insert_all(
+        entries: &[&AuditEntry],
+        tx: &mut Transaction<'_, Sqlite>,
+        run: RunId,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Detail travels as JSON text, so it is stored exactly as `insert` stores it.
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!([
+                    now_text(),
+                    e.customer.map(|c| c.0),
+                    e.provider.as_ref().map(|p| &p.0),
+                    e.action,
+                    e.detail.to_string()
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
+             SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                    json_extract(value, '$[3]'), json_extract(value, '$[4]')
+             FROM json_each(?) ORDER BY key",
+        )
+        .bind(run.0)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Binds the six parameters of [`INSERT`] to `q`, which may hold statements before it
+    /// (one round trip to SQLite instead of several).
+    pub(super) fn bind<'q>(
+        &self,
+        q: Query<'q, Sqlite, SqliteArguments<'q>>,
+        run: RunId,
+    ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+        q.bind(run.0)
             .bind(now_text())
             .bind(self.customer.map(|c| c.0))
             .bind(self.provider.as_ref().map(|p| p.0.clone()))
             .bind(self.action)
             .bind(self.detail.to_string())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
     }
 }
 

@@ -4,9 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
-use super::{audit::AuditEntry, now_text, parse_time, time_text, Result, RunId, Store};
+use super::{audit::AuditEntry, now_text, parse_time, Result, RunId, Store};
 use crate::model::{CustomerId, Email, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
 
@@ -75,11 +75,11 @@ pub struct CustomerUpdate {
     pub audit: Vec<AuditEntry>,
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn projection(text: Option<String>) -> Result<Option<Projection>> {
+pub(super) fn projection(text: Option<String>) -> Result<Option<Projection>> {
     Ok(match text {
         Some(t) => Some(serde_json::from_str(&t)?),
         None => None,
@@ -87,36 +87,6 @@ fn projection(text: Option<String>) -> Result<Option<Projection>> {
 }
 
 impl Store {
-    /// Stores one page of a listing in one transaction: each record is linked (by its
-    /// remote id, else by email), its listed state kept as `observed` for the merge.
-    /// `present` are ids of records that were listed but skipped for their data: they
-    /// still count as present. Returns the records not linked as duplicates.
-    pub async fn ingest_page(
-        &self,
-        provider: &ProviderName,
-        run: RunId,
-        observed: &[Observed],
-        present: &[RemoteId],
-    ) -> Result<Vec<Duplicate>> {
-        let mut tx = self.pool.begin().await?;
-        let mut duplicates = Vec::new();
-        for o in observed {
-            if let Some(d) = ingest_one(&mut tx, provider, run, o).await? {
-                duplicates.push(d);
-            }
-        }
-        for id in present {
-            sqlx::query("UPDATE links SET seen_run = ? WHERE provider = ? AND remote_id = ?")
-                .bind(run.0)
-                .bind(&provider.0)
-                .bind(&id.0)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(duplicates)
-    }
-
     /// Links of `provider` that a complete listing of `run` did not return.
     pub async fn vanished(
         &self,
@@ -280,262 +250,320 @@ impl Store {
 
     /// Writes what the merge decided for a batch, with its plan, in one transaction.
     /// Returns customers whose new email another customer already has (left unchanged).
+    ///
+    /// Customers' records are written one by one, in order (a new email is checked
+    /// against the ones written before it); links, outbox and audit are written for
+    /// the whole batch at once: each customer's touch only its own rows, so the order
+    /// between customers does not matter there, and rows are inserted in batch order.
     pub async fn save_batch(
         &self,
         run: RunId,
         updates: &[CustomerUpdate],
     ) -> Result<Vec<(CustomerId, String)>> {
+        let updates: Vec<(CustomerId, &CustomerUpdate)> =
+            updates.iter().filter_map(|u| Some((u.id?, u))).collect();
         let mut tx = self.pool.begin().await?;
         let mut refused = Vec::new();
         let now = now_text();
-        for u in updates {
-            let Some(id) = u.id else { continue };
+        for (id, u) in &updates {
             if let Some(fields) = &u.fields {
-                let email = fields.email();
-                let taken = match &email {
-                    Some(e) => sqlx::query("SELECT 1 FROM customers WHERE email = ? AND id != ?")
-                        .bind(e.as_str())
-                        .bind(id.0)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .is_some(),
-                    None => false,
-                };
-                let mut fields = fields.clone();
-                if taken || email.is_none() {
-                    if taken {
-                        refused.push((id, "the new email belongs to another customer".to_string()));
-                    }
-                    let current: Option<String> =
-                        sqlx::query("SELECT email FROM customers WHERE id = ?")
-                            .bind(id.0)
-                            .fetch_one(&mut *tx)
-                            .await?
-                            .get(0);
-                    fields.set(crate::model::Field::Email, current);
+                if !save_fields(&mut tx, *id, fields, &now).await? {
+                    refused.push((*id, "the new email belongs to another customer".to_string()));
                 }
-                let email = fields.email().map(|e| e.as_str().to_string());
-                sqlx::query("UPDATE customers SET fields = ?, updated_at = ?, email = COALESCE(?, email) WHERE id = ?")
-                    .bind(json(&fields))
-                    .bind(&now)
-                    .bind(email)
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (provider, remote) in &u.merged {
-                sqlx::query(
-                    "UPDATE links SET snapshot = observed, observed = NULL
-                     WHERE provider = ? AND remote_id = ? AND observed IS NOT NULL",
-                )
-                .bind(&provider.0)
-                .bind(&remote.0)
-                .execute(&mut *tx)
-                .await?;
-            }
-            replace_ops(&mut tx, run, id, &u.ops, &now).await?;
-            for entry in &u.audit {
-                entry.insert(&mut tx, run).await?;
             }
         }
+        let merged: Vec<(&str, &str)> = updates
+            .iter()
+            .flat_map(|(_, u)| u.merged.iter().map(|(p, r)| (p.0.as_str(), r.0.as_str())))
+            .collect();
+        if !merged.is_empty() {
+            sqlx::query(
+                "UPDATE links SET snapshot = observed, observed = NULL
+                 WHERE observed IS NOT NULL AND (provider, remote_id) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+            )
+            .bind(json(&merged))
+            .execute(&mut *tx)
+            .await?;
+        }
+        replace_ops(&mut tx, run, &updates, &now).await?;
+        let audit: Vec<&AuditEntry> = updates.iter().flat_map(|(_, u)| &u.audit).collect();
+        AuditEntry::insert_all(&audit, &mut tx, run).await?;
         tx.commit().await?;
         Ok(refused)
     }
 }
 
-/// Replaces a customer's open operations with its new plan. A create that may have
-/// reached its provider keeps that mark, so it is looked up before it is sent again.
+/// Writes a customer's new canonical record. False when its new email belongs to
+/// another customer: then the record is written with the email it had.
+async fn save_fields(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: CustomerId,
+    fields: &Projection,
+    now: &str,
+) -> Result<bool> {
+    const UPDATE: &str =
+        "UPDATE customers SET fields = ?, updated_at = ?, email = COALESCE(?, email) WHERE id = ?";
+    let email = fields.email();
+    if let Some(e) = &email {
+        // The usual case in one statement: the email is nobody else's.
+        let done = sqlx::query(&format!(
+            "{UPDATE} AND NOT EXISTS (SELECT 1 FROM customers WHERE email = ? AND id != ?)"
+        ))
+        .bind(json(fields))
+        .bind(now)
+        .bind(e.as_str())
+        .bind(id.0)
+        .bind(e.as_str())
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+    }
+    let taken = match &email {
+        Some(e) => sqlx::query("SELECT 1 FROM customers WHERE email = ? AND id != ?")
+            .bind(e.as_str())
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some(),
+        None => false,
+    };
+    let mut fields = fields.clone();
+    if taken || email.is_none() {
+        let current: Option<String> = sqlx::query("SELECT email FROM customers WHERE id = ?")
+            .bind(id.0)
+            .fetch_one(&mut **tx)
+            .await?
+            .get(0);
+        fields.set(crate::model::Field::Email, current);
+    }
+    let email = fields.email().map(|e| e.as_str().to_string());
+    sqlx::query(UPDATE)
+        .bind(json(&fields))
+        .bind(now)
+        .bind(email)
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(!taken)
+}
+
+/// Replaces the batch's customers' open operations with their new plans. A create
+/// that may have reached its provider keeps that mark, so it is looked up before it
+/// is sent again.
 async fn replace_ops(
     tx: &mut Transaction<'_, Sqlite>,
     run: RunId,
-    id: CustomerId,
-    ops: &[NewOp],
+    updates: &[(CustomerId, &CustomerUpdate)],
     now: &str,
 ) -> Result<()> {
+    let ids: Vec<i64> = updates.iter().map(|(id, _)| id.0).collect();
     // What the superseded operations had been through: a new operation of the same
-    // provider and kind carries on its attempts, last error and doubt.
-    let earlier: Vec<(String, String, i64, bool, Option<String>)> = sqlx::query(
-        "SELECT provider, op, attempts, maybe_applied, last_error FROM outbox
-         WHERE customer_id = ? AND state IN ('pending', 'failed', 'in_flight')",
+    // customer, provider and kind carries on its attempts, last error and doubt.
+    let earlier: HashMap<OpKey, OpHistory> = sqlx::query(
+        "SELECT customer_id, provider, op, attempts, maybe_applied, last_error FROM outbox
+         WHERE customer_id IN (SELECT value FROM json_each(?)) AND state IN ('pending', 'failed', 'in_flight')",
     )
-    .bind(id.0)
+    .bind(json(&ids))
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
-    .map(|r| {
-        (
-            r.get(0),
-            r.get(1),
-            r.get(2),
-            r.get::<i64, _>(3) != 0,
-            r.get(4),
-        )
-    })
+    .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get::<i64, _>(4) != 0, r.get(5))))
     .collect();
     sqlx::query(
-        "DELETE FROM outbox WHERE customer_id = ? AND state IN ('pending', 'failed', 'in_flight')",
+        "DELETE FROM outbox WHERE customer_id IN (SELECT value FROM json_each(?))
+           AND state IN ('pending', 'failed', 'in_flight')",
     )
-    .bind(id.0)
+    .bind(json(&ids))
     .execute(&mut **tx)
     .await?;
-    for op in ops {
-        let before = earlier
-            .iter()
-            .find(|(p, o, ..)| p == &op.provider.0 && o == op.op);
-        let attempts = before.map_or(0, |b| b.2);
-        let maybe = op.op == "create" && before.is_some_and(|b| b.3);
-        let last_error = before.and_then(|b| b.4.clone());
-        sqlx::query(
-            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, attempts, maybe_applied, last_error, run_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&op.provider.0)
-        .bind(id.0)
-        .bind(op.op)
-        .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
-        .bind(json(&op.payload))
-        .bind(json(&op.changed))
-        .bind(attempts)
-        .bind(maybe as i64)
-        .bind(last_error)
-        .bind(run.0)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    // One array element per operation; payload and changed travel as JSON text, so
+    // they are stored exactly as written here.
+    let rows: Vec<serde_json::Value> = updates
+        .iter()
+        .flat_map(|(id, u)| u.ops.iter().map(move |op| (id.0, op)))
+        .map(|(id, op)| {
+            let before = earlier.get(&(id, op.provider.0.clone(), op.op.to_string()));
+            let attempts = before.map_or(0, |b| b.0);
+            let maybe = op.op == "create" && before.is_some_and(|b| b.1);
+            let last_error = before.and_then(|b| b.2.clone());
+            serde_json::json!([
+                op.provider.0,
+                id,
+                op.op,
+                op.remote_id.as_ref().map(|r| &r.0),
+                json(&op.payload),
+                json(&op.changed),
+                maybe as i64,
+                attempts,
+                last_error
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
+                             attempts, last_error, run_id, created_at, updated_at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                'pending', json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), ?, ?, ?
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(run.0)
+    .bind(now)
+    .bind(now)
+    .bind(json(&rows))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-/// Links one listed record. Known remote id: its observed state is updated (nothing to
-/// merge when it equals the snapshot). New remote id: linked to the customer with its
-/// email, created empty if there is none. A second record of the same provider with
-/// the same email is a duplicate; the most recently updated one is linked while neither
-/// has been merged yet.
-async fn ingest_one(
-    conn: &mut SqliteConnection,
-    provider: &ProviderName,
-    run: RunId,
-    o: &Observed,
-) -> Result<Option<Duplicate>> {
-    let existing = sqlx::query(
-        "SELECT l.snapshot, c.tombstoned_at FROM links l JOIN customers c ON c.id = l.customer_id
-         WHERE l.provider = ? AND l.remote_id = ?",
-    )
-    .bind(&provider.0)
-    .bind(&o.record.id.0)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let observed_json = json(&o.record.projection);
-    if let Some(row) = existing {
-        let snapshot = projection(row.get(0))?;
-        let tombstoned = row.get::<Option<String>, _>(1).is_some();
-        let unchanged = snapshot.as_ref() == Some(&o.record.projection);
-        let q = if unchanged || tombstoned {
-            sqlx::query("UPDATE links SET seen_run = ?, observed = NULL WHERE provider = ? AND remote_id = ?").bind(run.0)
-        } else {
-            sqlx::query("UPDATE links SET seen_run = ?, observed = ?, observed_at = ? WHERE provider = ? AND remote_id = ?")
-                .bind(run.0)
-                .bind(observed_json)
-                .bind(time_text(o.time))
-        };
-        q.bind(&provider.0)
-            .bind(&o.record.id.0)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(None);
-    }
-
-    let email = o.email.as_str();
-    let customer = sqlx::query("SELECT id, tombstoned_at FROM customers WHERE email = ?")
-        .bind(email)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let customer_id = match customer {
-        Some(row) if row.get::<Option<String>, _>(1).is_some() => return Ok(None),
-        Some(row) => row.get::<i64, _>(0),
-        None => {
-            if forgotten(conn, &o.email).await? {
-                return Ok(None);
-            }
-            let now = now_text();
-            sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at) VALUES (?, '{}', ?, ?)")
-                .bind(email)
-                .bind(&now)
-                .bind(&now)
-                .execute(&mut *conn)
-                .await?
-                .last_insert_rowid()
-        }
-    };
-
-    let other = sqlx::query("SELECT remote_id, snapshot, observed_at, gone FROM links WHERE provider = ? AND customer_id = ?")
-        .bind(&provider.0)
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(row) = other {
-        let other_id = RemoteId(row.get(0));
-        let merged = row.get::<Option<String>, _>(1).is_some();
-        let other_time = row
-            .get::<Option<String>, _>(2)
-            .as_deref()
-            .and_then(parse_time);
-        let gone = row.get::<i64, _>(3) != 0;
-        let newer = other_time.is_none_or(|t| o.time > t);
-        if !gone && (merged || !newer) {
-            return Ok(Some(Duplicate {
-                remote_id: o.record.id.clone(),
-                email: o.email.clone(),
-            }));
-        }
-        sqlx::query("DELETE FROM links WHERE provider = ? AND remote_id = ?")
-            .bind(&provider.0)
-            .bind(&other_id.0)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&provider.0)
-        .bind(&o.record.id.0)
-        .bind(customer_id)
-        .bind(&observed_json)
-        .bind(time_text(o.time))
-        .bind(run.0)
-        .execute(&mut *conn)
-        .await?;
-        return Ok((!gone).then_some(Duplicate {
-            remote_id: other_id,
-            email: o.email.clone(),
-        }));
-    }
-    sqlx::query("INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(&provider.0)
-        .bind(&o.record.id.0)
-        .bind(customer_id)
-        .bind(&observed_json)
-        .bind(time_text(o.time))
-        .bind(run.0)
-        .execute(&mut *conn)
-        .await?;
-    Ok(None)
-}
-
-/// True when `forget` erased this person: only a hash of the email is kept.
-async fn forgotten(conn: &mut SqliteConnection, email: &Email) -> Result<bool> {
-    let hash = email_hash(email);
-    Ok(
-        sqlx::query("SELECT 1 FROM customers WHERE email_hash = ? AND email IS NULL")
-            .bind(hash)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some(),
-    )
-}
+/// An outbox operation's customer, provider and kind.
+type OpKey = (i64, String, String);
+/// What an operation went through: attempts, whether it may have applied, last error.
+type OpHistory = (i64, bool, Option<String>);
 
 pub fn email_hash(email: &Email) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(email.as_str().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorePath;
+    use crate::model::Field;
+
+    async fn customer(s: &Store, email: &str) -> CustomerId {
+        let now = now_text();
+        let id = sqlx::query(
+            "INSERT INTO customers (email, fields, updated_at, created_at) VALUES (?, '{}', ?, ?)",
+        )
+        .bind(email)
+        .bind(&now)
+        .bind(&now)
+        .execute(s.pool())
+        .await
+        .unwrap()
+        .last_insert_rowid();
+        CustomerId(id)
+    }
+
+    fn create(provider: &str, email: &str) -> NewOp {
+        NewOp {
+            provider: ProviderName(provider.into()),
+            op: "create",
+            remote_id: None,
+            payload: Projection::new().with(Field::Email, Some(email)),
+            changed: vec![Field::Email],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replan_replaces_open_operations_and_keeps_a_doubtful_create_doubtful() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let run = s.begin_run("once").await.unwrap();
+        let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
+        for (provider, customer, state, maybe) in [
+            ("p", a, "failed", 1),
+            ("q", a, "pending", 0),
+            ("r", b, "parked", 1),
+        ] {
+            sqlx::query("INSERT INTO outbox (provider, customer_id, op, payload, changed, state, maybe_applied, created_at, updated_at) VALUES (?, ?, 'create', '{}', '[]', ?, ?, 'x', 'x')")
+                .bind(provider)
+                .bind(customer.0)
+                .bind(state)
+                .bind(maybe)
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        let updates = [
+            CustomerUpdate {
+                id: Some(a),
+                ops: vec![create("p", "a@e.co"), create("r", "a@e.co")],
+                audit: vec![AuditEntry::new(
+                    "merge",
+                    Some(a),
+                    None,
+                    serde_json::json!({"x": "é\u{1}"}),
+                )],
+                ..CustomerUpdate::default()
+            },
+            CustomerUpdate {
+                id: Some(b),
+                ops: vec![create("q", "b@e.co")],
+                ..CustomerUpdate::default()
+            },
+        ];
+        assert!(s.save_batch(run, &updates).await.unwrap().is_empty());
+        let rows: Vec<(String, i64, String, i64, String)> = sqlx::query(
+            "SELECT provider, customer_id, state, maybe_applied, payload FROM outbox ORDER BY id",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+        let payload = |e: &str| format!("{{\"email\":\"{e}\"}}");
+        assert_eq!(
+            rows,
+            [
+                ("r".into(), b.0, "parked".into(), 1, "{}".into()),
+                ("p".into(), a.0, "pending".into(), 1, payload("a@e.co")),
+                ("r".into(), a.0, "pending".into(), 0, payload("a@e.co")),
+                ("q".into(), b.0, "pending".into(), 0, payload("b@e.co")),
+            ]
+        );
+        let detail: String = sqlx::query("SELECT detail FROM audit")
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(detail, serde_json::json!({"x": "é\u{1}"}).to_string());
+    }
+
+    #[tokio::test]
+    async fn a_new_email_another_customer_has_is_refused_and_the_rest_is_saved() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let run = s.begin_run("once").await.unwrap();
+        let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
+        let fields = |email: &str, name: &str| {
+            Projection::new()
+                .with(Field::Email, Some(email))
+                .with(Field::FirstName, Some(name))
+        };
+        let updates = [
+            CustomerUpdate {
+                id: Some(a),
+                fields: Some(fields("b@e.co", "Ann")),
+                ..CustomerUpdate::default()
+            },
+            CustomerUpdate {
+                id: Some(b),
+                fields: Some(fields("c@e.co", "Bob")),
+                ..CustomerUpdate::default()
+            },
+        ];
+        let refused = s.save_batch(run, &updates).await.unwrap();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, a);
+        let rows: Vec<(String, String)> =
+            sqlx::query("SELECT email, fields FROM customers ORDER BY id")
+                .fetch_all(s.pool())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        assert_eq!(rows[0], ("a@e.co".into(), json(&fields("a@e.co", "Ann"))));
+        assert_eq!(rows[1], ("c@e.co".into(), json(&fields("c@e.co", "Bob"))));
+    }
 }

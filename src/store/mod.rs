@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod erasure;
+mod ingest;
 pub mod links;
 pub mod outbox;
 
@@ -78,9 +79,13 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // One connection, in this process: nothing can cut it, so it is not pinged
+        // before each use (sqlx's default), which would double the round trips to
+        // SQLite's thread.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(opts)

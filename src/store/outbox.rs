@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::audit::AuditEntry;
+use super::audit::{self, AuditEntry};
 use super::{now_text, time_text, Result, RunId, Store};
 use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
@@ -132,7 +132,9 @@ impl Store {
     /// A create or update went through: the link's snapshot becomes the record as the
     /// provider answered it, so the next poll sees no change. `extras` are fields the
     /// answer holds that the write did not send: the snapshot leaves them out and the
-    /// record is kept as observed, so the merge takes them in like an edit.
+    /// record is kept as observed, so the merge takes them in like an edit. One
+    /// transaction, its statements sent to SQLite at once (a write's cost is mostly
+    /// round trips).
     pub async fn complete_write(
         &self,
         run: RunId,
@@ -141,13 +143,13 @@ impl Store {
         action: &'static str,
         extras: &[Field],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM links WHERE provider = ? AND (customer_id = ? OR remote_id = ?)")
-            .bind(&op.provider.0)
-            .bind(op.customer.0)
-            .bind(&record.id.0)
-            .execute(&mut *tx)
-            .await?;
+        let sql = format!(
+            "DELETE FROM links WHERE provider = ? AND (customer_id = ? OR remote_id = ?);
+             INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?, ?);
+             DELETE FROM outbox WHERE id = ?;
+             {}",
+            audit::INSERT
+        );
         let mut snapshot = record.projection.clone();
         for f in extras {
             snapshot.set(f.clone(), None::<String>);
@@ -155,51 +157,44 @@ impl Store {
         let observed = (!extras.is_empty())
             .then(|| serde_json::to_string(&record.projection))
             .transpose()?;
-        sqlx::query(
-            "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&op.provider.0)
-        .bind(&record.id.0)
-        .bind(op.customer.0)
-        .bind(serde_json::to_string(&snapshot)?)
-        .bind(observed)
-        .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
-        .bind(run.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM outbox WHERE id = ?")
-            .bind(op.id)
-            .execute(&mut *tx)
-            .await?;
         let detail =
             serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
-        AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail)
-            .insert(&mut tx, run)
-            .await?;
+        let entry = AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail);
+        let q = sqlx::query(&sql)
+            .bind(&op.provider.0)
+            .bind(op.customer.0)
+            .bind(&record.id.0)
+            .bind(&op.provider.0)
+            .bind(&record.id.0)
+            .bind(op.customer.0)
+            .bind(serde_json::to_string(&snapshot)?)
+            .bind(observed)
+            .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
+            .bind(run.0)
+            .bind(op.id);
+        let mut tx = self.pool.begin().await?;
+        entry.bind(q, run).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// A delete went through (or the record was already gone).
     pub async fn complete_delete(&self, run: RunId, op: &OutboxOp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(remote) = &op.remote_id {
-            sqlx::query(
-                "UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?",
-            )
-            .bind(&op.provider.0)
-            .bind(&remote.0)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("DELETE FROM outbox WHERE id = ?")
-            .bind(op.id)
-            .execute(&mut *tx)
-            .await?;
+        let sql = format!(
+            "UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?;
+             DELETE FROM outbox WHERE id = ?;
+             {}",
+            audit::INSERT
+        );
         let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
-        AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail)
-            .insert(&mut tx, run)
-            .await?;
+        let entry = AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail);
+        // Without a remote id no link matches: the UPDATE changes nothing.
+        let q = sqlx::query(&sql)
+            .bind(&op.provider.0)
+            .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
+            .bind(op.id);
+        let mut tx = self.pool.begin().await?;
+        entry.bind(q, run).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

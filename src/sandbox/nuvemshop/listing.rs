@@ -11,18 +11,54 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use url::form_urlencoded;
 
-use super::{error, invalid, lock, text, Refusal, Shared, DEFAULT_PER_PAGE, MAX_PER_PAGE};
+use super::{error, invalid, lock, text, Inner, Refusal, Shared, DEFAULT_PER_PAGE, MAX_PER_PAGE};
 use crate::providers::dates::parse_date;
 
 #[derive(Debug, Default)]
 struct ListParams {
-    since_id: Option<u64>,
-    created: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-    updated: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    filter: Filter,
     page: usize,
     per_page: usize,
     fields: Option<Vec<String>>,
+}
+
+/// What a listing's filters keep, whatever page is asked for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Filter {
+    since_id: Option<u64>,
+    created: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    updated: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     q: Option<String>,
+}
+
+/// The ids a filter matched, ascending: a client paging through a listing makes the
+/// emulator read every customer once, not once per page.
+#[derive(Debug)]
+pub(super) struct Matched {
+    filter: Filter,
+    ids: Vec<u64>,
+}
+
+impl Inner {
+    /// Makes `matched` answer for `filter`, reading every customer unless it already does.
+    fn match_listing(&mut self, filter: &Filter) {
+        if !self.listing.as_ref().is_some_and(|m| &m.filter == filter) {
+            let ids = self
+                .customers
+                .iter()
+                .filter(|(id, c)| matches(**id, c, filter))
+                .map(|(id, _)| *id)
+                .collect();
+            self.listing = Some(Matched {
+                filter: filter.clone(),
+                ids,
+            });
+        }
+    }
+
+    fn matched(&self) -> &[u64] {
+        self.listing.as_ref().map_or(&[], |m| &m.ids)
+    }
 }
 
 fn parse_params(q: &HashMap<String, String>) -> Result<ListParams, Refusal> {
@@ -77,13 +113,15 @@ fn parse_params(q: &HashMap<String, String>) -> Result<ListParams, Refusal> {
         return Err(invalid(errors));
     }
     Ok(ListParams {
-        since_id,
-        created,
-        updated,
+        filter: Filter {
+            since_id,
+            created,
+            updated,
+            q: given("q").map(str::to_lowercase),
+        },
         page,
         per_page,
         fields: given("fields").map(field_list),
-        q: given("q").map(str::to_lowercase),
     })
 }
 
@@ -108,7 +146,7 @@ fn within(
     min.is_none_or(|m| at >= m) && max.is_none_or(|m| at <= m)
 }
 
-fn matches(id: u64, c: &Value, p: &ListParams) -> bool {
+fn matches(id: u64, c: &Value, p: &Filter) -> bool {
     let q_hit = |q: &String| {
         ["name", "email", "identification"]
             .iter()
@@ -141,22 +179,20 @@ pub(super) async fn list(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let inner = lock(&shared.0);
-    let found: Vec<&Value> = inner
-        .customers
-        .iter()
-        .filter(|(id, c)| matches(**id, c, &p))
-        .map(|(_, c)| c)
-        .collect();
-    let total = found.len();
+    let mut inner = lock(&shared.0);
+    inner.match_listing(&p.filter);
+    let inner = &*inner;
+    let total = inner.matched().len();
     let last = total.div_ceil(p.per_page);
     if p.page > 1 && p.page > last {
         return error(StatusCode::NOT_FOUND, &format!("Last page is {last}")).into_response();
     }
-    let page: Vec<Value> = found
-        .into_iter()
+    let page: Vec<Value> = inner
+        .matched()
+        .iter()
         .skip((p.page - 1).saturating_mul(p.per_page))
         .take(p.per_page)
+        .filter_map(|id| inner.customers.get(id))
         .map(|c| select(c, &p.fields))
         .collect();
     let mut resp = Json(page).into_response();

@@ -68,7 +68,10 @@ pub fn seed(name: &str, email: &str) -> Value {
 
 struct Inner {
     opts: Options,
+    /// Read freely; changed only through `customers_mut`, which drops the listing cache.
     customers: BTreeMap<u64, Value>,
+    /// The ids the last listing's filters matched, for its next pages.
+    listing: Option<listing::Matched>,
     next_id: u64,
     next_address_id: u64,
     base_url: String,
@@ -93,6 +96,7 @@ impl Nuvemshop {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             opts,
             customers: BTreeMap::new(),
+            listing: None,
             next_id: 1,
             next_address_id: 1,
             base_url: String::new(),
@@ -147,14 +151,14 @@ impl Nuvemshop {
 
     /// Edits a customer as the store owner would (bumps `updated_at`).
     pub fn edit(&self, id: u64, f: impl FnOnce(&mut Value)) {
-        if let Some(c) = lock(&self.shared.0).customers.get_mut(&id) {
+        if let Some(c) = lock(&self.shared.0).customers_mut().get_mut(&id) {
             f(c);
             c["updated_at"] = json!(now_text());
         }
     }
 
     pub fn remove(&self, id: u64) {
-        lock(&self.shared.0).customers.remove(&id);
+        lock(&self.shared.0).customers_mut().remove(&id);
     }
 
     /// The two customers of the document's `GET /customers` example (ids 101 and 112,
@@ -164,6 +168,14 @@ impl Nuvemshop {
             .into_iter()
             .map(|c| self.insert(c))
             .collect()
+    }
+}
+
+impl Inner {
+    /// The customers, to change: what a listing matched is forgotten.
+    fn customers_mut(&mut self) -> &mut BTreeMap<u64, Value> {
+        self.listing = None;
+        &mut self.customers
     }
 }
 

@@ -54,7 +54,7 @@ impl Inner {
         c.extend(given.into_iter().filter(|(k, _)| k != "id"));
         let addresses = c.get("addresses").cloned().unwrap_or(json!([]));
         self.set_addresses(&mut c, addresses, &now, !has_default);
-        self.customers.insert(id, Value::Object(c));
+        self.customers_mut().insert(id, Value::Object(c));
         id
     }
 
@@ -208,7 +208,7 @@ pub(super) async fn create(State(shared): State<Shared>, body: Bytes) -> Respons
     let mut c = blank(id, &now);
     apply(&mut inner, &mut c, set, &now);
     let c = Value::Object(c);
-    inner.customers.insert(id, c.clone());
+    inner.customers_mut().insert(id, c.clone());
     (StatusCode::CREATED, Json(c)).into_response()
 }
 
@@ -229,13 +229,13 @@ pub(super) async fn update(
         Ok(set) => set,
         Err(r) => return r.into_response(),
     };
-    let mut c = match inner.customers.remove(&id) {
+    let mut c = match inner.customers_mut().remove(&id) {
         Some(Value::Object(m)) => m,
         _ => blank(id, &now_text()),
     };
     apply(&mut inner, &mut c, set, &now_text());
     let c = Value::Object(c);
-    inner.customers.insert(id, c.clone());
+    inner.customers_mut().insert(id, c.clone());
     Json(c).into_response()
 }
 
