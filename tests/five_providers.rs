@@ -112,6 +112,12 @@ async fn the_documents_examples_settle_with_zero_writes_on_the_second_run() {
     f.sb.seed_document_examples();
     let run = f.once().await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // Sendwithus already knew customer@example.com (from Ecwid's document) with a city:
+    // the upsert keeps it, and custsync takes it in rather than erasing it.
+    let swu = f.sb.sendwithus.by_email("customer@example.com").unwrap();
+    assert_eq!(swu.data["city"], json!("San Francisco"), "{:?}", swu.data);
+    let store = &f.sb.nuvemshop.by_email("customer@example.com")[0];
+    assert_eq!(store["extra"]["city"], json!("San Francisco"), "{store}");
     f.sb.clear_logs();
     let again = f.once().await;
     assert_eq!(again.code, 0, "{}", again.stderr);

@@ -239,7 +239,14 @@ async fn bring_up_to_date(
     op: &OutboxOp,
     found: RemoteRecord,
 ) -> Result<RemoteRecord, ProviderError> {
-    let changed = p.fields().stale(&op.payload, &found.projection);
+    // Only what the record lacks or holds differently: data it has that custsync did
+    // not send is the record's own, merged afterwards (see `extras`), never erased.
+    let changed: Vec<Field> = p
+        .fields()
+        .stale(&op.payload, &found.projection)
+        .into_iter()
+        .filter(|f| op.payload.get(f).is_some())
+        .collect();
     if changed.is_empty() || !p.capabilities().update {
         return Ok(found);
     }
