@@ -278,3 +278,45 @@ async fn a_deletion_in_nuvemshop_is_seen_by_its_periodic_full_listing() {
     // And Carla is not recreated in Nuvemshop.
     assert_eq!(w.nuvem_emails(), vec!["ann@example.com", "bob@example.com"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delete_guard_holds_mass_deletes_until_allowed() {
+    use custsync::sandbox::malomo::{self, Malomo};
+    let mut w = World::new().await;
+    let other = Malomo::start(malomo::Options::default()).await.unwrap();
+    w.add_provider(format!(
+        "[providers.ship2]\nkind = \"malomo\"\nbase_url = \"{}\"\napi_key = \"{}\"\nrate_limit = {{ per_second = 1000.0, burst = 100 }}\n",
+        other.base_url(),
+        other.api_key()
+    ));
+    let ids: Vec<String> = ["a@example.com", "b@example.com", "c@example.com"]
+        .iter()
+        .map(|e| w.malomo.insert(Customer::new(e, Some("X"), None, None)))
+        .collect();
+    assert_eq!(w.once().await.code, 0);
+    assert_eq!(other.customers().len(), 3);
+
+    // Two of three vanish from Malomo: 67% is above max_delete_fraction (0.5).
+    w.malomo.remove(&ids[0]);
+    w.malomo.remove(&ids[1]);
+    for _ in 0..2 {
+        let run = w.once().await;
+        assert_eq!(run.code, 1, "held deletes fail the run: {}", run.stderr);
+        assert_eq!(run.report.as_ref().unwrap()["held_deletes"], json!(2));
+        assert_eq!(other.customers().len(), 3, "nothing deleted while held");
+        assert_eq!(
+            w.malomo.customers().len(),
+            1,
+            "and nothing recreated where they vanished"
+        );
+    }
+    let run = w.run(&["--once", "--allow-deletes", "malomo"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.count("ship2", "deleted"), 2);
+    assert_eq!(other.customers().len(), 1);
+    // Released once: the next run is in step.
+    w.clear_logs();
+    other.log().clear();
+    assert_eq!(w.once().await.code, 0);
+    assert_eq!(w.writes() + other.log().writes().len(), 0);
+}
