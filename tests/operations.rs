@@ -197,3 +197,39 @@ async fn the_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
     let status = child.wait().await.unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_logs_name_no_email_and_no_phone() {
+    let f = Five::new().await;
+    f.sb.seed_document_examples();
+    f.sb.malomo.insert(malomo::Customer::new(
+        "private.person@example.com",
+        Some("Pri"),
+        Some("Vate"),
+        Some("+1 555 010 9999"),
+    ));
+    // Failures too, so the warnings are exercised.
+    f.sb.ecwid
+        .server
+        .faults
+        .push_n(3, custsync::sandbox::faults::Fault::Status(503));
+    let run = f.once().await;
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("listed"),
+        "info logs are on: {}",
+        run.stderr
+    );
+    for secret in [
+        "private.person@example.com",
+        "johnny@rosevideo.com",
+        "555 010 9999",
+        "555-555-5555",
+    ] {
+        assert!(
+            !run.stderr.contains(secret),
+            "{secret} in the info log:\n{}",
+            run.stderr
+        );
+    }
+}

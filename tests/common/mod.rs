@@ -208,6 +208,7 @@ impl Five {
             .arg(&report)
             .args(args)
             .env_remove("CUSTSYNC_CONFIG")
+            .env_remove("RUST_LOG")
             .output()
             .await
             .expect("run custsync");
