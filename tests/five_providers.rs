@@ -1,9 +1,10 @@
 //! All five providers at once, reconciled by the real binary over HTTP.
 
-mod common;
+#[path = "common/five.rs"]
+mod five;
 
-use common::Five;
 use custsync::sandbox::{ecwid, malomo, nuvemshop, partially};
+use five::Five;
 use serde_json::json;
 
 const NAMES: [&str; 5] = ["store", "storefront", "shipping", "plans", "email"];
@@ -20,7 +21,7 @@ fn assert_everywhere(f: &Five, email: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_created_in_any_listable_provider_appears_everywhere() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     f.sb.nuvemshop
         .insert(nuvemshop::seed("Nora Store", "nora@example.com"));
     f.sb.ecwid.insert(ecwid::Customer::new(
@@ -68,7 +69,7 @@ async fn a_person_created_in_any_listable_provider_appears_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_in_partially_reaches_every_other_provider() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     let id = f.sb.partially.insert(partially::Customer::new(
         "pat@example.com",
         Some("Pat"),
@@ -108,7 +109,7 @@ async fn an_edit_in_partially_reaches_every_other_provider() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documents_examples_settle_with_zero_writes_on_the_second_run() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     f.sb.seed_document_examples();
     let run = f.once().await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -127,9 +128,12 @@ async fn the_documents_examples_settle_with_zero_writes_on_the_second_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecwid_409_links_the_existing_record_instead_of_duplicating() {
     // Ecwid holds Ivy already, but its listing does not show her yet; Malomo has her.
-    let sb = custsync::sandbox::all::Sandboxes::start_with(ecwid::Options {
-        unlisted: vec!["ivy@example.com".into()],
-        ..ecwid::Options::default()
+    let sb = custsync::sandbox::all::Sandboxes::start_with(custsync::sandbox::all::Options {
+        ecwid: ecwid::Options {
+            unlisted: vec!["ivy@example.com".into()],
+            ..ecwid::Options::default()
+        },
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -165,7 +169,7 @@ async fn an_ecwid_409_links_the_existing_record_instead_of_duplicating() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_change_moves_the_person_everywhere_and_in_sendwithus() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     let id = f.sb.malomo.insert(malomo::Customer::new(
         "old@example.com",
         Some("Olga"),
@@ -187,7 +191,7 @@ async fn an_email_change_moves_the_person_everywhere_and_in_sendwithus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     f.sb.malomo.insert(malomo::Customer::new(
         "gone@example.com",
         Some("Gina"),
@@ -236,7 +240,7 @@ async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_with_a_bad_email_is_a_usage_error() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     let run = f.run(&["forget", "not an email"]).await;
     assert_eq!(run.code, 2);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
@@ -244,7 +248,7 @@ async fn forget_with_a_bad_email_is_a_usage_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_gathers_malomo_events_and_sendwithus_logs_in_time_order() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     let id = f.sb.malomo.insert(malomo::Customer::new(
         "act@example.com",
         Some("Ada"),

@@ -1,14 +1,15 @@
 //! Operating custsync: `check` reaches every provider, secrets stay out of every
 //! output, the daemon serves its endpoints and stops cleanly on SIGTERM.
 
-mod common;
+#[path = "common/five.rs"]
+mod five;
 
-use common::Five;
 use custsync::sandbox::malomo;
+use five::Five;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reaches_every_provider_with_one_line_each() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     let run = f.run(&["check"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -34,7 +35,7 @@ async fn check_reaches_every_provider_with_one_line_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_provider_that_refuses_the_key() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     // Malomo's key replaced in the environment.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
@@ -72,7 +73,7 @@ async fn check_names_the_provider_that_refuses_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_never_reach_logs_reports_or_the_database() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     f.sb.seed_document_examples();
     // A failing provider too, so errors are logged and reported.
     f.sb.malomo
@@ -127,7 +128,7 @@ async fn api_keys_never_reach_logs_reports_or_the_database() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
-    let f = Five::new().await;
+    let f = Five::start().await;
     f.sb.malomo.insert(malomo::Customer::new(
         "dee@example.com",
         Some("Dee"),
@@ -200,7 +201,9 @@ async fn the_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_logs_name_no_email_and_no_phone() {
-    let f = Five::new().await;
+    let mut f = Five::start().await;
+    // The default level, as an operator runs it.
+    f.rust_log = "info".into();
     f.sb.seed_document_examples();
     f.sb.malomo.insert(malomo::Customer::new(
         "private.person@example.com",

@@ -12,6 +12,14 @@ pub const NAMES: [(&str, &str); 5] = [
     ("email", "sendwithus"),
 ];
 
+/// Options of the emulators whose behaviour tests vary (Nuvemshop's leaky bucket,
+/// Ecwid's lagging index); the others start with their defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub nuvemshop: nuvemshop::Options,
+    pub ecwid: ecwid::Options,
+}
+
 pub struct Sandboxes {
     pub nuvemshop: nuvemshop::Nuvemshop,
     pub ecwid: ecwid::Ecwid,
@@ -23,14 +31,14 @@ pub struct Sandboxes {
 impl Sandboxes {
     /// Starts the five emulators with their default options.
     pub async fn start() -> std::io::Result<Sandboxes> {
-        Self::start_with(ecwid::Options::default()).await
+        Self::start_with(Options::default()).await
     }
 
-    /// Starts the five emulators, Ecwid with `ecwid` options.
-    pub async fn start_with(ecwid: ecwid::Options) -> std::io::Result<Sandboxes> {
+    /// Starts the five emulators, Nuvemshop and Ecwid with the given options.
+    pub async fn start_with(opts: Options) -> std::io::Result<Sandboxes> {
         Ok(Sandboxes {
-            nuvemshop: nuvemshop::Nuvemshop::start(nuvemshop::Options::default()).await?,
-            ecwid: ecwid::Ecwid::start(ecwid).await?,
+            nuvemshop: nuvemshop::Nuvemshop::start(opts.nuvemshop).await?,
+            ecwid: ecwid::Ecwid::start(opts.ecwid).await?,
             malomo: malomo::Malomo::start(malomo::Options::default()).await?,
             partially: partially::Partially::start(partially::Options::default()).await?,
             sendwithus: sendwithus::Sendwithus::start(sendwithus::Options::default()).await?,

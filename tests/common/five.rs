@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use custsync::sandbox::all::{Sandboxes, NAMES};
 use custsync::sandbox::faults::Faults;
-use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus, RequestLog};
+use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, RequestLog};
 
 pub struct Five {
     pub sb: Sandboxes,
@@ -24,6 +24,8 @@ pub struct Five {
     pub keys_for: BTreeMap<&'static str, String>,
     /// The body of `[sync]`.
     pub sync: String,
+    /// `RUST_LOG` of the runs.
+    pub rust_log: String,
 }
 
 /// One run of the binary.
@@ -89,27 +91,21 @@ impl Five {
             provider_keys: "rate_limit = { per_second = 1000.0, burst = 100 }\n".into(),
             keys_for: BTreeMap::new(),
             sync: String::new(),
+            rust_log: "custsync=debug,warn".into(),
         }
     }
 
     /// Starts the five with this Nuvemshop (e.g. its leaky bucket on).
     pub async fn with_nuvemshop(opts: nuvemshop::Options) -> Five {
-        let sb = Sandboxes {
-            nuvemshop: nuvemshop::Nuvemshop::start(opts).await.expect("nuvemshop"),
-            ecwid: ecwid::Ecwid::start(Default::default())
-                .await
-                .expect("ecwid"),
-            malomo: malomo::Malomo::start(Default::default())
-                .await
-                .expect("malomo"),
-            partially: partially::Partially::start(Default::default())
-                .await
-                .expect("partially"),
-            sendwithus: sendwithus::Sendwithus::start(Default::default())
-                .await
-                .expect("sendwithus"),
+        let opts = custsync::sandbox::all::Options {
+            nuvemshop: opts,
+            ..Default::default()
         };
-        Five::with(sb)
+        Five::with(
+            Sandboxes::start_with(opts)
+                .await
+                .expect("start the emulators"),
+        )
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -149,7 +145,7 @@ impl Five {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"));
         cmd.arg("--config").arg(&config).args(args);
         cmd.env_remove("CUSTSYNC_CONFIG")
-            .env("RUST_LOG", "custsync=debug,warn")
+            .env("RUST_LOG", &self.rust_log)
             .kill_on_drop(true);
         cmd
     }
@@ -264,6 +260,30 @@ impl Five {
                 ),
             ),
         ])
+    }
+
+    /// Every email each provider holds (once per record, sorted), in the order store,
+    /// storefront, shipping, plans, email.
+    pub fn emails(&self) -> [Vec<String>; 5] {
+        let held = self.holdings();
+        NAMES.map(|(label, _)| {
+            held[label]
+                .iter()
+                .flat_map(|(e, n)| std::iter::repeat_n(e.clone(), *n))
+                .collect()
+        })
+    }
+
+    /// Every write request the emulators received, as `provider METHOD path body`.
+    pub fn write_lines(&self) -> Vec<String> {
+        self.logs()
+            .iter()
+            .flat_map(|(name, log)| {
+                log.writes()
+                    .into_iter()
+                    .map(move |r| format!("{name} {} {} {:?}", r.method, r.path, r.body))
+            })
+            .collect()
     }
 
     /// `provider: email` for every email a provider holds more than once.
