@@ -7,27 +7,21 @@ use anyhow::Context;
 
 use super::{connect_all, open_store, AppError};
 use crate::config::{Config, ConfigError};
+use crate::model::{Email, ProviderName, RemoteId};
 use crate::providers;
+use crate::store::Store;
 
 /// `forget EMAIL`: deletes every record of the person in every provider that can
 /// delete (found by link and by email), then purges the person locally. Exit 1 when a
 /// delete failed; a provider that cannot delete is named, with what is left to do.
 pub async fn forget(config: &Config, text: &str) -> Result<ExitCode, AppError> {
-    let email = crate::model::Email::parse(text)
-        .map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
-    let store = open_store(&config.store.path).await?;
+    let (email, store, links) = person(config, text).await?;
     let providers = connect_all(config)?;
-    let links = store
-        .person(&email)
-        .await
-        .context("store")?
-        .map(|(_, l)| l)
-        .unwrap_or_default();
     let mut failed = false;
     for c in &providers {
         let p = &c.provider;
         let caps = p.capabilities();
-        let mut ids: Vec<crate::model::RemoteId> = links
+        let mut ids: Vec<RemoteId> = links
             .iter()
             .filter(|(n, _)| n == p.name())
             .map(|(_, id)| id.clone())
@@ -88,15 +82,7 @@ pub async fn forget(config: &Config, text: &str) -> Result<ExitCode, AppError> {
 /// `activity EMAIL`: the person's events in every provider that keeps a stream, read
 /// live through the records custsync linked. Exit 1 when a provider failed.
 pub async fn activity(config: &Config, text: &str) -> Result<ExitCode, AppError> {
-    let email = crate::model::Email::parse(text)
-        .map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
-    let store = open_store(&config.store.path).await?;
-    let links = store
-        .person(&email)
-        .await
-        .context("store")?
-        .map(|(_, l)| l)
-        .unwrap_or_default();
+    let (_, store, links) = person(config, text).await?;
     store.close().await;
     let mut events = Vec::new();
     let mut failed = false;
@@ -126,4 +112,22 @@ pub async fn activity(config: &Config, text: &str) -> Result<ExitCode, AppError>
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The person named on the command line (exit 2 when `text` is no email), the open
+/// store, and the records custsync has linked to them.
+async fn person(
+    config: &Config,
+    text: &str,
+) -> Result<(Email, Store, Vec<(ProviderName, RemoteId)>), AppError> {
+    let email =
+        Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
+    let store = open_store(&config.store.path).await?;
+    let links = store
+        .person(&email)
+        .await
+        .context("store")?
+        .map(|(_, l)| l)
+        .unwrap_or_default();
+    Ok((email, store, links))
 }
