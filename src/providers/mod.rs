@@ -70,6 +70,10 @@ pub enum Listed {
         remote_id: Option<RemoteId>,
         email: Option<String>,
         reason: String,
+        /// The record itself could not be read (no usable id, not the documented
+        /// shape), as opposed to one skipped for its data (an invalid email): it makes
+        /// its listing incomplete, since it might be any linked customer.
+        unreadable: bool,
     },
 }
 
@@ -93,11 +97,21 @@ pub struct ListRequest {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// One page of a listing, with what it says of the listing as a whole, so that the
+/// engine can tell a complete listing from one that fell short (DESIGN 4c).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Page {
     pub items: Vec<Listed>,
     /// The token of the next page; `None` ends the listing.
     pub next: Option<String>,
+    /// How many records the provider says the whole listing holds, where it says so
+    /// (Ecwid `total`, Partial.ly `total_entries`, Nuvemshop `X-Total-Count`). A
+    /// listing that ends having seen fewer distinct records is incomplete.
+    pub total: Option<u64>,
+    /// Why this answer proves the listing incomplete (a page other than the one
+    /// asked, a 404 after a `rel="next"`): the engine ends the listing there, as
+    /// incomplete, after storing the page's items.
+    pub incomplete: Option<String>,
 }
 
 /// A failed request to a provider. The message is the provider's own where it sent one;

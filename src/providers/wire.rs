@@ -47,6 +47,7 @@ pub fn decode_items<T: serde::de::DeserializeOwned>(
                     remote_id: id.map(RemoteId),
                     email,
                     reason: format!("unreadable record: {e}"),
+                    unreadable: true,
                 },
             }
         })

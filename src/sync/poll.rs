@@ -115,6 +115,7 @@ pub async fn poll(
                     remote_id,
                     email,
                     reason,
+                    unreadable: _,
                 } => {
                     if let Some(id) = &remote_id {
                         present.push(id.clone());

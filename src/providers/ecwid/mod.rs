@@ -132,6 +132,7 @@ impl Provider for Ecwid {
         Ok(Page {
             items,
             next: next.map(|n| n.to_string()),
+            ..Page::default()
         })
     }
 

@@ -70,7 +70,11 @@ impl Provider for Malomo {
             None => last_id.map(|id| format!("/customers?next={}", urlencode(&id))),
         };
         let items = decode_items(items, "id", "email", mapping::to_record);
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next,
+            ..Page::default()
+        })
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {

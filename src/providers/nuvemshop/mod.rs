@@ -103,7 +103,11 @@ impl Provider for Nuvemshop {
             None => None,
         };
         let items = decode_items(items, "id", "email", mapping::to_record);
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next,
+            ..Page::default()
+        })
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {

@@ -84,7 +84,11 @@ impl Provider for Partially {
         let answer = self.page(asked, None).await?;
         let next = next_page(asked, &answer).map(|n| n.to_string());
         let items = decode_items(answer.customers, "id", "email", mapping::to_record);
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next,
+            ..Page::default()
+        })
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
