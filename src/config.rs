@@ -120,7 +120,17 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
     providers: IndexMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    lease_secs: Option<f64>,
+    worker_id: Option<String>,
+    max_concurrent_tenants: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +205,17 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
 }
 
+/// How processes on one store share the work (DESIGN 4c, 13).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// A lease not renewed for this long can be taken over.
+    pub lease: Duration,
+    /// This process's name in the leases it holds; `None`: hostname and pid.
+    pub worker_id: Option<String>,
+    /// Tenants one worker reconciles at once.
+    pub max_concurrent_tenants: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     pub name: ProviderName,
@@ -215,6 +236,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub sync: SyncConfig,
     pub server: ServerConfig,
+    pub cluster: ClusterConfig,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -368,6 +390,8 @@ impl RawConfig {
             )
         })?;
 
+        let cluster = self.cluster.validate()?;
+
         if self.providers.is_empty() {
             return Err(ConfigError::new(
                 "providers",
@@ -411,7 +435,40 @@ impl RawConfig {
                 full_listing_every,
             },
             server: ServerConfig { listen },
+            cluster,
             providers,
+        })
+    }
+}
+
+impl RawCluster {
+    fn validate(self) -> Result<ClusterConfig, ConfigError> {
+        let secs = self.lease_secs.unwrap_or(30.0);
+        let lease = Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(86_400))
+            .ok_or_else(|| {
+                ConfigError::new("cluster.lease_secs", "must be between 1 and 86400 seconds")
+            })?;
+        if let Some(id) = &self.worker_id {
+            if id.trim().is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    "cluster.worker_id",
+                    "must be a non-empty name of at most 200 printable characters",
+                ));
+            }
+        }
+        let max_concurrent_tenants = self.max_concurrent_tenants.unwrap_or(8);
+        if max_concurrent_tenants == 0 {
+            return Err(ConfigError::new(
+                "cluster.max_concurrent_tenants",
+                "must be at least 1",
+            ));
+        }
+        Ok(ClusterConfig {
+            lease,
+            worker_id: self.worker_id,
+            max_concurrent_tenants,
         })
     }
 }

@@ -101,8 +101,12 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
             mode: "daemon",
             progress: None,
         };
-        match engine.run_once(&opts, &stop).await {
-            Ok(report) => {
+        match engine.reconcile(&opts, &stop).await {
+            Ok(Err(held)) => {
+                // Another process reconciles this tenant now: try again next tick.
+                tracing::warn!(tenant = %engine.tenant, holder = %held.worker, "lease held elsewhere: skipping this tick");
+            }
+            Ok(Ok(report)) => {
                 tracing::info!(
                     run = report.run_id,
                     converged = report.converged,

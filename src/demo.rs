@@ -62,9 +62,10 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
     };
     eprintln!("reconciling...");
     let first = engine
-        .run_once(&opts, &stop)
+        .reconcile(&opts, &stop)
         .await
-        .context("reconciliation")?;
+        .context("reconciliation")?
+        .map_err(anyhow::Error::new)?;
     println!("first reconciliation ({:.1} s):", first.duration_secs);
     print!("{}", indent(&first.table()));
     print_errors(&first);
@@ -76,9 +77,10 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
         ..RunOptions::default()
     };
     let second = engine
-        .run_once(&quiet, &stop)
+        .reconcile(&quiet, &stop)
         .await
-        .context("second reconciliation")?;
+        .context("second reconciliation")?
+        .map_err(anyhow::Error::new)?;
     println!(
         "\nsecond reconciliation with no outside change: {} write request(s) sent (an in-step system sends none)",
         sandboxes.writes()

@@ -165,6 +165,7 @@ impl World {
                     gone: false,
                 }),
                 writable: true,
+                creates_and_deletes: true,
             })
             .collect();
         let ops = plan(&merged, false, &targets);

@@ -168,10 +168,22 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     };
     let stop = CancellationToken::new();
     let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
-    let report = engine
-        .run_once(&opts, &stop)
+    let report = match engine
+        .reconcile(&opts, &stop)
         .await
-        .context("reconciliation")?;
+        .context("reconciliation")?
+    {
+        Ok(report) => report,
+        Err(held) => {
+            signals.abort();
+            store.close().await;
+            eprintln!(
+                "custsync: tenant {}: {} (until {}): another reconciliation is running; nothing was sent",
+                engine.tenant, held, held.expires_at
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
     signals.abort();
     store.close().await;
     if let Some(path) = &cli.report {

@@ -28,6 +28,12 @@ use crate::model::ProviderName;
 /// before it gives the request up for this cycle.
 const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(120);
 
+/// The largest answer custsync reads (DESIGN 4c): a longer body fails the request.
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Same-origin redirects followed before giving up.
+const MAX_REDIRECTS: usize = 5;
+
 /// A wait read from a header is at most this long (a day): larger or unreadable
 /// numbers ("1e300", "inf") must neither panic nor overflow an `Instant`.
 const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
@@ -156,6 +162,7 @@ impl HttpClient {
         }
         let client = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(same_origin_redirects())
             .user_agent(cfg.user_agent.clone())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.connect_timeout)
@@ -295,16 +302,30 @@ impl HttpClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let transport = |e: reqwest::Error| ProviderError::Transport {
-            provider: self.provider.clone(),
-            maybe_sent: !e.is_connect(),
-            message: describe(&e.without_url()),
+        let transport = |e: reqwest::Error| {
+            if e.is_redirect() {
+                return ProviderError::Refused {
+                    provider: self.provider.clone(),
+                    message: describe(&e.without_url()),
+                };
+            }
+            ProviderError::Transport {
+                provider: self.provider.clone(),
+                maybe_sent: !e.is_connect(),
+                message: describe(&e.without_url()),
+            }
         };
         let resp = builder.send().await.map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         ticket.observe(status, &headers, Instant::now());
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = self.read_body(resp).await.map_err(|e| match e {
+            BodyError::Transport(e) => transport(e),
+            BodyError::TooLarge => ProviderError::Refused {
+                provider: self.provider.clone(),
+                message: format!("answer larger than {} MiB refused", MAX_BODY >> 20),
+            },
+        })?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.traffic.throttled.fetch_add(1, Ordering::Relaxed);
         }
@@ -328,6 +349,24 @@ impl HttpClient {
             headers,
             body,
         })
+    }
+
+    /// Reads an answer's body, at most `MAX_BODY` bytes of it: a longer one (by its
+    /// `Content-Length` or as it streams) is dropped unread past the limit.
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<bytes::Bytes, BodyError> {
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(BodyError::TooLarge);
+        }
+        let mut body = bytes::BytesMut::with_capacity(
+            resp.content_length().map_or(8 * 1024, |n| n as usize),
+        );
+        while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Waits until the limiter and then the provider's own word let a request go.
@@ -356,6 +395,30 @@ impl HttpClient {
             }
         }
     }
+}
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// Follows a redirect only to the same origin (scheme, host, port), and a few times at
+/// most: a key or a customer's data never leaves for another origin (DESIGN 4c). The
+/// policy runs before the next request is made, so nothing reaches the other origin.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same {
+            attempt.error("redirect to another origin refused")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The limiter of a `rate_limit`. The period between two requests is kept between
@@ -483,6 +546,8 @@ fn describe(e: &reqwest::Error) -> String {
         "timed out"
     } else if e.is_connect() {
         "cannot connect"
+    } else if e.is_redirect() {
+        "redirect not followed"
     } else if e.is_body() || e.is_decode() {
         "connection cut while reading the answer"
     } else {

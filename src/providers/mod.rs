@@ -77,6 +77,16 @@ pub enum Listed {
     },
 }
 
+impl Listed {
+    /// The record's id, where it could be read.
+    pub fn remote_id(&self) -> Option<&RemoteId> {
+        match self {
+            Listed::Record(r) => Some(&r.id),
+            Listed::Skipped { remote_id, .. } => remote_id.as_ref(),
+        }
+    }
+}
+
 /// One event of a person's activity in a provider (an order shipped, an email opened).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Activity {
@@ -143,6 +153,13 @@ pub enum ProviderError {
         provider: ProviderName,
         message: String,
     },
+    /// An answer custsync will not take (a redirect to another origin, a body over the
+    /// size limit): not retried, and nothing was sent where it pointed.
+    #[error("{provider}: {message}")]
+    Refused {
+        provider: ProviderName,
+        message: String,
+    },
 }
 
 impl ProviderError {
@@ -153,7 +170,7 @@ impl ProviderError {
             ProviderError::Transport { .. } => true,
             // A body cut short or garbled in transit reads as bad JSON: try again.
             ProviderError::Decode { .. } => true,
-            ProviderError::Unsupported { .. } => false,
+            ProviderError::Unsupported { .. } | ProviderError::Refused { .. } => false,
         }
     }
 
@@ -165,6 +182,9 @@ impl ProviderError {
             ProviderError::Status { status, .. } => *status >= 500 || *status == 408,
             ProviderError::Transport { maybe_sent, .. } => *maybe_sent,
             ProviderError::Decode { .. } => true,
+            // A write answered by a refused redirect or an oversized body reached the
+            // provider; whether it took effect is unknown.
+            ProviderError::Refused { .. } => true,
             ProviderError::Unsupported { .. } => false,
         }
     }

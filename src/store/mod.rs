@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod erasure;
+pub mod lease;
 mod ingest;
 pub mod links;
 pub mod outbox;
@@ -67,11 +68,22 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 impl Store {
     /// Opens (creating if missing, with mode 0600) and migrates the database.
     pub async fn open(path: &StorePath) -> Result<Store> {
-        let opts = match path {
-            StorePath::Memory => SqliteConnectOptions::from_str("sqlite::memory:")?,
+        // Two processes starting at once on a new database would both apply the
+        // migrations (sqlx does not lock SQLite): an exclusive lock on the file itself
+        // (flock, which SQLite's own fcntl locks do not see) lets one migrate at a time.
+        let (opts, migration_lock) = match path {
+            StorePath::Memory => (SqliteConnectOptions::from_str("sqlite::memory:")?, None),
             StorePath::File(p) => {
-                create_private(p)?;
-                SqliteConnectOptions::new().filename(p)
+                let file = create_private(p)?;
+                let io = |source| StoreError::Io {
+                    path: p.display().to_string(),
+                    source,
+                };
+                let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                    .await
+                    .map_err(|e| io(std::io::Error::other(e)))?
+                    .map_err(io)?;
+                (SqliteConnectOptions::new().filename(p), Some(file))
             }
         };
         let opts = opts
@@ -95,6 +107,7 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        drop(migration_lock);
         Ok(Store { pool })
     }
 
@@ -225,7 +238,7 @@ fn describe(path: &StorePath) -> String {
 }
 
 /// Creates the database file readable by its owner only, before SQLite opens it.
-fn create_private(path: &Path) -> Result<()> {
+fn create_private(path: &Path) -> Result<std::fs::File> {
     let io = |source| StoreError::Io {
         path: path.display().to_string(),
         source,
@@ -240,6 +253,5 @@ fn create_private(path: &Path) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path).map_err(io)?;
-    Ok(())
+    options.open(path).map_err(io)
 }

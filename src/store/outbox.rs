@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::audit::{self, AuditEntry};
+use super::lease::{Fence, FENCE_HOLDS};
 use super::{now_text, time_text, Result, RunId, Store};
 use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
@@ -71,16 +72,19 @@ impl Store {
         Ok(n)
     }
 
-    /// Pending operations of a provider with id above `after`, oldest first.
+    /// Pending operations of a provider with id above `after`, oldest first; with
+    /// `updates_only`, its updates alone.
     pub async fn pending_ops(
         &self,
         provider: &ProviderName,
         after: i64,
         limit: i64,
+        updates_only: bool,
     ) -> Result<Vec<OutboxOp>> {
+        let only = if updates_only { "AND o.op = 'update'" } else { "" };
         let rows = sqlx::query(&format!(
             "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
-             WHERE o.provider = ? AND o.state = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?"
+             WHERE o.provider = ? AND o.state = 'pending' AND o.id > ? {only} ORDER BY o.id LIMIT ?"
         ))
         .bind(&provider.0)
         .bind(after)
@@ -120,13 +124,30 @@ impl Store {
         Ok(n as u64)
     }
 
-    pub async fn mark_in_flight(&self, op: &OutboxOp) -> Result<()> {
-        sqlx::query("UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE id = ?")
-            .bind(now_text())
-            .bind(op.id)
-            .execute(&self.pool)
+    /// Marks these pending operations in flight, in one statement, if `fence` still
+    /// holds its tenant's lease: the intents of a chunk are durable before any of its
+    /// requests leave. Answers the ids claimed: none when the lease is lost.
+    pub async fn claim_ops(&self, ids: &[i64], fence: &Fence) -> Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = ?
+             WHERE id IN ({marks}) AND state = 'pending' AND {FENCE_HOLDS} RETURNING id"
+        );
+        let now = now_text();
+        let mut q = sqlx::query(&sql).bind(&now);
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows = q
+            .bind(&fence.tenant)
+            .bind(fence.token)
+            .bind(&now)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(())
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// A create or update went through: the link's snapshot becomes the record as the

@@ -27,11 +27,15 @@ use crate::model::{CustomerId, Email, Field, Projection, ProviderName};
 use crate::providers::http::Traffic;
 use crate::providers::{Capabilities, Provider};
 use crate::store::audit::AuditEntry;
+use crate::store::lease::{HeldBy, Holder, Lease};
 use crate::store::links::{CustomerRow, CustomerUpdate, LinkRow, NewOp};
 use crate::store::{RunId, Store, StoreError};
 use merge::{merge, Side};
 use plan::{plan, LinkState, Op, Target};
 use report::{PlannedOp, Report};
+
+/// The tenant of a single-merchant configuration (DESIGN 13).
+pub const DEFAULT_TENANT: &str = "default";
 
 /// How many customers are merged and planned per transaction.
 const BATCH: i64 = 500;
@@ -59,6 +63,8 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub store: Store,
     pub providers: Vec<Connected>,
+    /// The tenant this engine reconciles (`default` for a single-merchant config).
+    pub tenant: String,
 }
 
 /// Per-run facts the merge/plan pass needs about every provider.
@@ -67,6 +73,9 @@ struct PassContext<'a> {
     caps: HashMap<&'a ProviderName, Capabilities>,
     /// Providers whose listing failed: nothing is pushed to them this run.
     blocked: HashSet<ProviderName>,
+    /// Providers whose listing did not prove itself complete: they may hold what they
+    /// did not show, so no create or delete is sent to them this run (DESIGN 4c).
+    incomplete: HashSet<ProviderName>,
     /// Customers whose deletion the guard holds: nothing is pushed for them.
     held: HashSet<CustomerId>,
 }
@@ -77,14 +86,52 @@ impl Engine {
             config,
             store,
             providers,
+            tenant: DEFAULT_TENANT.to_string(),
         }
     }
 
-    /// One full reconciliation of every enabled provider.
-    pub async fn run_once(
+    /// One full reconciliation of every enabled provider under the tenant's lease
+    /// (DESIGN 4c): `Ok(Err(held))`, having sent nothing, when another process holds
+    /// it. A dry run works on a copy of the store and takes no lease. Losing the lease
+    /// part way stops the run's writes at once: every claim of outbox work is fenced.
+    pub async fn reconcile(
         &self,
         opts: &RunOptions,
         stop: &CancellationToken,
+    ) -> Result<Result<Report, HeldBy>, StoreError> {
+        if opts.dry_run {
+            return self.run_once(opts, stop, None).await.map(Ok);
+        }
+        let holder = Holder::this_process(self.config.cluster.worker_id.as_deref());
+        let lease = match self
+            .store
+            .acquire_lease(&self.tenant, &holder, self.config.cluster.lease)
+            .await?
+        {
+            Ok(lease) => lease,
+            Err(held) => return Ok(Err(held)),
+        };
+        // The run stops taking work when the process is told to stop or the lease is lost.
+        let run_stop = stop.child_token();
+        let watch = {
+            let (lost, run_stop) = (lease.lost().clone(), run_stop.clone());
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                run_stop.cancel();
+            })
+        };
+        let result = self.run_once(opts, &run_stop, Some(&lease)).await;
+        watch.abort();
+        lease.release().await;
+        result.map(Ok)
+    }
+
+    /// One full reconciliation; writes are claimed under `lease` (none without one).
+    async fn run_once(
+        &self,
+        opts: &RunOptions,
+        stop: &CancellationToken,
+        lease: Option<&Lease>,
     ) -> Result<Report, StoreError> {
         let started = Instant::now();
         self.store.close_interrupted_runs().await?;
@@ -125,6 +172,7 @@ impl Engine {
                 .map(|c| (c.provider.name(), c.provider.capabilities()))
                 .collect(),
             blocked: HashSet::new(),
+            incomplete: HashSet::new(),
             held: HashSet::new(),
         };
         let mut complete = Vec::new();
@@ -139,6 +187,11 @@ impl Engine {
                 report.provider(&name.0).listing_error = Some(e.clone());
                 report.error(&name.0, None, None, format!("listing failed: {e}"));
                 ctx.blocked.insert(name.clone());
+            } else if let Some(why) = outcome.incomplete {
+                let e = format!("listing incomplete: {why}; no deletion is inferred and no create or delete is sent to {name} this run");
+                report.provider(&name.0).listing_error = Some(e.clone());
+                report.error(&name.0, None, None, e);
+                ctx.incomplete.insert(name.clone());
             } else if outcome.complete {
                 complete.push(name.clone());
             }
@@ -161,9 +214,21 @@ impl Engine {
         }
         if opts.dry_run {
             self.fill_plan(&mut report).await?;
-        } else if self.push_all(&ctx, opts, stop, &mut report).await? > 0 && !stop.is_cancelled() {
-            self.merge_and_plan_all(&ctx, true, &mut report).await?;
-            self.push_all(&ctx, opts, stop, &mut report).await?;
+        } else if let Some(lease) = lease {
+            if self.push_all(&ctx, lease, stop, opts, &mut report).await? > 0
+                && !stop.is_cancelled()
+            {
+                self.merge_and_plan_all(&ctx, true, &mut report).await?;
+                self.push_all(&ctx, lease, stop, opts, &mut report).await?;
+            }
+            if lease.lost().is_cancelled() {
+                report.error(
+                    "custsync",
+                    None,
+                    None,
+                    format!("lease of tenant {} lost to another process: stopped writing", self.tenant),
+                );
+            }
         }
 
         for (c, (req0, retry0, thr0)) in self.providers.iter().zip(before) {
@@ -174,12 +239,14 @@ impl Engine {
             r.throttled = thr - thr0;
         }
         let failed: u64 = report.providers.values().map(|p| p.failed).sum();
+        let listed = ctx.blocked.is_empty() && ctx.incomplete.is_empty();
         report.converged = if opts.dry_run {
-            ctx.blocked.is_empty()
+            listed
         } else {
             failed == 0
-                && ctx.blocked.is_empty()
+                && listed
                 && report.held_deletes == 0
+                && lease.is_some_and(|l| !l.lost().is_cancelled())
                 && !stop.is_cancelled()
         };
         report.duration_secs = started.elapsed().as_secs_f64();
@@ -232,8 +299,9 @@ impl Engine {
     async fn push_all(
         &self,
         ctx: &PassContext<'_>,
-        opts: &RunOptions,
+        lease: &Lease,
         stop: &CancellationToken,
+        opts: &RunOptions,
         report: &mut Report,
     ) -> Result<u64, StoreError> {
         let targets: Vec<&Connected> = self
@@ -245,8 +313,12 @@ impl Engine {
             push::push(
                 &self.store,
                 c.provider.clone(),
-                ctx.run,
-                self.config.sync.push_concurrency,
+                push::Scope {
+                    run: ctx.run,
+                    lease,
+                    updates_only: ctx.incomplete.contains(c.provider.name()),
+                    concurrency: self.config.sync.push_concurrency,
+                },
                 stop,
                 opts.progress.as_ref(),
             )
@@ -427,6 +499,7 @@ impl Engine {
                     fields: c.provider.fields(),
                     link,
                     writable: !ctx.blocked.contains(name) && !row.parked.contains(name),
+                    creates_and_deletes: !ctx.incomplete.contains(name),
                 }
             })
             .collect();

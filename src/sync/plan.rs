@@ -14,6 +14,9 @@ pub struct Target<'a> {
     /// False when nothing may be pushed to this provider for this customer (its
     /// listing failed this cycle, a delete is held, an operation is parked).
     pub writable: bool,
+    /// False when this provider's listing did not prove itself complete this cycle:
+    /// it may hold records it did not show, so updates only (DESIGN 4c).
+    pub creates_and_deletes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,12 +63,12 @@ pub fn plan<'a>(
     let mut ops = Vec::new();
     for t in targets.iter().filter(|t| t.writable) {
         let op = match (&t.link, tombstoned) {
-            (Some(link), true) if !link.gone && t.caps.delete => Some(Op::Delete {
+            (Some(link), true) if !link.gone && t.caps.delete && t.creates_and_deletes => Some(Op::Delete {
                 remote_id: link.remote_id.clone(),
             }),
             (_, true) => None,
             (Some(link), false) if link.gone => None,
-            (None, false) => (t.caps.create && canonical.email().is_some()).then(|| Op::Create {
+            (None, false) => (t.caps.create && t.creates_and_deletes && canonical.email().is_some()).then(|| Op::Create {
                 payload: project(canonical, t.fields),
             }),
             (Some(link), false) => {

@@ -1,6 +1,9 @@
 //! Poll: read one provider's customer list page by page, storing each page before
 //! asking for the next, so that no provider is ever held in memory whole.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use super::progress::{Event, Progress};
@@ -21,7 +24,54 @@ pub struct PollOutcome {
     pub skipped: Vec<ReportError>,
     /// Every record was seen: absent links are deletions.
     pub complete: bool,
+    /// A request of the listing failed: the provider is not written to this run.
     pub error: Option<String>,
+    /// The listing ended but did not prove itself complete (DESIGN 4c): it infers no
+    /// deletion and no create or delete is sent to the provider this run.
+    pub incomplete: Option<String>,
+}
+
+/// What a listing has shown so far, to tell a complete listing from one that fell
+/// short or never ends (DESIGN 4c "Listings that prove themselves").
+#[derive(Default)]
+struct Proof {
+    /// Hashes of the remote ids seen in this listing (8 bytes each, not the ids).
+    seen: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
+    /// The whole listing's size, as the provider last stated it.
+    stated_total: Option<u64>,
+    /// The first reason the listing is not complete.
+    incomplete: Option<String>,
+}
+
+impl Proof {
+    fn fail(&mut self, reason: impl Into<String>) {
+        self.incomplete.get_or_insert_with(|| reason.into());
+    }
+
+    /// Counts a page's ids; false when the page held records and every one of them
+    /// was seen before in this listing (a cursor or offset that goes round).
+    fn page(&mut self, ids: &[&RemoteId]) -> bool {
+        let mut fresh = 0;
+        for id in ids {
+            let mut h = DefaultHasher::new();
+            id.0.hash(&mut h);
+            fresh += usize::from(self.seen.insert(h.finish()));
+        }
+        ids.is_empty() || fresh > 0
+    }
+
+    /// The reason a listing that ended here is incomplete, if it is.
+    fn verdict(mut self, full: bool) -> Option<String> {
+        if let (true, Some(total)) = (full, self.stated_total) {
+            let seen = self.seen.len() as u64;
+            if seen < total {
+                self.fail(format!(
+                    "the listing ended after {seen} of the {total} records it says it holds"
+                ));
+            }
+        }
+        self.incomplete
+    }
 }
 
 /// Lists `provider` into the store. A failing page ends the listing as incomplete; the
@@ -59,6 +109,7 @@ pub async fn poll(
         .map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
     let mut req = ListRequest { token: None, since };
     let mut high_water: Option<DateTime<Utc>> = cursor;
+    let mut proof = Proof::default();
     loop {
         let page = match provider.list(&req).await {
             Ok(page) => page,
@@ -76,6 +127,11 @@ pub async fn poll(
             }
         };
         let now = Utc::now();
+        let ids: Vec<&RemoteId> = page.items.iter().filter_map(Listed::remote_id).collect();
+        let moved_on = proof.page(&ids);
+        if let Some(total) = page.total {
+            proof.stated_total = Some(total);
+        }
         let mut observed = Vec::with_capacity(page.items.len());
         let mut present: Vec<RemoteId> = Vec::new();
         for item in page.items {
@@ -115,8 +171,11 @@ pub async fn poll(
                     remote_id,
                     email,
                     reason,
-                    unreadable: _,
+                    unreadable,
                 } => {
+                    if unreadable {
+                        proof.fail(format!("a record could not be read ({reason})"));
+                    }
                     if let Some(id) = &remote_id {
                         present.push(id.clone());
                     }
@@ -140,17 +199,36 @@ pub async fn poll(
                 fetched: out.fetched,
             });
         }
+        if let Some(reason) = page.incomplete {
+            proof.fail(reason);
+            break;
+        }
+        if !moved_on {
+            proof.fail("a page held only records already listed (a cursor or offset that never ends)");
+            break;
+        }
         match page.next {
             // A provider that hands back the cursor it was given would be listed for
             // ever: the listing stops there, incomplete.
             Some(next) if req.token.as_ref() == Some(&next) => {
-                tracing::warn!(provider = %name, "the listing cursor did not advance");
-                out.error = Some("the listing cursor did not advance".into());
-                return Ok(out);
+                proof.fail("the listing cursor did not advance");
+                break;
             }
             Some(next) => req.token = Some(next),
             None => break,
         }
+    }
+    out.incomplete = proof.verdict(since.is_none());
+    if let Some(reason) = &out.incomplete {
+        tracing::warn!(provider = %name, reason = %reason, fetched = out.fetched, "listing incomplete");
+        if let Some(p) = progress {
+            p(&Event::ListingDone {
+                provider: name.0.clone(),
+                fetched: out.fetched,
+                ok: false,
+            });
+        }
+        return Ok(out);
     }
     if let Some(p) = progress {
         p(&Event::ListingDone {

@@ -11,6 +11,7 @@ use super::progress::{Event, Progress};
 use super::report::ReportError;
 use crate::model::{Email, Field};
 use crate::providers::{Provider, ProviderError, RemoteRecord};
+use crate::store::lease::Lease;
 use crate::store::outbox::OutboxOp;
 use crate::store::{RunId, Store, StoreError};
 
@@ -32,13 +33,25 @@ enum Done {
     Failed(ReportError),
 }
 
-/// Pushes every pending operation of `provider`, `concurrency` at a time. Stops taking
-/// new operations once `stop` is cancelled; those in flight finish and are recorded.
+/// What one provider's push may do.
+pub struct Scope<'a> {
+    pub run: RunId,
+    /// Every claim of work is fenced by this lease: once it is lost, nothing more leaves.
+    pub lease: &'a Lease,
+    /// The provider's listing did not prove itself complete: only updates go (DESIGN 4c).
+    pub updates_only: bool,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// Pushes every pending operation of `provider`, `concurrency` at a time. Operations are
+/// claimed (marked in flight) a chunk at a time, in one statement that also checks the
+/// lease, before any of the chunk's requests leave. Stops taking new operations once
+/// `stop` is cancelled or the lease is lost; those in flight finish and are recorded.
 pub async fn push(
     store: &Store,
     provider: Arc<dyn Provider>,
-    run: RunId,
-    concurrency: usize,
+    scope: Scope<'_>,
     stop: &CancellationToken,
     progress: Option<&Progress>,
 ) -> Result<PushOutcome, StoreError> {
@@ -49,36 +62,32 @@ pub async fn push(
         None => 0,
     };
     let mut done = 0;
-    loop {
+    let concurrency = scope.concurrency.max(1);
+    'pages: loop {
         if stop.is_cancelled() {
             break;
         }
-        let ops = store.pending_ops(provider.name(), after, 256).await?;
+        let ops = store
+            .pending_ops(provider.name(), after, 256, scope.updates_only)
+            .await?;
         let Some(last) = ops.last() else { break };
         after = last.id;
-        let results: Vec<Result<Done, StoreError>> = futures::stream::iter(ops)
-            .take_while(|_| std::future::ready(!stop.is_cancelled()))
-            .map(|op| push_one(store, provider.as_ref(), run, op))
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        for r in results {
-            done += 1;
-            match r? {
-                Done::Created { adopted } => {
-                    out.created += 1;
-                    out.adopted += u64::from(adopted);
-                }
-                Done::Updated { adopted } => {
-                    out.updated += 1;
-                    out.adopted += u64::from(adopted);
-                }
-                Done::Deleted => out.deleted += 1,
-                Done::Failed(e) => {
-                    out.failed += 1;
-                    out.errors.push(e);
-                }
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            if stop.is_cancelled() {
+                break 'pages;
             }
+            let chunk: Vec<OutboxOp> = ops.by_ref().take(concurrency * 2).collect();
+            let Some(chunk) = claim(store, scope.lease, chunk).await? else {
+                tracing::warn!(provider = %provider.name(), "lease lost: no further write is sent");
+                break 'pages;
+            };
+            let results: Vec<Result<Done, StoreError>> = futures::stream::iter(chunk)
+                .map(|op| push_one(store, provider.as_ref(), scope.run, op))
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            tally(&mut out, &mut done, results)?;
         }
         if let Some(p) = progress {
             p(&Event::Pushed {
@@ -93,13 +102,65 @@ pub async fn push(
     Ok(out)
 }
 
+/// Claims a chunk under the lease; `None` when the lease is lost. A claim refused only
+/// because the lease ran out by the clock (this process was paused, say) is tried
+/// once more after renewing it, which succeeds when nobody took it over meanwhile.
+async fn claim(
+    store: &Store,
+    lease: &Lease,
+    chunk: Vec<OutboxOp>,
+) -> Result<Option<Vec<OutboxOp>>, StoreError> {
+    let ids: Vec<i64> = chunk.iter().map(|op| op.id).collect();
+    let mut claimed = store.claim_ops(&ids, lease.fence()).await?;
+    if claimed.is_empty() {
+        if lease.lost().is_cancelled() || !lease.renew().await {
+            return Ok(None);
+        }
+        claimed = store.claim_ops(&ids, lease.fence()).await?;
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(
+        chunk
+            .into_iter()
+            .filter(|op| claimed.contains(&op.id))
+            .collect(),
+    ))
+}
+
+fn tally(
+    out: &mut PushOutcome,
+    done: &mut u64,
+    results: Vec<Result<Done, StoreError>>,
+) -> Result<(), StoreError> {
+    for r in results {
+        *done += 1;
+        match r? {
+                Done::Created { adopted } => {
+                    out.created += 1;
+                    out.adopted += u64::from(adopted);
+                }
+                Done::Updated { adopted } => {
+                    out.updated += 1;
+                    out.adopted += u64::from(adopted);
+                }
+                Done::Deleted => out.deleted += 1,
+                Done::Failed(e) => {
+                    out.failed += 1;
+                    out.errors.push(e);
+                }
+            }
+    }
+    Ok(())
+}
+
 async fn push_one(
     store: &Store,
     p: &dyn Provider,
     run: RunId,
     op: OutboxOp,
 ) -> Result<Done, StoreError> {
-    store.mark_in_flight(&op).await?;
     // A create whose request may have reached the provider stays doubtful even when
     // what came after it (the lookup) failed for another reason.
     let mut doubtful = false;

@@ -1,0 +1,417 @@
+//! Leases: one reconciliation of a tenant at a time, whatever the number of processes
+//! on the store (DESIGN 4c "Exclusivity", 13).
+//!
+//! Owns: taking, renewing, fencing and giving back the lease of a tenant. A lease row
+//! carries a fencing token that grows by one at every take; every claim of outbox work
+//! names the token it holds (`Fence`), in the same statement, so a process that lost
+//! its lease (paused, partitioned, expired) can claim nothing more. A lease whose
+//! holder is seen to be gone (its process no longer runs on this host) is free at
+//! once; one whose holder is alive but silent for `lease_secs` has expired.
+//!
+//! The statements are plain compare-and-swap updates that SQLite and PostgreSQL both
+//! run: no transaction is held while deciding.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use super::{parse_time, time_text, Result, Store};
+
+/// Who holds (or asks for) a lease: the worker's name and, to tell a dead holder from
+/// a silent one, its host, process id and process start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub worker: String,
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (Linux), so that a reused
+    /// process id is not taken for the holder.
+    pub started: Option<i64>,
+}
+
+impl Holder {
+    /// This process, named `worker_id` or else `HOST:PID`.
+    pub fn this_process(worker_id: Option<&str>) -> Holder {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let pid = std::process::id();
+        Holder {
+            worker: worker_id
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{host}:{pid}")),
+            host,
+            pid,
+            started: process_start(pid),
+        }
+    }
+
+    /// True when this holder's process is known to be gone: it ran on this host and
+    /// no process with its id and start time runs any more.
+    fn is_gone(&self) -> bool {
+        let here = gethostname::gethostname().to_string_lossy().into_owned();
+        if self.host != here {
+            return false;
+        }
+        match (process_start(self.pid), self.started) {
+            (None, _) => cfg!(target_os = "linux"),
+            (Some(now), Some(then)) => now != then,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// The start time of a running (not zombie) process, from `/proc/PID/stat`.
+fn process_start(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is the state (field 3); the start time is field 22.
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// A lease found held by another holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBy {
+    pub worker: String,
+    pub expires_at: String,
+}
+
+impl std::fmt::Display for HeldBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lease held by {}", self.worker)
+    }
+}
+
+impl std::error::Error for HeldBy {}
+
+/// What a claim of outbox work must show: the tenant and the token of its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub tenant: String,
+    pub token: i64,
+}
+
+/// The SQL condition that a fence still holds, with three binds: tenant, token, now.
+pub const FENCE_HOLDS: &str = "EXISTS (SELECT 1 FROM leases WHERE tenant = ? AND token = ? AND released = 0 AND expires_at > ?)";
+
+/// A lease held by this process. It is renewed in the background until `release`;
+/// `lost` is cancelled when a renewal finds it taken over or expired.
+pub struct Lease {
+    store: Store,
+    fence: Fence,
+    ttl: Duration,
+    lost: CancellationToken,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+/// One lease row, as read.
+struct LeaseRow {
+    holder: Holder,
+    token: i64,
+    expires_at: String,
+    released: bool,
+}
+
+impl Store {
+    /// Takes the lease of `tenant` for `holder` when it is free, expired, or its holder
+    /// is gone; otherwise says who holds it.
+    pub async fn acquire_lease(
+        &self,
+        tenant: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, HeldBy>> {
+        // Two rounds: a race lost to another taker is read again once.
+        for _ in 0..2 {
+            let now = Utc::now();
+            let expires = time_text(now + chrono::Duration::from_std(ttl).unwrap_or_default());
+            match self.lease_row(tenant).await? {
+                None => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO leases (tenant, worker, host, pid, started, token, acquired_at, renewed_at, expires_at, released)
+                         VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, 0) ON CONFLICT (tenant) DO NOTHING",
+                    )
+                    .bind(tenant)
+                    .bind(&holder.worker)
+                    .bind(&holder.host)
+                    .bind(i64::from(holder.pid))
+                    .bind(holder.started)
+                    .bind(time_text(now))
+                    .bind(time_text(now))
+                    .bind(&expires)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        return Ok(Ok(self.held(tenant, 1, ttl)));
+                    }
+                }
+                Some(row) => {
+                    let expired = parse_time(&row.expires_at).is_none_or(|t| t <= now);
+                    let ours = row.holder == *holder;
+                    if !(row.released || expired || ours || row.holder.is_gone()) {
+                        return Ok(Err(HeldBy {
+                            worker: row.holder.worker,
+                            expires_at: row.expires_at,
+                        }));
+                    }
+                    let taken = sqlx::query(
+                        "UPDATE leases SET worker = ?, host = ?, pid = ?, started = ?, token = token + 1,
+                         acquired_at = ?, renewed_at = ?, expires_at = ?, released = 0
+                         WHERE tenant = ? AND token = ?",
+                    )
+                    .bind(&holder.worker)
+                    .bind(&holder.host)
+                    .bind(i64::from(holder.pid))
+                    .bind(holder.started)
+                    .bind(time_text(now))
+                    .bind(time_text(now))
+                    .bind(&expires)
+                    .bind(tenant)
+                    .bind(row.token)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        if !row.released && !ours {
+                            tracing::info!(tenant, from = %row.holder.worker, "lease taken over");
+                        }
+                        return Ok(Ok(self.held(tenant, row.token + 1, ttl)));
+                    }
+                }
+            }
+        }
+        let row = self.lease_row(tenant).await?;
+        Ok(Err(HeldBy {
+            worker: row
+                .as_ref()
+                .map(|r| r.holder.worker.clone())
+                .unwrap_or_default(),
+            expires_at: row.map(|r| r.expires_at).unwrap_or_default(),
+        }))
+    }
+
+    async fn lease_row(&self, tenant: &str) -> Result<Option<LeaseRow>> {
+        let row = sqlx::query(
+            "SELECT worker, host, pid, started, token, expires_at, released FROM leases WHERE tenant = ?",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| LeaseRow {
+            holder: Holder {
+                worker: r.get(0),
+                host: r.get(1),
+                pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+                started: r.get(3),
+            },
+            token: r.get(4),
+            expires_at: r.get(5),
+            released: r.get::<i64, _>(6) != 0,
+        }))
+    }
+
+    /// Every lease: (tenant, worker, expires_at, released), for `status`.
+    pub async fn leases(&self) -> Result<Vec<(String, String, String, bool)>> {
+        let rows =
+            sqlx::query("SELECT tenant, worker, expires_at, released FROM leases ORDER BY tenant")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get::<i64, _>(3) != 0))
+            .collect())
+    }
+
+    /// Extends a lease by `ttl` if `fence` still holds it; false when it was lost.
+    pub async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool> {
+        let now = Utc::now();
+        let expires = time_text(now + chrono::Duration::from_std(ttl).unwrap_or_default());
+        let n = sqlx::query(
+            "UPDATE leases SET renewed_at = ?, expires_at = ? WHERE tenant = ? AND token = ? AND released = 0",
+        )
+        .bind(time_text(now))
+        .bind(expires)
+        .bind(&fence.tenant)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    fn held(&self, tenant: &str, token: i64, ttl: Duration) -> Lease {
+        let fence = Fence {
+            tenant: tenant.to_string(),
+            token,
+        };
+        let lost = CancellationToken::new();
+        let renewer = tokio::spawn(renew_until_lost(
+            self.clone(),
+            fence.clone(),
+            ttl,
+            lost.clone(),
+        ));
+        Lease {
+            store: self.clone(),
+            fence,
+            ttl,
+            lost,
+            renewer,
+        }
+    }
+}
+
+/// Renews the lease every third of its time to live; cancels `lost` when a renewal
+/// finds the lease gone, or when renewals failed until it expired.
+async fn renew_until_lost(store: Store, fence: Fence, ttl: Duration, lost: CancellationToken) {
+    let every = (ttl / 3).max(Duration::from_millis(100));
+    let mut valid_until = tokio::time::Instant::now() + ttl;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = lost.cancelled() => return,
+        }
+        match store.renew_lease(&fence, ttl).await {
+            Ok(true) => valid_until = tokio::time::Instant::now() + ttl,
+            Ok(false) => {
+                tracing::warn!(tenant = %fence.tenant, "lease lost: another process took it over");
+                lost.cancel();
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() >= valid_until => {
+                tracing::warn!(tenant = %fence.tenant, error = %e, "lease expired: it could not be renewed");
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(tenant = %fence.tenant, error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+impl Lease {
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Cancelled once the lease is known to be lost.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Renews now (a claim found the lease expired by the clock): true when it still
+    /// holds it.
+    pub async fn renew(&self) -> bool {
+        match self.store.renew_lease(&self.fence, self.ttl).await {
+            Ok(true) => true,
+            _ => {
+                self.lost.cancel();
+                false
+            }
+        }
+    }
+
+    /// Gives the lease back, so that the next taker need not wait for it to expire.
+    pub async fn release(self) {
+        self.renewer.abort();
+        let _ = sqlx::query("UPDATE leases SET released = 1 WHERE tenant = ? AND token = ?")
+            .bind(&self.fence.tenant)
+            .bind(self.fence.token)
+            .execute(&self.store.pool)
+            .await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorePath;
+
+    fn other(worker: &str) -> Holder {
+        Holder {
+            worker: worker.into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            started: Some(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_the_token_grows() {
+        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let ttl = Duration::from_secs(30);
+        let a = store.acquire_lease("default", &other("a"), ttl).await.unwrap().unwrap();
+        assert_eq!(a.fence().token, 1);
+        let held = store.acquire_lease("default", &other("b"), ttl).await.unwrap();
+        assert_eq!(held.err().unwrap().worker, "a");
+        a.release().await;
+        let b = store.acquire_lease("default", &other("b"), ttl).await.unwrap().unwrap();
+        assert_eq!(b.fence().token, 2);
+        // The old token no longer renews.
+        let stale = Fence {
+            tenant: "default".into(),
+            token: 1,
+        };
+        assert!(!store.renew_lease(&stale, ttl).await.unwrap());
+        assert!(store.renew_lease(b.fence(), ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over() {
+        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let a = store
+            .acquire_lease("default", &other("a"), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        a.renewer.abort();
+        // Its holder went silent long ago.
+        sqlx::query("UPDATE leases SET expires_at = '2000-01-01T00:00:00.000000Z'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let b = store
+            .acquire_lease("default", &other("b"), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.fence().token, 2);
+        assert!(!store.renew_lease(a.fence(), Duration::from_secs(30)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_gone_holder_on_this_host_frees_the_lease_at_once() {
+        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let mut dead = Holder::this_process(Some("dead"));
+        dead.started = Some(-1); // not this process's start time: a reused pid
+        let _a = store
+            .acquire_lease("default", &dead, Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        let me = Holder::this_process(None);
+        let b = store
+            .acquire_lease("default", &me, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(b.is_ok(), "a holder whose process is gone holds nothing");
+    }
+
+    #[test]
+    fn this_process_is_alive() {
+        let me = Holder::this_process(None);
+        assert!(me.started.is_some());
+        assert!(!me.is_gone());
+    }
+}
