@@ -38,6 +38,23 @@ const MAX_REDIRECTS: usize = 5;
 /// numbers ("1e300", "inf") must neither panic nor overflow an `Instant`.
 const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
 
+/// Says whether a write may leave now: the holder of a tenant's lease (DESIGN 4c),
+/// asked after the rate limiter let the request go and before it is sent, so that a
+/// process that lost its lease while a write waited sends nothing more.
+pub trait WriteGate: Send + Sync {
+    fn may_write(&self) -> futures::future::BoxFuture<'_, bool>;
+}
+
+tokio::task_local! {
+    /// The gate of the writes made inside `gated`.
+    static GATE: std::sync::Arc<dyn WriteGate>;
+}
+
+/// Runs `f` with every write request it makes (any method but GET) checked by `gate`.
+pub async fn gated<F: std::future::Future>(gate: std::sync::Arc<dyn WriteGate>, f: F) -> F::Output {
+    GATE.scope(gate, f).await
+}
+
 /// How a provider wants its key.
 #[derive(Clone)]
 pub enum Auth {
@@ -278,6 +295,16 @@ impl HttpClient {
 
     async fn attempt(&self, req: &Request) -> Result<Response, ProviderError> {
         let ticket = self.admission().await?;
+        if req.method != Method::GET {
+            if let Ok(gate) = GATE.try_with(Arc::clone) {
+                if !gate.may_write().await {
+                    return Err(ProviderError::Refused {
+                        provider: self.provider.clone(),
+                        message: "not sent: this process no longer holds the lease".into(),
+                    });
+                }
+            }
+        }
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         if req.method != Method::GET {
             self.traffic.writes.fetch_add(1, Ordering::Relaxed);
@@ -357,9 +384,8 @@ impl HttpClient {
         if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
             return Err(BodyError::TooLarge);
         }
-        let mut body = bytes::BytesMut::with_capacity(
-            resp.content_length().map_or(8 * 1024, |n| n as usize),
-        );
+        let mut body =
+            bytes::BytesMut::with_capacity(resp.content_length().map_or(8 * 1024, |n| n as usize));
         while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(BodyError::TooLarge);

@@ -11,7 +11,10 @@
 //! The statements are plain compare-and-swap updates that SQLite and PostgreSQL both
 //! run: no transaction is held while deciding.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::Utc;
 use sqlx::Row;
@@ -102,11 +105,19 @@ pub const FENCE_HOLDS: &str = "EXISTS (SELECT 1 FROM leases WHERE tenant = ? AND
 /// A lease held by this process. It is renewed in the background until `release`;
 /// `lost` is cancelled when a renewal finds it taken over or expired.
 pub struct Lease {
+    state: Arc<Held>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+/// What the holder and its renewer share.
+struct Held {
     store: Store,
     fence: Fence,
     ttl: Duration,
     lost: CancellationToken,
-    renewer: tokio::task::JoinHandle<()>,
+    /// Until when the last renewal (or the take) makes the lease surely ours, by this
+    /// process's monotonic clock, which runs on while the process is paused.
+    valid_until: Mutex<Instant>,
 }
 
 /// One lease row, as read.
@@ -128,6 +139,7 @@ impl Store {
     ) -> Result<std::result::Result<Lease, HeldBy>> {
         // Two rounds: a race lost to another taker is read again once.
         for _ in 0..2 {
+            let asked = Instant::now();
             let now = Utc::now();
             let expires = time_text(now + chrono::Duration::from_std(ttl).unwrap_or_default());
             match self.lease_row(tenant).await? {
@@ -148,7 +160,7 @@ impl Store {
                     .await?
                     .rows_affected();
                     if inserted == 1 {
-                        return Ok(Ok(self.held(tenant, 1, ttl)));
+                        return Ok(Ok(self.held(tenant, 1, ttl, asked)));
                     }
                 }
                 Some(row) => {
@@ -181,7 +193,7 @@ impl Store {
                         if !row.released && !ours {
                             tracing::info!(tenant, from = %row.holder.worker, "lease taken over");
                         }
-                        return Ok(Ok(self.held(tenant, row.token + 1, ttl)));
+                        return Ok(Ok(self.held(tenant, row.token + 1, ttl, asked)));
                     }
                 }
             }
@@ -245,85 +257,120 @@ impl Store {
         Ok(n == 1)
     }
 
-    fn held(&self, tenant: &str, token: i64, ttl: Duration) -> Lease {
+    /// The lease just taken; `asked` is when the take was sent.
+    fn held(&self, tenant: &str, token: i64, ttl: Duration, asked: Instant) -> Lease {
         let fence = Fence {
             tenant: tenant.to_string(),
             token,
         };
-        let lost = CancellationToken::new();
-        let renewer = tokio::spawn(renew_until_lost(
-            self.clone(),
-            fence.clone(),
-            ttl,
-            lost.clone(),
-        ));
-        Lease {
+        let state = Arc::new(Held {
             store: self.clone(),
             fence,
             ttl,
-            lost,
-            renewer,
-        }
+            lost: CancellationToken::new(),
+            valid_until: Mutex::new(asked + ttl),
+        });
+        let renewer = tokio::spawn(renew_until_lost(state.clone()));
+        Lease { state, renewer }
     }
 }
 
 /// Renews the lease every third of its time to live; cancels `lost` when a renewal
 /// finds the lease gone, or when renewals failed until it expired.
-async fn renew_until_lost(store: Store, fence: Fence, ttl: Duration, lost: CancellationToken) {
-    let every = (ttl / 3).max(Duration::from_millis(100));
-    let mut valid_until = tokio::time::Instant::now() + ttl;
+async fn renew_until_lost(lease: Arc<Held>) {
+    let every = (lease.ttl / 3).max(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = lost.cancelled() => return,
+            _ = lease.lost.cancelled() => return,
         }
-        match store.renew_lease(&fence, ttl).await {
-            Ok(true) => valid_until = tokio::time::Instant::now() + ttl,
+        match lease.renew_now().await {
+            Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(tenant = %fence.tenant, "lease lost: another process took it over");
-                lost.cancel();
+                tracing::warn!(tenant = %lease.fence.tenant, "lease lost: another process took it over");
+                lease.lost.cancel();
                 return;
             }
-            Err(e) if tokio::time::Instant::now() >= valid_until => {
-                tracing::warn!(tenant = %fence.tenant, error = %e, "lease expired: it could not be renewed");
-                lost.cancel();
+            Err(e) if Instant::now() >= lease.valid_until() => {
+                tracing::warn!(tenant = %lease.fence.tenant, error = %e, "lease expired: it could not be renewed");
+                lease.lost.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(tenant = %fence.tenant, error = %e, "lease renewal failed"),
+            Err(e) => {
+                tracing::warn!(tenant = %lease.fence.tenant, error = %e, "lease renewal failed")
+            }
         }
+    }
+}
+
+impl Held {
+    fn valid_until(&self) -> Instant {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One renewal in the store; on success the lease is ours for `ttl` from when it
+    /// was asked.
+    async fn renew_now(&self) -> Result<bool> {
+        let asked = Instant::now();
+        let renewed = self.store.renew_lease(&self.fence, self.ttl).await?;
+        if renewed {
+            *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = asked + self.ttl;
+        }
+        Ok(renewed)
     }
 }
 
 impl Lease {
     pub fn fence(&self) -> &Fence {
-        &self.fence
+        &self.state.fence
     }
 
     /// Cancelled once the lease is known to be lost.
     pub fn lost(&self) -> &CancellationToken {
-        &self.lost
+        &self.state.lost
     }
 
     /// Renews now (a claim found the lease expired by the clock): true when it still
     /// holds it.
     pub async fn renew(&self) -> bool {
-        match self.store.renew_lease(&self.fence, self.ttl).await {
+        match self.state.renew_now().await {
             Ok(true) => true,
             _ => {
-                self.lost.cancel();
+                self.state.lost.cancel();
                 false
             }
         }
     }
 
+    /// True when a write may leave now. Free while the last renewal is recent (the
+    /// renewer keeps it so); past two thirds of the lease (this process was paused, or
+    /// its store is slow) it asks the store first, so a process paused past its lease
+    /// sends nothing once resumed, even for work it had claimed before.
+    pub async fn ensure(&self) -> bool {
+        if self.state.lost.is_cancelled() {
+            return false;
+        }
+        if Instant::now() + self.state.ttl / 3 < self.state.valid_until() {
+            return true;
+        }
+        self.renew().await
+    }
+
     /// Gives the lease back, so that the next taker need not wait for it to expire.
-    pub async fn release(self) {
+    pub async fn release(&self) {
         self.renewer.abort();
+        let fence = &self.state.fence;
         let _ = sqlx::query("UPDATE leases SET released = 1 WHERE tenant = ? AND token = ?")
-            .bind(&self.fence.tenant)
-            .bind(self.fence.token)
-            .execute(&self.store.pool)
+            .bind(&fence.tenant)
+            .bind(fence.token)
+            .execute(&self.state.store.pool)
             .await;
+    }
+}
+
+impl crate::providers::http::WriteGate for Lease {
+    fn may_write(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(self.ensure())
     }
 }
 
@@ -351,12 +398,23 @@ mod tests {
     async fn one_holder_at_a_time_and_the_token_grows() {
         let store = Store::open(&StorePath::Memory).await.unwrap();
         let ttl = Duration::from_secs(30);
-        let a = store.acquire_lease("default", &other("a"), ttl).await.unwrap().unwrap();
+        let a = store
+            .acquire_lease("default", &other("a"), ttl)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(a.fence().token, 1);
-        let held = store.acquire_lease("default", &other("b"), ttl).await.unwrap();
+        let held = store
+            .acquire_lease("default", &other("b"), ttl)
+            .await
+            .unwrap();
         assert_eq!(held.err().unwrap().worker, "a");
         a.release().await;
-        let b = store.acquire_lease("default", &other("b"), ttl).await.unwrap().unwrap();
+        let b = store
+            .acquire_lease("default", &other("b"), ttl)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(b.fence().token, 2);
         // The old token no longer renews.
         let stale = Fence {
@@ -387,7 +445,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(b.fence().token, 2);
-        assert!(!store.renew_lease(a.fence(), Duration::from_secs(30)).await.unwrap());
+        assert!(!store
+            .renew_lease(a.fence(), Duration::from_secs(30))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
@@ -406,6 +467,30 @@ mod tests {
             .await
             .unwrap();
         assert!(b.is_ok(), "a holder whose process is gone holds nothing");
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_while_this_process_slept_lets_no_write_out() {
+        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let ttl = Duration::from_secs(1);
+        let a = store
+            .acquire_lease("default", &other("a"), ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(a.ensure().await, "a fresh lease lets writes out");
+        // Another process took it over (its token is the next one).
+        sqlx::query("UPDATE leases SET token = token + 1, worker = 'b'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // This process was paused past its lease.
+        *a.state.valid_until.lock().unwrap() = Instant::now();
+        assert!(
+            !a.ensure().await,
+            "a lease lost while paused lets nothing out"
+        );
+        assert!(a.lost().is_cancelled());
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 pub mod audit;
 pub mod erasure;
-pub mod lease;
 mod ingest;
+pub mod lease;
 pub mod links;
 pub mod outbox;
 
@@ -69,16 +69,21 @@ impl Store {
     /// Opens (creating if missing, with mode 0600) and migrates the database.
     pub async fn open(path: &StorePath) -> Result<Store> {
         // Two processes starting at once on a new database would both apply the
-        // migrations (sqlx does not lock SQLite): an exclusive lock on the file itself
-        // (flock, which SQLite's own fcntl locks do not see) lets one migrate at a time.
+        // migrations (sqlx does not lock SQLite): an exclusive lock on a file beside
+        // the database lets one migrate at a time. Not on the database file itself:
+        // closing any descriptor of it would drop SQLite's own (POSIX) locks.
         let (opts, migration_lock) = match path {
             StorePath::Memory => (SqliteConnectOptions::from_str("sqlite::memory:")?, None),
             StorePath::File(p) => {
-                let file = create_private(p)?;
+                create_private(p)?;
+                let mut lock_path = p.clone().into_os_string();
+                lock_path.push(".lock");
+                let lock_path = std::path::PathBuf::from(lock_path);
                 let io = |source| StoreError::Io {
-                    path: p.display().to_string(),
+                    path: lock_path.display().to_string(),
                     source,
                 };
+                let file = create_private(&lock_path)?;
                 let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
                     .await
                     .map_err(|e| io(std::io::Error::other(e)))?

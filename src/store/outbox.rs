@@ -81,7 +81,11 @@ impl Store {
         limit: i64,
         updates_only: bool,
     ) -> Result<Vec<OutboxOp>> {
-        let only = if updates_only { "AND o.op = 'update'" } else { "" };
+        let only = if updates_only {
+            "AND o.op = 'update'"
+        } else {
+            ""
+        };
         let rows = sqlx::query(&format!(
             "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
              WHERE o.provider = ? AND o.state = 'pending' AND o.id > ? {only} ORDER BY o.id LIMIT ?"

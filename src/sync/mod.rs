@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::model::{CustomerId, Email, Field, Projection, ProviderName};
-use crate::providers::http::Traffic;
+use crate::providers::http::{gated, Traffic, WriteGate};
 use crate::providers::{Capabilities, Provider};
 use crate::store::audit::AuditEntry;
 use crate::store::lease::{HeldBy, Holder, Lease};
@@ -120,7 +120,9 @@ impl Engine {
                 run_stop.cancel();
             })
         };
-        let result = self.run_once(opts, &run_stop, Some(&lease)).await;
+        let lease = Arc::new(lease);
+        let gate: Arc<dyn WriteGate> = lease.clone();
+        let result = gated(gate, self.run_once(opts, &run_stop, Some(&lease))).await;
         watch.abort();
         lease.release().await;
         result.map(Ok)
@@ -226,7 +228,10 @@ impl Engine {
                     "custsync",
                     None,
                     None,
-                    format!("lease of tenant {} lost to another process: stopped writing", self.tenant),
+                    format!(
+                        "lease of tenant {} lost to another process: stopped writing",
+                        self.tenant
+                    ),
                 );
             }
         }

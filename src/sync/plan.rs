@@ -63,12 +63,17 @@ pub fn plan<'a>(
     let mut ops = Vec::new();
     for t in targets.iter().filter(|t| t.writable) {
         let op = match (&t.link, tombstoned) {
-            (Some(link), true) if !link.gone && t.caps.delete && t.creates_and_deletes => Some(Op::Delete {
-                remote_id: link.remote_id.clone(),
-            }),
+            (Some(link), true) if !link.gone && t.caps.delete && t.creates_and_deletes => {
+                Some(Op::Delete {
+                    remote_id: link.remote_id.clone(),
+                })
+            }
             (_, true) => None,
             (Some(link), false) if link.gone => None,
-            (None, false) => (t.caps.create && t.creates_and_deletes && canonical.email().is_some()).then(|| Op::Create {
+            (None, false) => (t.caps.create
+                && t.creates_and_deletes
+                && canonical.email().is_some())
+            .then(|| Op::Create {
                 payload: project(canonical, t.fields),
             }),
             (Some(link), false) => {

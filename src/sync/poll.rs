@@ -204,7 +204,9 @@ pub async fn poll(
             break;
         }
         if !moved_on {
-            proof.fail("a page held only records already listed (a cursor or offset that never ends)");
+            proof.fail(
+                "a page held only records already listed (a cursor or offset that never ends)",
+            );
             break;
         }
         match page.next {

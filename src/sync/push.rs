@@ -27,10 +27,17 @@ pub struct PushOutcome {
 }
 
 enum Done {
-    Created { adopted: bool },
-    Updated { adopted: bool },
+    Created {
+        adopted: bool,
+    },
+    Updated {
+        adopted: bool,
+    },
     Deleted,
     Failed(ReportError),
+    /// Not sent: the lease was lost after the claim. The row stays in flight, for the
+    /// new holder to treat as doubtful.
+    NotSent,
 }
 
 /// What one provider's push may do.
@@ -63,6 +70,7 @@ pub async fn push(
     };
     let mut done = 0;
     let concurrency = scope.concurrency.max(1);
+    let (provider, scope) = (provider.as_ref(), &scope);
     'pages: loop {
         if stop.is_cancelled() {
             break;
@@ -83,7 +91,12 @@ pub async fn push(
                 break 'pages;
             };
             let results: Vec<Result<Done, StoreError>> = futures::stream::iter(chunk)
-                .map(|op| push_one(store, provider.as_ref(), scope.run, op))
+                .map(|op| async move {
+                    if !scope.lease.ensure().await {
+                        return Ok(Done::NotSent);
+                    }
+                    push_one(store, provider, scope, op).await
+                })
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
@@ -135,22 +148,24 @@ fn tally(
     results: Vec<Result<Done, StoreError>>,
 ) -> Result<(), StoreError> {
     for r in results {
-        *done += 1;
-        match r? {
-                Done::Created { adopted } => {
-                    out.created += 1;
-                    out.adopted += u64::from(adopted);
-                }
-                Done::Updated { adopted } => {
-                    out.updated += 1;
-                    out.adopted += u64::from(adopted);
-                }
-                Done::Deleted => out.deleted += 1,
-                Done::Failed(e) => {
-                    out.failed += 1;
-                    out.errors.push(e);
-                }
+        let r = r?;
+        *done += u64::from(!matches!(r, Done::NotSent));
+        match r {
+            Done::Created { adopted } => {
+                out.created += 1;
+                out.adopted += u64::from(adopted);
             }
+            Done::Updated { adopted } => {
+                out.updated += 1;
+                out.adopted += u64::from(adopted);
+            }
+            Done::Deleted => out.deleted += 1,
+            Done::Failed(e) => {
+                out.failed += 1;
+                out.errors.push(e);
+            }
+            Done::NotSent => {}
+        }
     }
     Ok(())
 }
@@ -158,9 +173,10 @@ fn tally(
 async fn push_one(
     store: &Store,
     p: &dyn Provider,
-    run: RunId,
+    scope: &Scope<'_>,
     op: OutboxOp,
 ) -> Result<Done, StoreError> {
+    let run = scope.run;
     // A create whose request may have reached the provider stays doubtful even when
     // what came after it (the lookup) failed for another reason.
     let mut doubtful = false;
@@ -220,6 +236,9 @@ async fn push_one(
             store.complete_delete(run, &op).await?;
             Ok(Done::Deleted)
         }
+        // The lease went while the write waited: it was not sent, and this process
+        // records nothing more (the row stays in flight, doubtful for the new holder).
+        Err(_) if scope.lease.lost().is_cancelled() => Ok(Done::NotSent),
         Err(e) => {
             // A refused delete (Partial.ly keeps customers with an open plan) waits for
             // a person; other failures are tried again next cycle.

@@ -186,6 +186,21 @@ impl Five {
             .expect("spawn custsync")
     }
 
+    /// Starts the binary with `args`, its stderr in the file `log` of the test's
+    /// directory (read with `log_text`), and leaves it running.
+    pub fn spawn_logged(&self, args: &[&str], log: &str) -> tokio::process::Child {
+        let file = std::fs::File::create(self.dir.path().join(log)).expect("log file");
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn custsync")
+    }
+
+    pub fn log_text(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
+    }
+
     pub fn faults(&self) -> [(&'static str, &Faults); 5] {
         [
             ("store", &self.sb.nuvemshop.server.faults),
