@@ -261,6 +261,47 @@ async fn nuvemshop_404_after_a_next_link_deletes_no_one() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partially_answering_another_page_than_the_one_asked_deletes_no_one() {
+    short_listing("plans", |w| {
+        // Asked for the last page, it answers the first (and says so in page_number).
+        let last = (PEOPLE / PAGE).to_string();
+        w.sb.partially.server.faults.always(
+            Fault::Bend(Bend::default().ask("page", "1"))
+                .on("GET", "/customer")
+                .with_query("page", &last)
+                .without_query("q"),
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malomo_next_link_to_another_origin_is_neither_followed_nor_an_end() {
+    let (w, everyone) = converged(PEOPLE).await;
+    let evil = Evil::start().await.expect("start the evil origin");
+    // The fifth page (after the 200th record) links its next page on another origin.
+    let rows = w.sb.malomo.customers();
+    let (after, next) = (rows[199].id.clone(), rows[249].id.clone());
+    let elsewhere = format!(
+        "<{}>; rel=\"next\"",
+        evil.url(&format!("/customers?next={next}"))
+    );
+    w.sb.malomo.server.faults.always(
+        Fault::Headers(vec![("link".into(), elsewhere)])
+            .on("GET", "/customers")
+            .with_query("next", &after),
+    );
+    let run = w.once().await;
+    assert_lie_told(&w, "shipping");
+    let got = evil.requests();
+    assert!(got.is_empty(), "the evil origin got {:?}", got.first());
+    assert_no_deletes(&w, "a next link to another origin");
+    w.assert_everyone_everywhere_once(&everyone);
+    assert_failed_naming(&run, "shipping");
+    honest_run_converges(&w, &everyone).await;
+}
+
 // ---- A record that cannot be read ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
