@@ -67,7 +67,7 @@ impl Payload {
             } => {
                 const CHUNK: usize = 64 * 1024;
                 let chunk = Bytes::from(vec![fill; CHUNK.min(len)]);
-                let full = len / CHUNK.max(1);
+                let full = len / CHUNK;
                 let rest = len - full * CHUNK;
                 let middle = std::iter::repeat_n(chunk.clone(), full)
                     .chain((rest > 0).then(|| chunk.slice(..rest)));
