@@ -1,7 +1,10 @@
 //! Fault injection for every emulator: error statuses, 429s with and without
-//! `Retry-After`, slow answers, connections cut mid-body, truncated JSON and extra
-//! headers, from a deterministic schedule or a seeded probability; and an optional
-//! enforced rate limit (a token bucket over real time, 429 with `Retry-After` past it).
+//! `Retry-After`, slow answers, connections cut mid-body, truncated JSON, extra
+//! headers, and the hostile answers of `lies.rs` (any status, headers and body instead
+//! of the emulator's, or its own answer bent), from a deterministic schedule, standing
+//! rules or a seeded probability; and an optional enforced rate limit (a token bucket
+//! over real time, 429 with `Retry-After` past it). A rule can require query
+//! parameters, so that one page of a listing lies and the others do not.
 //!
 //! Owns: choosing a fault for a request and shaping the answer. Does not own what an
 //! emulator stores or answers otherwise: a fault either replaces the emulator's answer
@@ -24,6 +27,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::lies::{Answer, Bend};
 use super::{json_response, lock};
 
 /// The `Retry-After` of an injected 429.
@@ -59,6 +63,12 @@ pub enum Fault {
     TruncatedJson,
     /// The handler's answer with these headers added (e.g. `x-rate-limit-remaining: 0`).
     Headers(Vec<(String, String)>),
+    /// This status, these headers and this body instead of the handler's answer (the
+    /// handler does not run): a redirect elsewhere, an empty page, 40 MB.
+    Answer(Answer),
+    /// The handler's answer, asked with other query parameters and with values of its
+    /// JSON body replaced: a page whose `items` are `[]` while its `total` says 300.
+    Bend(Bend),
 }
 
 impl Fault {
@@ -79,11 +89,31 @@ impl Fault {
         Rule::from(self).on(method, path_prefix)
     }
 
+    /// Applied only to requests whose query has `key=value`.
+    pub fn with_query(self, key: &str, value: &str) -> Rule {
+        Rule::from(self).with_query(key, value)
+    }
+
+    /// Applied only to requests whose query lacks `key` (a listing, not a lookup).
+    pub fn without_query(self, key: &str) -> Rule {
+        Rule::from(self).without_query(key)
+    }
+
+    /// A redirect to `location` (302, 307, ...) instead of the handler's answer.
+    pub fn redirect(status: u16, location: &str) -> Fault {
+        Fault::Answer(Answer::redirect(status, location))
+    }
+
+    /// The handler's answer with the value at a JSON pointer replaced.
+    pub fn set(pointer: &str, value: serde_json::Value) -> Fault {
+        Fault::Bend(Bend::default().set(pointer, value))
+    }
+
     /// Faults that damage the handler's own answer, so it always runs first.
     fn needs_answer(&self) -> bool {
         matches!(
             self,
-            Fault::CutMidBody | Fault::TruncatedJson | Fault::Headers(_)
+            Fault::CutMidBody | Fault::TruncatedJson | Fault::Headers(_) | Fault::Bend(_)
         )
     }
 }
@@ -99,6 +129,9 @@ pub struct Rule {
     pub method: Option<String>,
     /// Only paths (after the emulator's prefix) starting with this.
     pub path_prefix: Option<String>,
+    /// Only requests whose query has each `(key, Some(value))` and lacks each
+    /// `(key, None)`.
+    pub query: Vec<(String, Option<String>)>,
 }
 
 impl From<Fault> for Rule {
@@ -108,6 +141,7 @@ impl From<Fault> for Rule {
             after: false,
             method: None,
             path_prefix: None,
+            query: Vec::new(),
         }
     }
 }
@@ -124,7 +158,17 @@ impl Rule {
         self
     }
 
-    fn matches(&self, method: &str, path: &str) -> bool {
+    pub fn with_query(mut self, key: &str, value: &str) -> Rule {
+        self.query.push((key.to_string(), Some(value.to_string())));
+        self
+    }
+
+    pub fn without_query(mut self, key: &str) -> Rule {
+        self.query.push((key.to_string(), None));
+        self
+    }
+
+    fn matches(&self, method: &str, path: &str, query: Option<&str>) -> bool {
         self.method
             .as_deref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method))
@@ -132,6 +176,21 @@ impl Rule {
                 .path_prefix
                 .as_deref()
                 .is_none_or(|p| path.starts_with(p))
+            && self.query_matches(query)
+    }
+
+    fn query_matches(&self, query: Option<&str>) -> bool {
+        if self.query.is_empty() {
+            return true;
+        }
+        let given: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        self.query.iter().all(|(key, want)| match want {
+            Some(v) => given.iter().any(|(k, g)| k == key && g == v),
+            None => !given.iter().any(|(k, _)| k == key),
+        })
     }
 
     fn handler_first(&self) -> bool {
@@ -150,6 +209,8 @@ struct Random {
 #[derive(Default)]
 struct Plan {
     schedule: VecDeque<Rule>,
+    /// Rules that apply to every matching request the schedule leaves alone.
+    standing: Vec<Rule>,
     random: Option<Random>,
     injected: u64,
     /// Requests whose handler ran before their fault was applied.
@@ -215,6 +276,13 @@ impl Faults {
         plan.schedule.extend(std::iter::repeat_n(rule, n));
     }
 
+    /// From now on, every matching request that the schedule leaves alone gets `rule`
+    /// (the first standing rule that matches wins), until `clear`: a listing that lies
+    /// on every run, a create that is always redirected.
+    pub fn always(&self, rule: impl Into<Rule>) {
+        lock(&self.0).standing.push(rule.into());
+    }
+
     /// From now on, a request the schedule leaves alone gets one of `rules` with
     /// `probability` (0 to 1), drawn from an RNG seeded with `seed`: the same seed
     /// and the same requests give the same faults.
@@ -253,11 +321,12 @@ impl Faults {
         lock(&self.0).throttled
     }
 
-    /// Removes the schedule and the random mode; the count of injected faults stays,
-    /// and so does the rate limit.
+    /// Removes the schedule, the standing rules and the random mode; the count of
+    /// injected faults stays, and so does the rate limit.
     pub fn clear(&self) {
         let mut plan = lock(&self.0);
         plan.schedule.clear();
+        plan.standing.clear();
         plan.random = None;
     }
 
@@ -287,13 +356,20 @@ impl Faults {
         Some(Fault::retry_after_secs(secs))
     }
 
-    /// The fault for a request, if any: the first matching scheduled rule, else a draw.
-    fn next(&self, method: &str, path: &str) -> Option<Rule> {
+    /// The fault for a request, if any: the first matching scheduled rule, else the
+    /// first matching standing rule, else a draw.
+    fn next(&self, method: &str, path: &str, query: Option<&str>) -> Option<Rule> {
         let mut plan = lock(&self.0);
-        let scheduled = plan.schedule.iter().position(|r| r.matches(method, path));
-        let rule = match scheduled {
-            Some(i) => plan.schedule.remove(i),
-            None => plan.random.as_mut().and_then(|r| r.draw(method, path)),
+        let matching = |r: &Rule| r.matches(method, path, query);
+        let scheduled = plan.schedule.iter().position(matching);
+        let standing = plan.standing.iter().find(|r| matching(r)).cloned();
+        let rule = match (scheduled, standing) {
+            (Some(i), _) => plan.schedule.remove(i),
+            (None, Some(rule)) => Some(rule),
+            (None, None) => plan
+                .random
+                .as_mut()
+                .and_then(|r| r.draw(method, path, query)),
         };
         if rule.is_some() {
             plan.injected += 1;
@@ -303,7 +379,7 @@ impl Faults {
 }
 
 impl Random {
-    fn draw(&mut self, method: &str, path: &str) -> Option<Rule> {
+    fn draw(&mut self, method: &str, path: &str, query: Option<&str>) -> Option<Rule> {
         // Always draw first, so matching does not shift the sequence of later draws.
         if !self.rng.random_bool(self.probability) {
             return None;
@@ -311,7 +387,7 @@ impl Random {
         let candidates: Vec<&Rule> = self
             .rules
             .iter()
-            .filter(|r| r.matches(method, path))
+            .filter(|r| r.matches(method, path, query))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -337,11 +413,15 @@ pub(super) async fn inject(
     }
     let path = req.uri().path();
     let path = path.strip_prefix(&*prefix).unwrap_or(path);
-    let Some(rule) = faults.next(req.method().as_str(), path) else {
+    let Some(rule) = faults.next(req.method().as_str(), path, req.uri().query()) else {
         return next.run(req).await;
     };
     tracing::debug!(fault = ?rule.fault, after = rule.handler_first(), "injecting fault");
     if rule.handler_first() {
+        let req = match &rule.fault {
+            Fault::Bend(bend) => bend.request(req),
+            _ => req,
+        };
         let resp = next.run(req).await;
         lock(&faults.0).handled += 1;
         damage(rule.fault, resp).await
@@ -351,6 +431,7 @@ pub(super) async fn inject(
                 tokio::time::sleep(d).await;
                 next.run(req).await
             }
+            Fault::Answer(answer) => answer.into_response(),
             other => refusal(&other),
         }
     }
@@ -366,6 +447,8 @@ async fn damage(fault: Fault, resp: Response) -> Response {
         Fault::CutMidBody => cut(resp).await,
         Fault::TruncatedJson => truncate(resp).await,
         Fault::Headers(headers) => with_headers(resp, &headers),
+        Fault::Bend(bend) => bend.answer(resp).await,
+        Fault::Answer(answer) => answer.into_response(),
         refused @ (Fault::Status(_) | Fault::TooManyRequests { .. }) => refusal(&refused),
     }
 }
@@ -462,7 +545,7 @@ mod tests {
             [Fault::Status(503), Fault::CutMidBody, Fault::TruncatedJson],
         );
         (0..64)
-            .map(|_| faults.next("GET", "/customers").map(|r| r.fault))
+            .map(|_| faults.next("GET", "/customers", None).map(|r| r.fault))
             .collect()
     }
 
@@ -482,13 +565,13 @@ mod tests {
         faults.push_n(2, Fault::Status(502));
         assert_eq!(faults.pending(), 3);
         // A GET skips the POST-only rule and takes the next one.
-        let r = faults.next("GET", "/customers").map(|r| r.fault);
+        let r = faults.next("GET", "/customers", None).map(|r| r.fault);
         assert_eq!(r, Some(Fault::Status(502)));
-        let r = faults.next("POST", "/customers/1").map(|r| r.fault);
+        let r = faults.next("POST", "/customers/1", None).map(|r| r.fault);
         assert_eq!(r, Some(Fault::Status(503)));
-        let r = faults.next("POST", "/customers").map(|r| r.fault);
+        let r = faults.next("POST", "/customers", None).map(|r| r.fault);
         assert_eq!(r, Some(Fault::Status(502)));
-        assert_eq!(faults.next("GET", "/customers"), None);
+        assert_eq!(faults.next("GET", "/customers", None), None);
         assert_eq!(faults.injected(), 3);
         assert_eq!(faults.pending(), 0);
     }
@@ -497,14 +580,32 @@ mod tests {
     fn probability_bounds() {
         let faults = Faults::default();
         faults.random(1, 1.0, [Fault::Status(500).on("GET", "/a")]);
-        assert!(faults.next("GET", "/a/b").is_some());
-        assert!(faults.next("GET", "/b").is_none());
+        assert!(faults.next("GET", "/a/b", None).is_some());
+        assert!(faults.next("GET", "/b", None).is_none());
         faults.random(1, f64::NAN, [Fault::Status(500)]);
-        assert!(faults.next("GET", "/a").is_none());
+        assert!(faults.next("GET", "/a", None).is_none());
         faults.random(1, 7.0, [Fault::Status(500)]);
-        assert!(faults.next("GET", "/a").is_some());
+        assert!(faults.next("GET", "/a", None).is_some());
         faults.clear();
-        assert!(faults.next("GET", "/a").is_none());
+        assert!(faults.next("GET", "/a", None).is_none());
+    }
+
+    #[test]
+    fn query_conditions_and_standing_rules() {
+        let faults = Faults::default();
+        faults.always(Fault::Status(404).with_query("page", "6"));
+        faults.always(Fault::Status(500).without_query("q"));
+        faults.push(Fault::Status(503).with_query("page", "6"));
+        let fault = |q| faults.next("GET", "/customer", q).map(|r| r.fault);
+        // The schedule first, then the first standing rule that matches, every time.
+        assert_eq!(fault(Some("per_page=50&page=6")), Some(Fault::Status(503)));
+        assert_eq!(fault(Some("per_page=50&page=6")), Some(Fault::Status(404)));
+        assert_eq!(fault(Some("page=6")), Some(Fault::Status(404)));
+        assert_eq!(fault(Some("page=60")), Some(Fault::Status(500)));
+        assert_eq!(fault(None), Some(Fault::Status(500)));
+        assert_eq!(fault(Some("q=a%40b.c&page=1")), None);
+        faults.clear();
+        assert_eq!(fault(Some("page=6")), None);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 pub mod all;
 pub mod ecwid;
+pub mod evil;
 pub mod faults;
+pub mod lies;
 pub mod malomo;
 pub mod nuvemshop;
 pub mod partially;
@@ -17,7 +19,7 @@ mod table;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -37,7 +39,10 @@ pub struct LoggedRequest {
     pub query: Option<String>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as text, when it was no larger than `LOGGED_BODY_LIMIT`.
     pub body: Option<String>,
+    /// How many bytes the body had, all of them counted even past the limit.
+    pub body_len: usize,
 }
 
 impl LoggedRequest {
@@ -185,7 +190,7 @@ async fn record(
     let query = req.uri().query().map(str::to_string);
     let headers = logged_headers(req.headers());
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
+    let (bytes, body_len) = read_body(body).await;
     let body_text = (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned());
     // Logged when dropped: also when the client hangs up before the answer (a slow
     // answer past its timeout), which cancels this future. Then the status is 499.
@@ -198,6 +203,7 @@ async fn record(
             status: CLIENT_CLOSED,
             headers,
             body: body_text,
+            body_len,
         },
     );
     let resp = next
@@ -205,6 +211,27 @@ async fn record(
         .await;
     entry.1.status = resp.status().as_u16();
     resp
+}
+
+/// The largest request body an emulator reads (and logs); a larger one reaches its
+/// handler empty, as a real server would refuse it, but is still counted.
+pub const LOGGED_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A request body up to `LOGGED_BODY_LIMIT` (empty past it), and its full length.
+async fn read_body(body: Body) -> (axum::body::Bytes, usize) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut len = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        len += chunk.len();
+        if len <= LOGGED_BODY_LIMIT {
+            kept.extend_from_slice(&chunk);
+        } else {
+            kept = Vec::new();
+        }
+    }
+    (kept.into(), len)
 }
 
 /// The status logged for a request whose client went away before it was answered

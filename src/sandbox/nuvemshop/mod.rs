@@ -76,6 +76,9 @@ struct Inner {
     next_address_id: u64,
     base_url: String,
     bucket: Option<Bucket>,
+    /// A lying listing: every page answers the first page's records, with a `Link` to
+    /// the page after the one asked, for ever.
+    page_ignored: bool,
 }
 
 #[derive(Clone)]
@@ -101,6 +104,7 @@ impl Nuvemshop {
             next_address_id: 1,
             base_url: String::new(),
             bucket,
+            page_ignored: false,
         })));
         let api = Router::new()
             .route("/customers", get(list).post(create))
@@ -159,6 +163,13 @@ impl Nuvemshop {
 
     pub fn remove(&self, id: u64) {
         lock(&self.shared.0).customers_mut().remove(&id);
+    }
+
+    /// Makes the listing lie (or stop lying): it ignores `page`, answering the first
+    /// page's records every time, and always links a next page (`page` + 1), as a server
+    /// that lost its paging would. `X-Total-Count` stays true.
+    pub fn set_page_ignored(&self, ignored: bool) {
+        lock(&self.shared.0).page_ignored = ignored;
     }
 
     /// The two customers of the document's `GET /customers` example (ids 101 and 112,
