@@ -98,15 +98,26 @@ impl Store {
         rows.iter().map(op_from_row).collect()
     }
 
-    /// Every open (pending or failed) operation: what a dry run prints.
-    pub async fn open_ops(&self) -> Result<Vec<OutboxOp>> {
+    /// Every open (pending or failed) operation, with what the provider holds now
+    /// (the record as last listed, else the snapshot): what a dry run prints.
+    pub async fn open_ops(&self) -> Result<Vec<(OutboxOp, Option<Projection>)>> {
         let rows = sqlx::query(&format!(
-            "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
+            "SELECT {OP_COLUMNS}, COALESCE(l.observed, l.snapshot) FROM outbox o
+             JOIN customers c ON c.id = o.customer_id
+             LEFT JOIN links l ON l.provider = o.provider AND l.customer_id = o.customer_id
              WHERE o.state IN ('pending', 'failed') ORDER BY o.provider, o.id"
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(op_from_row).collect()
+        rows.iter()
+            .map(|r| {
+                let before = r
+                    .get::<Option<String>, _>(10)
+                    .map(|t| serde_json::from_str(&t))
+                    .transpose()?;
+                Ok((op_from_row(r)?, before))
+            })
+            .collect()
     }
 
     pub async fn pending_count(&self, provider: &ProviderName) -> Result<u64> {

@@ -32,7 +32,7 @@ use crate::store::links::{CustomerRow, CustomerUpdate, LinkRow, NewOp};
 use crate::store::{RunId, Store, StoreError};
 use merge::{merge, Side};
 use plan::{plan, LinkState, Op, Target};
-use report::{PlannedOp, Report};
+use report::{FieldChange, PlannedOp, Report};
 
 /// The tenant of a single-merchant configuration (DESIGN 13).
 pub const DEFAULT_TENANT: &str = "default";
@@ -519,7 +519,7 @@ impl Engine {
     }
 
     async fn fill_plan(&self, report: &mut Report) -> Result<(), StoreError> {
-        for op in self.store.open_ops().await? {
+        for (op, before) in self.store.open_ops().await? {
             let r = report.provider(&op.provider.0);
             match op.op.as_str() {
                 "create" => r.created += 1,
@@ -533,6 +533,15 @@ impl Engine {
                 email: op.email.clone(),
                 remote_id: op.remote_id.map(|r| r.0),
                 fields: op.changed.iter().map(|f| f.to_string()).collect(),
+                changes: op
+                    .changed
+                    .iter()
+                    .map(|f| FieldChange {
+                        field: f.to_string(),
+                        from: before.as_ref().and_then(|b| b.get(f)).map(str::to_string),
+                        to: op.payload.get(f).map(str::to_string),
+                    })
+                    .collect(),
             });
         }
         Ok(())

@@ -54,6 +54,16 @@ pub struct PlannedOp {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_id: Option<String>,
     pub fields: Vec<String>,
+    /// Each written field's value in the provider now and the value to be written
+    /// (`null`: none).
+    pub changes: Vec<FieldChange>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldChange {
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 impl Report {
@@ -108,20 +118,38 @@ impl Report {
                 .as_deref()
                 .map(|r| format!(" #{r}"))
                 .unwrap_or_default();
-            let fields = if op.fields.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", op.fields.join(", "))
-            };
             out.push_str(&format!(
-                "{:<7} {:<14} {}{}{}\n",
-                op.op, op.provider, who, target, fields
+                "{:<7} {:<14} {}{}\n",
+                op.op, op.provider, who, target
             ));
+            for c in &op.changes {
+                let show = |v: &Option<String>| match v {
+                    Some(v) => format!("{:?}", shorten(v)),
+                    None => "(none)".to_string(),
+                };
+                let line = if op.op == "create" {
+                    format!("    {}: {}\n", c.field, show(&c.to))
+                } else {
+                    format!("    {}: {} -> {}\n", c.field, show(&c.from), show(&c.to))
+                };
+                out.push_str(&line);
+            }
         }
         out.push_str(&format!(
             "{} operation(s) planned; nothing was written (dry run)\n",
             self.plan.len()
         ));
         out
+    }
+}
+
+/// A value cut to a screen's width for the plan.
+fn shorten(v: &str) -> String {
+    const MOST: usize = 60;
+    if v.chars().count() <= MOST {
+        v.to_string()
+    } else {
+        let cut: String = v.chars().take(MOST).collect();
+        format!("{cut}...")
     }
 }
