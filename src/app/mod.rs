@@ -16,16 +16,36 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, LogFormat};
 use crate::config::{Config, ConfigError, StorePath};
 use crate::providers;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::sync::{Connected, Engine, RunOptions};
 
-/// How a command ended badly.
+/// How a command ended badly: a configuration or usage problem (exit 2, one line
+/// naming the key), or anything else (exit 1, one line).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0:#}")]
+    #[error("{}", one_line(.0))]
     Other(#[from] anyhow::Error),
+}
+
+/// An error and its causes as one line, each said once. The store's and the
+/// providers' messages already hold their source's text (`database {path}: {source}`),
+/// so a cause whose text is already on the line is not repeated.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -52,8 +72,8 @@ pub fn main(cli: Cli) -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(2)
         }
-        Err(AppError::Other(e)) => {
-            eprintln!("custsync: {e:#}");
+        Err(e @ AppError::Other(_)) => {
+            eprintln!("custsync: {e}");
             ExitCode::from(1)
         }
     }
@@ -82,7 +102,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     match &cli.command {
         Some(Command::Check { offline }) => inspect::check(&config, *offline).await,
         Some(Command::Status) => inspect::status(&config).await,
-        Some(Command::Forget { email }) => person::forget(&config, email).await,
+        Some(Command::Forget {
+            email,
+            dry_run,
+            yes,
+        }) => {
+            let opts = person::ForgetOptions {
+                dry_run: *dry_run,
+                yes: *yes,
+            };
+            person::forget(&config, email, opts).await
+        }
         Some(Command::Activity { email }) => person::activity(&config, email).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Audit {
@@ -197,10 +227,36 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     })
 }
 
+/// Opens the configured database. One that cannot be used where `[store].url` points
+/// (a directory that cannot be made, a file that is no SQLite database, no permission)
+/// is a configuration error naming `store.url`.
 pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
     Store::open(path)
         .await
-        .map_err(|e| AppError::Other(anyhow::Error::new(e)))
+        .map_err(|e| match unusable_store(&e) {
+            Some(why) => ConfigError::new("store.url", why).into(),
+            None => AppError::Other(anyhow::Error::new(e)),
+        })
+}
+
+fn unusable_store(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Io { path, source } => {
+            Some(format!("cannot create the database file {path}: {source}"))
+        }
+        StoreError::Open {
+            path,
+            source: sqlx::Error::Database(db),
+        } => {
+            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
+            // (primary codes: the low byte of SQLite's extended code). A busy or locked
+            // database is not the configuration's fault.
+            let code = db.code()?.parse::<i32>().ok()? & 0xff;
+            matches!(code, 3 | 8 | 11 | 14 | 26)
+                .then(|| format!("cannot use {path} as the database: {}", db.message()))
+        }
+        _ => None,
+    }
 }
 
 /// A dry run plans on a throwaway copy of the database, so the real one records
@@ -218,6 +274,8 @@ async fn dry_run_store(path: &StorePath) -> Result<(tempfile::TempDir, Store), A
             store.close().await;
         }
     }
-    let store = open_store(&StorePath::File(copy)).await?;
+    let store = Store::open(&StorePath::File(copy))
+        .await
+        .context("the dry run's copy of the database")?;
     Ok((dir, store))
 }
