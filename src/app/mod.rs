@@ -17,7 +17,8 @@ use crate::cli::{Cli, Command, LogFormat};
 use crate::config::{Config, ConfigError, StorePath};
 use crate::providers;
 use crate::store::{Store, StoreError};
-use crate::sync::{Connected, Engine, RunOptions};
+use crate::sync::report::Report;
+use crate::sync::{Connected, Engine, RunFailed, RunOptions};
 
 /// How a command ended badly: a configuration or usage problem (exit 2, one line
 /// naming the key), or anything else (exit 1, one line).
@@ -198,18 +199,33 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     };
     let stop = CancellationToken::new();
     let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
-    let report = engine
-        .run_once(&opts, &stop)
-        .await
-        .context("reconciliation")?;
+    let outcome = engine.run_once(&opts, &stop).await;
     signals.abort();
     store.close().await;
-    if let Some(path) = &cli.report {
-        let text = serde_json::to_string_pretty(&report).context("report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    finish_once(outcome, cli.report.as_deref(), cli.dry_run)
+}
+
+/// The end of `--once` and `--dry-run`: the report is written (also, as far as it
+/// got, after a store error stopped the run), the plan printed; exit 0 converged, 1
+/// not, or the store's error.
+fn finish_once(
+    outcome: Result<Report, RunFailed>,
+    report_path: Option<&Path>,
+    dry_run: bool,
+) -> Result<ExitCode, AppError> {
+    let (report, failure) = match outcome {
+        Ok(report) => (report, None),
+        Err(RunFailed { error, report }) => (*report, Some(error)),
+    };
+    let written = report_path.map(|path| write_report(path, &report));
+    if let Some(error) = failure {
+        if let Some(Err(e)) = written {
+            tracing::error!(error = %one_line(&e), "the report was not written");
+        }
+        return Err(anyhow::Error::new(error).context("reconciliation").into());
     }
-    if cli.dry_run {
+    written.transpose()?;
+    if dry_run {
         print!("{}", report.plan_text());
     }
     tracing::info!(
@@ -227,9 +243,12 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     })
 }
 
-/// Opens the configured database. One that cannot be used where `[store].url` points
-/// (a directory that cannot be made, a file that is no SQLite database, no permission)
-/// is a configuration error naming `store.url`.
+fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report).context("report")?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the report to {}", path.display()))
+}
+
 pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
     Store::open(path)
         .await

@@ -33,6 +33,24 @@ use merge::{merge, Side};
 use plan::{plan, LinkState, Op, Target};
 use report::{PlannedOp, Report};
 
+/// A run stopped by a store error, with the report of what it had done until then
+/// (the error is the last of its `errors`).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RunFailed {
+    pub error: StoreError,
+    pub report: Box<Report>,
+}
+
+impl RunFailed {
+    fn new(error: StoreError, report: Report) -> Self {
+        Self {
+            error,
+            report: Box::new(report),
+        }
+    }
+}
+
 /// How many customers are merged and planned per transaction.
 const BATCH: i64 = 500;
 
@@ -80,21 +98,53 @@ impl Engine {
         }
     }
 
-    /// One full reconciliation of every enabled provider.
+    /// One full reconciliation of every enabled provider. A run that a store error
+    /// stops is marked failed (one attempt: the store may be what failed) and comes
+    /// back with the report of what it had done.
     pub async fn run_once(
         &self,
         opts: &RunOptions,
         stop: &CancellationToken,
-    ) -> Result<Report, StoreError> {
-        let started = Instant::now();
-        self.store.close_interrupted_runs().await?;
-        self.store.recover_in_flight().await?;
-        let run = self.store.begin_run(opts.mode).await?;
+    ) -> Result<Report, RunFailed> {
         let mut report = Report {
-            run_id: run.0,
             dry_run: opts.dry_run,
             ..Report::default()
         };
+        let run = match self.begin(opts).await {
+            Ok(run) => run,
+            Err(error) => return Err(RunFailed::new(error, report)),
+        };
+        report.run_id = run.0;
+        match self.reconcile(run, opts, stop, &mut report).await {
+            Ok(()) => Ok(report),
+            Err(error) => {
+                report.converged = false;
+                report.error("custsync", None, None, format!("run stopped: {error}"));
+                let json = serde_json::to_value(&report).unwrap_or_default();
+                if let Err(e) = self.store.finish_run(run, "failed", &json).await {
+                    tracing::warn!(run = run.0, error = %e, "could not mark the run failed");
+                }
+                Err(RunFailed::new(error, report))
+            }
+        }
+    }
+
+    async fn begin(&self, opts: &RunOptions) -> Result<RunId, StoreError> {
+        self.store.close_interrupted_runs().await?;
+        self.store.recover_in_flight().await?;
+        self.store.begin_run(opts.mode).await
+    }
+
+    /// The phases of one run, filling `report`; the run's row is finished here when
+    /// all went well.
+    async fn reconcile(
+        &self,
+        run: RunId,
+        opts: &RunOptions,
+        stop: &CancellationToken,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
         let before: Vec<(u64, u64, u64)> = self
             .providers
             .iter()
@@ -146,24 +196,24 @@ impl Engine {
 
         // 2. Deletions seen by complete listings, under the guard.
         for name in &complete {
-            self.deletions(name, opts, &mut ctx, &mut report).await?;
+            self.deletions(name, opts, &mut ctx, report).await?;
         }
 
         // 3. Merge and plan every customer, batch by batch; 4. push, every provider at
         // once, or print the plan. A write whose answer showed data custsync did not
         // have (an upsert into an existing record) is merged and pushed in a second
         // pass, so that one run ends in step.
-        self.merge_and_plan_all(&ctx, false, &mut report).await?;
+        self.merge_and_plan_all(&ctx, false, report).await?;
         if let Some(progress) = &opts.progress {
             progress(&progress::Event::Planned {
                 ops: self.store.open_op_count().await?,
             });
         }
         if opts.dry_run {
-            self.fill_plan(&mut report).await?;
-        } else if self.push_all(&ctx, opts, stop, &mut report).await? > 0 && !stop.is_cancelled() {
-            self.merge_and_plan_all(&ctx, true, &mut report).await?;
-            self.push_all(&ctx, opts, stop, &mut report).await?;
+            self.fill_plan(report).await?;
+        } else if self.push_all(&ctx, opts, stop, report).await? > 0 && !stop.is_cancelled() {
+            self.merge_and_plan_all(&ctx, true, report).await?;
+            self.push_all(&ctx, opts, stop, report).await?;
         }
 
         for (c, (req0, retry0, thr0)) in self.providers.iter().zip(before) {
@@ -192,10 +242,10 @@ impl Engine {
             .finish_run(
                 run,
                 status,
-                &serde_json::to_value(&report).unwrap_or_default(),
+                &serde_json::to_value(&*report).unwrap_or_default(),
             )
             .await?;
-        Ok(report)
+        Ok(())
     }
 
     /// Merges and plans customers in batches; with `only_dirty`, only those with a

@@ -1,0 +1,217 @@
+//! The command line and its errors (DESIGN 2 and 4c "Command line"): a flag of the
+//! reconciliation given to a subcommand is a usage error that does nothing; `forget
+//! --dry-run` looks and writes nothing; a database that cannot be used is said once,
+//! on one line; a run that the store stops is marked failed and still reports.
+
+#[path = "common/five.rs"]
+mod five;
+
+use std::path::{Path, PathBuf};
+
+use custsync::sandbox::malomo;
+use five::Five;
+
+/// One run of the binary with exactly these arguments after `--config`.
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn custsync(config: &Path, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CUSTSYNC_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run custsync");
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Five emulators with two people, reconciled once: everyone is everywhere.
+async fn two_people() -> Five {
+    let f = Five::start().await;
+    for (email, first) in [("gone@example.com", "Gina"), ("stay@example.com", "Stan")] {
+        f.sb.malomo
+            .insert(malomo::Customer::new(email, Some(first), None, None));
+    }
+    let run = f.once().await;
+    assert_eq!(run.code, 0, "{}", run.why());
+    f.sb.clear_logs();
+    f
+}
+
+fn everyone_everywhere(f: &Five) {
+    for held in f.emails() {
+        assert_eq!(held, ["gone@example.com", "stay@example.com"], "{held:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_flag_given_to_a_subcommand_is_refused_and_does_nothing() {
+    let f = two_people().await;
+    let config = f.write_config();
+    let report = f.dir.path().join("r.json");
+    let report_arg = report.to_str().unwrap();
+    let gone = "gone@example.com";
+    let refused: [&[&str]; 8] = [
+        &["--dry-run", "forget", gone],
+        &["--once", "forget", gone],
+        &["--once", "--report", report_arg, "status"],
+        &["--report", report_arg, "audit"],
+        &["--allow-deletes", "shipping", "activity", gone],
+        &["--once", "check"],
+        &["--dry-run", "check", "--offline"],
+        &["--once", "demo"],
+    ];
+    for args in refused {
+        let out = custsync(&config, args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(args[0]),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
+        assert!(!report.exists(), "{args:?} wrote a report");
+    }
+    // Not one request reached a provider: nobody was erased, nothing was checked.
+    for (name, log) in f.logs() {
+        assert!(log.all().is_empty(), "{name}: {:?}", log.all());
+    }
+    everyone_everywhere(&f);
+    let bytes = std::fs::read(f.db_path()).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("Gina"));
+    // --config and --log-format stay global, before or after the subcommand.
+    let out = custsync(&config, &["--log-format", "json", "status"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = custsync(&config, &["check", "--offline", "--log-format", "json"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_dry_run_prints_the_plan_and_writes_nothing() {
+    let f = two_people().await;
+    let malomo_id =
+        f.sb.malomo
+            .customers()
+            .into_iter()
+            .find(|c| c.email.as_deref() == Some("gone@example.com"))
+            .map(|c| c.id)
+            .unwrap();
+    let config = f.write_config();
+    let local = || async {
+        let audit = custsync(&config, &["audit"]).await.stdout;
+        let status = custsync(&config, &["status"]).await.stdout;
+        assert!(audit.contains("gone@example.com"), "{audit}");
+        (audit, status)
+    };
+    let before = local().await;
+    let run = f.run(&["forget", "gone@example.com", "--dry-run"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.contains(&format!("shipping (malomo): would delete {malomo_id}")),
+        "{out}"
+    );
+    for provider in [
+        "storefront (ecwid)",
+        "plans (partially)",
+        "email (sendwithus)",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(provider) && l.contains("would delete")),
+            "{provider}: {out}"
+        );
+    }
+    assert!(
+        out.contains("store (nuvemshop): holds 1 record(s) but its API cannot delete"),
+        "{out}"
+    );
+    assert!(out.contains("locally: would purge customer #"), "{out}");
+    assert!(out.contains("nothing was erased (dry run)"), "{out}");
+    // Lookups only: not one write in any emulator's request log.
+    for (name, log) in f.logs() {
+        assert!(log.writes().is_empty(), "{name}: {:?}", log.writes());
+    }
+    everyone_everywhere(&f);
+    assert!(local().await == before, "the database is left as it was");
+    // And the person is still there for the next run to keep in step.
+    let again = f.once().await;
+    assert_eq!(again.code, 0, "{}", again.why());
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+}
+
+/// A config like the harness's, with `[store].url` pointing at `db`.
+fn config_with_store(f: &Five, db: &Path) -> PathBuf {
+    let text = f.config_text().replace(
+        &format!("sqlite://{}", f.db_path().display()),
+        &format!("sqlite://{}", db.display()),
+    );
+    let path = f.dir.path().join("bad-store.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_used_is_one_line_naming_store_url() {
+    let f = Five::start().await;
+    let text_file = f.dir.path().join("notes.txt");
+    std::fs::write(
+        &text_file,
+        "these are my notes, not a database\n".repeat(200),
+    )
+    .unwrap();
+    for db in [text_file.clone(), text_file.join("sub").join("c.db")] {
+        let config = config_with_store(&f, &db);
+        // (Where no file exists yet, a dry run plans on an empty copy and `status` says
+        // that no run has been made: both are tried only where the file exists.)
+        let looks: &[&[&str]] = if db.exists() {
+            &[&["--dry-run"], &["status"]]
+        } else {
+            &[]
+        };
+        for args in [
+            &["--once"][..],
+            &["audit"],
+            &["forget", "x@example.com"],
+            &["activity", "x@example.com"],
+        ]
+        .iter()
+        .chain(looks)
+        {
+            let out = custsync(&config, args).await;
+            let lines: Vec<&str> = out.stderr.lines().collect();
+            assert_eq!(out.code, Some(2), "{db:?} {args:?}: {}", out.stderr);
+            assert_eq!(lines.len(), 1, "{db:?} {args:?}: {}", out.stderr);
+            assert!(
+                lines[0].starts_with("config error: store.url: ")
+                    && lines[0].contains(&db.display().to_string()),
+                "{args:?}: {}",
+                lines[0]
+            );
+            let words: Vec<&str> = lines[0].split(": ").collect();
+            let mut unique = words.clone();
+            unique.dedup();
+            assert_eq!(words, unique, "said once: {}", lines[0]);
+            assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        }
+    }
+    for (name, log) in f.logs() {
+        assert!(log.writes().is_empty(), "{name}: {:?}", log.writes());
+    }
+    assert_eq!(
+        std::fs::read_to_string(&text_file).unwrap().len(),
+        "these are my notes, not a database\n".len() * 200,
+        "the file is left alone"
+    );
+}
