@@ -215,3 +215,124 @@ async fn a_database_that_cannot_be_used_is_one_line_naming_store_url() {
         "the file is left alone"
     );
 }
+
+/// Runs the binary with every file it writes limited to `max_file_bytes`
+/// (`RLIMIT_FSIZE`): past it a write fails, as on a full disk, and the database
+/// cannot grow. SIGXFSZ is ignored so that the write fails instead of killing.
+async fn custsync_with_file_limit(config: &Path, args: &[&str], max_file_bytes: u64) -> Out {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CUSTSYNC_CONFIG")
+        .env("RUST_LOG", "off");
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: max_file_bytes as libc::rlim_t,
+                rlim_max: max_file_bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().await.expect("run custsync");
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A world reconciled once (the database checkpointed into its file), then 300 new
+/// people in Malomo, and `--once` run with every file limited to the database's size
+/// plus `budget` bytes: the database cannot grow past that, as on a full disk.
+async fn run_out_of_room(budget: u64) -> (Five, Out, Option<serde_json::Value>, usize) {
+    let f = Five::start().await;
+    f.seed_spread(0, 4);
+    let first = f.once().await;
+    assert_eq!(first.code, 0, "{}", first.why());
+    checkpoint(&f.db_path()).await;
+    f.sb.clear_logs();
+    f.seed_malomo(300);
+    let size = std::fs::metadata(f.db_path()).unwrap().len();
+    let config = f.write_config();
+    let report = f.dir.path().join("full.json");
+    let args = ["--once", "--report", report.to_str().unwrap()];
+    let out = custsync_with_file_limit(&config, &args, size + budget).await;
+    let report = std::fs::read_to_string(&report)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("the report is JSON"));
+    let writes = f.sb.writes();
+    (f, out, report, writes)
+}
+
+/// The store's error, once: exit 1, one line on stderr, and the report so far with
+/// the error as its last.
+fn assert_store_failure(out: &Out, report: &Option<serde_json::Value>) {
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("custsync: reconciliation: database: "),
+        "{}",
+        lines[0]
+    );
+    let report = report.as_ref().expect("a report after the store failed");
+    assert_eq!(report["converged"], false, "{report}");
+    let last = report["errors"].as_array().and_then(|e| e.last()).cloned();
+    let last = last.expect("errors");
+    assert_eq!(last["provider"], "custsync", "{last}");
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("run stopped: database: ")
+            && lines[0].ends_with(error.trim_start_matches("run stopped: database: ")),
+        "{error} / {}",
+        lines[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_store_stops_is_marked_failed_in_status() {
+    // 128 KiB: room for the run to begin, not for 300 people to be stored.
+    let (f, out, report, writes) = run_out_of_room(128 * 1024).await;
+    assert_store_failure(&out, &report);
+    assert_eq!(writes, 0, "the store failed before any push");
+    let status = custsync(&f.write_config(), &["status"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(
+        status.stdout.contains("last run: #2 failed (once)"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_written_when_the_database_fills_up_mid_push() {
+    // 2 MB: room for the listing and the plan, not for every push's outcome.
+    let (_f, out, report, writes) = run_out_of_room(2_000_000).await;
+    assert_store_failure(&out, &report);
+    assert!(writes > 0 && writes < 4 * 300, "mid-push: {writes} writes");
+    let report = report.unwrap();
+    assert_eq!(report["providers"]["shipping"]["fetched"], 304, "{report}");
+}
+
+/// Moves everything in the write-ahead log into the database file, so that the file
+/// holds the whole database and the log is empty.
+async fn checkpoint(db: &Path) {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .expect("open the database");
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .expect("checkpoint");
+    sqlx::Connection::close(conn).await.expect("close");
+}

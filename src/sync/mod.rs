@@ -303,8 +303,16 @@ impl Engine {
         }))
         .await;
         let mut adopted = 0;
+        // A store error stops the run, after the counts of the pushes that ended well.
+        let mut failure = None;
         for (c, outcome) in targets.iter().zip(pushes) {
-            let outcome = outcome?;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
             let r = report.provider(&c.provider.name().0);
             r.created += outcome.created;
             r.updated += outcome.updated;
@@ -313,7 +321,10 @@ impl Engine {
             adopted += outcome.adopted;
             report.errors.extend(outcome.errors);
         }
-        Ok(adopted)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(adopted),
+        }
     }
 
     async fn deletions(
