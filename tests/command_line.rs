@@ -300,8 +300,6 @@ fn assert_store_failure(out: &Out, report: &Option<serde_json::Value>) {
 async fn a_run_the_store_stops_is_marked_failed_in_status() {
     // 128 KiB: room for the run to begin, not for 300 people to be stored.
     let (f, out, report, writes) = run_out_of_room(128 * 1024).await;
-    assert_store_failure(&out, &report);
-    assert_eq!(writes, 0, "the store failed before any push");
     let status = custsync(&f.write_config(), &["status"]).await;
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     assert!(
@@ -309,6 +307,8 @@ async fn a_run_the_store_stops_is_marked_failed_in_status() {
         "{}",
         status.stdout
     );
+    assert_eq!(writes, 0, "the store failed before any push");
+    assert_store_failure(&out, &report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,4 +335,90 @@ async fn checkpoint(db: &Path) {
         .await
         .expect("checkpoint");
     sqlx::Connection::close(conn).await.expect("close");
+}
+
+/// `forget` with its stdin on a terminal (a pseudo-terminal) where `answer` was typed.
+async fn forget_on_a_terminal(config: &Path, email: &str, answer: &str) -> Out {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, slave) = {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two new descriptors, owned from here on.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and nothing else owns them.
+        unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                OwnedFd::from_raw_fd(slave),
+            )
+        }
+    };
+    master.write_all(answer.as_bytes()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"))
+        .arg("--config")
+        .arg(config)
+        .args(["forget", email])
+        .env_remove("CUSTSYNC_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::from(slave))
+        .output()
+        .await
+        .expect("run custsync");
+    drop(master);
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_on_a_terminal_asks_first_and_erases_only_on_yes() {
+    let f = two_people().await;
+    let config = f.write_config();
+    for no in ["n\n", "\n"] {
+        let out = forget_on_a_terminal(&config, "gone@example.com", no).await;
+        assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("Erase gone@example.com everywhere? [y/N]"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nothing was erased"), "{}", out.stderr);
+        assert!(
+            out.stdout.contains("shipping (malomo): would delete"),
+            "{}",
+            out.stdout
+        );
+        for (name, log) in f.logs() {
+            assert!(log.writes().is_empty(), "{name}: {:?}", log.writes());
+        }
+        everyone_everywhere(&f);
+    }
+    let out = forget_on_a_terminal(&config, "gone@example.com", "y\n").await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("shipping (malomo): deleted"),
+        "{}",
+        out.stdout
+    );
+    let [store, storefront, shipping, plans, email] = f.emails();
+    assert_eq!(
+        store,
+        ["gone@example.com", "stay@example.com"],
+        "Nuvemshop cannot delete"
+    );
+    for held in [storefront, shipping, plans, email] {
+        assert_eq!(held, ["stay@example.com"]);
+    }
 }

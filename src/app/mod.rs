@@ -298,3 +298,56 @@ async fn dry_run_store(path: &StorePath) -> Result<(tempfile::TempDir, Store), A
         .context("the dry run's copy of the database")?;
     Ok((dir, store))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_full() -> StoreError {
+        StoreError::Sql(sqlx::Error::Io(std::io::Error::from_raw_os_error(28)))
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        // StoreError's message holds sqlx's, which holds the OS error's.
+        let e = anyhow::Error::new(disk_full()).context("reconciliation");
+        assert_eq!(
+            one_line(&e),
+            "reconciliation: database: error communicating with database: No space left on device (os error 28)"
+        );
+        // Causes that do not repeat each other are all kept, on one line.
+        let e = anyhow::anyhow!("first\nline").context("outer");
+        assert_eq!(one_line(&e), "outer: first line");
+    }
+
+    #[test]
+    fn a_run_stopped_by_the_store_still_writes_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let mut report = Report::default();
+        report.provider("shipping").fetched = 3;
+        report.error("custsync", None, None, "run stopped: database: full");
+        let failed = RunFailed {
+            error: disk_full(),
+            report: Box::new(report),
+        };
+        let e = finish_once(Err(failed), Some(&path), false).unwrap_err();
+        assert!(matches!(e, AppError::Other(_)), "exit 1: {e}");
+        assert!(
+            e.to_string().starts_with("reconciliation: database: "),
+            "{e}"
+        );
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["providers"]["shipping"]["fetched"], 3);
+        assert_eq!(written["errors"][0]["error"], "run stopped: database: full");
+        // Where the report cannot be written either, the store's error is the one said.
+        let nowhere = dir.path().join("no-such-dir").join("report.json");
+        let failed = RunFailed {
+            error: disk_full(),
+            report: Box::default(),
+        };
+        let e = finish_once(Err(failed), Some(&nowhere), false).unwrap_err();
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+    }
+}
