@@ -25,7 +25,7 @@ pub struct ForgetOptions {
 enum Found {
     /// The lookup failed: what this provider holds is unknown.
     LookupFailed(String),
-    NotFound,
+    Nothing,
     /// Records that the provider's API cannot delete: left to the user.
     CannotDelete(Vec<RemoteId>),
     ToDelete(Vec<RemoteId>),
@@ -144,7 +144,7 @@ async fn find(
         ids.sort();
         ids.dedup();
         let found = if ids.is_empty() {
-            Found::NotFound
+            Found::Nothing
         } else if caps.delete {
             Found::ToDelete(ids)
         } else {
@@ -163,7 +163,7 @@ async fn erase(p: &dyn Provider, found: &Found) -> bool {
             println!("{name} ({kind}): lookup FAILED, nothing deleted there: {e}");
             false
         }
-        Found::NotFound => {
+        Found::Nothing => {
             println!("{name} ({kind}): not found");
             true
         }
@@ -196,7 +196,7 @@ fn print_plan(providers: &[Connected], found: &[Found]) {
     for (c, f) in providers.iter().zip(found) {
         let line = match f {
             Found::LookupFailed(e) => format!("lookup FAILED: {e}"),
-            Found::NotFound => "not found".to_string(),
+            Found::Nothing => "not found".to_string(),
             Found::CannotDelete(ids) => format!(
                 "holds {} record(s) but its API cannot delete: erase them by hand ({})",
                 ids.len(),
