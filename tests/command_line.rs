@@ -422,3 +422,25 @@ async fn forget_on_a_terminal_asks_first_and_erases_only_on_yes() {
         assert_eq!(held, ["stay@example.com"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_error_names_the_provider_once_with_its_message() {
+    let f = Five::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"))
+        .arg("--config")
+        .arg(f.write_config())
+        .arg("check")
+        .env_remove("CUSTSYNC_CONFIG")
+        .env("CUSTSYNC__PROVIDERS__SHIPPING__API_KEY", "wrong")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("shipping")).unwrap();
+    assert!(
+        line.starts_with("shipping (malomo): FAILED: HTTP 401"),
+        "{line}"
+    );
+    assert_eq!(line.matches("shipping").count(), 1, "{line}");
+}

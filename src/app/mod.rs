@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::config::{Config, ConfigError, StorePath};
+use crate::model::ProviderName;
 use crate::providers;
 use crate::store::{Store, StoreError};
 use crate::sync::report::Report;
@@ -249,6 +250,19 @@ fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the report to {}", path.display()))
 }
 
+/// A provider's error on a line that already names the provider: its message, the
+/// provider's name not said twice.
+pub fn provider_reason(provider: &ProviderName, e: &providers::ProviderError) -> String {
+    let text = e.to_string();
+    match text.strip_prefix(&format!("{provider}: ")) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
+/// Opens the configured database. One that cannot be used where `[store].url` points
+/// (a directory that cannot be made, a file that is no SQLite database, no permission)
+/// is a configuration error naming `store.url`.
 pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
     Store::open(path)
         .await

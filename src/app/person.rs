@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{connect_all, open_store, AppError};
+use super::{connect_all, open_store, provider_reason, AppError};
 use crate::config::{Config, ConfigError, StorePath};
 use crate::model::{CustomerId, Email, ProviderName, RemoteId};
 use crate::providers::{self, Provider};
@@ -136,7 +136,7 @@ async fn find(
             match p.lookup(email).await {
                 Ok(records) => ids.extend(records.into_iter().map(|r| r.id)),
                 Err(e) => {
-                    out.push(Found::LookupFailed(e.to_string()));
+                    out.push(Found::LookupFailed(provider_reason(p.name(), &e)));
                     continue;
                 }
             }
@@ -182,6 +182,7 @@ async fn erase(p: &dyn Provider, found: &Found) -> bool {
                     Ok(()) => println!("{name} ({kind}): deleted {id}"),
                     Err(e) => {
                         ok = false;
+                        let e = provider_reason(name, &e);
                         println!("{name} ({kind}): delete of {id} FAILED: {e}");
                     }
                 }
