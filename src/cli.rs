@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,63 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the command line of the process; bad usage exits 2 with clap's message.
+    pub fn parse_checked() -> Cli {
+        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the program name first) and refuses the reconciliation's flags
+    /// given to a subcommand, which would otherwise be silently ignored: `--dry-run
+    /// forget` would really erase, `--report status` would write no report.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        let Some(command) = &cli.command else {
+            return Ok(cli);
+        };
+        let given = [
+            ("--once", cli.once),
+            ("--dry-run", cli.dry_run),
+            ("--report", cli.report.is_some()),
+            ("--allow-deletes", !cli.allow_deletes.is_empty()),
+        ];
+        let Some((flag, _)) = given.iter().find(|(_, set)| *set) else {
+            return Ok(cli);
+        };
+        let name = command.name();
+        let hint = match (command, *flag) {
+            (Command::Forget { .. }, "--dry-run") => {
+                " (to see what forget would erase: custsync forget EMAIL --dry-run)"
+            }
+            _ => "",
+        };
+        Err(Cli::command().error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "the argument '{flag}' is a flag of the reconciliation and cannot be used with the subcommand '{name}'{hint}"
+            ),
+        ))
+    }
+}
+
+impl Command {
+    /// The subcommand as typed on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Check { .. } => "check",
+            Command::Status => "status",
+            Command::Audit { .. } => "audit",
+            Command::Forget { .. } => "forget",
+            Command::Activity { .. } => "activity",
+            Command::Demo { .. } => "demo",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,9 +134,19 @@ pub enum Command {
     },
     /// Erase one person everywhere: delete them in every provider that can delete, purge
     /// their data locally, keep only a hash of the email so they are not imported again.
+    ///
+    /// On a terminal it shows what it found and asks before it erases; off a terminal
+    /// (a script, a pipe) it erases without asking, as `--yes` does.
     Forget {
         /// The person's email.
         email: String,
+        /// Show what would be deleted in each provider and purged locally; look the
+        /// person up but write nothing, anywhere.
+        #[arg(long)]
+        dry_run: bool,
+        /// Erase without asking, also on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// One person's activity across providers (Malomo events, Sendwithus email logs),
     /// oldest first, as JSON lines.
@@ -93,4 +161,93 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         customers: usize,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_checked(std::iter::once("custsync").chain(args.split_whitespace()))
+    }
+
+    #[test]
+    fn reconciliation_flags_are_refused_with_every_subcommand() {
+        let flags = [
+            "--once",
+            "--dry-run",
+            "--report r.json",
+            "--allow-deletes store",
+        ];
+        let commands = [
+            "status",
+            "audit",
+            "forget x@example.com",
+            "activity x@example.com",
+            "check",
+            "check --offline",
+            "demo",
+        ];
+        for flag in flags {
+            for command in commands {
+                let line = format!("{flag} {command}");
+                let e = parse(&line).expect_err(&line);
+                assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{line}");
+                assert_eq!(e.exit_code(), 2, "{line}");
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let flag_name = flag.split(' ').next().unwrap();
+                assert!(
+                    first.contains(flag_name) && first.contains(command.split(' ').next().unwrap()),
+                    "{line}: {text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn config_and_log_format_stay_global() {
+        for line in [
+            "--config c.toml status",
+            "status --config c.toml",
+            "--log-format json forget x@example.com",
+            "forget x@example.com --log-format json --config c.toml",
+            "--config c.toml check --offline",
+        ] {
+            parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_reconciliation_takes_its_flags() {
+        let cli =
+            parse("--once --dry-run --report r.json --allow-deletes a --allow-deletes b").unwrap();
+        assert!(cli.once && cli.dry_run && cli.command.is_none());
+        assert_eq!(cli.allow_deletes, ["a", "b"]);
+    }
+
+    #[test]
+    fn forget_has_its_own_dry_run_and_yes() {
+        let cli = parse("forget x@example.com --dry-run").unwrap();
+        assert!(!cli.dry_run, "not the reconciliation's flag");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Forget {
+                dry_run: true,
+                yes: false,
+                ..
+            })
+        ));
+        let cli = parse("forget --yes x@example.com").unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Forget {
+                dry_run: false,
+                yes: true,
+                ..
+            })
+        ));
+        let e = parse("--dry-run forget x@example.com").unwrap_err();
+        assert!(e.to_string().contains("forget EMAIL --dry-run"), "{e}");
+    }
 }

@@ -1,8 +1,6 @@
 //! The `custsync` binary: parses the command line and hands off to the library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = custsync::cli::Cli::parse();
+    let cli = custsync::cli::Cli::parse_checked();
     custsync::app::main(cli)
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{connect_all, open_store, AppError};
+use super::{connect_all, open_store, provider_reason, AppError};
 use crate::config::{Config, StorePath};
 use crate::store::audit::AuditFilter;
 
@@ -28,7 +28,12 @@ pub async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError>
             Ok(()) => println!("{} ({}): ok", p.name(), p.kind()),
             Err(e) => {
                 ok = false;
-                println!("{} ({}): FAILED: {e}", p.name(), p.kind());
+                println!(
+                    "{} ({}): FAILED: {}",
+                    p.name(),
+                    p.kind(),
+                    provider_reason(p.name(), &e)
+                );
             }
         }
     }

@@ -15,17 +15,40 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::config::{Config, ConfigError, StorePath};
+use crate::model::ProviderName;
 use crate::providers;
-use crate::store::Store;
-use crate::sync::{Connected, Engine, RunOptions};
+use crate::store::lease::{HeldBy, Holder, Lease};
+use crate::store::{Store, StoreError};
+use crate::sync::report::Report;
+use crate::sync::{Connected, Engine, RunFailed, RunOptions};
 
-/// How a command ended badly.
+/// How a command ended badly: a configuration or usage problem (exit 2, one line
+/// naming the key), or anything else (exit 1, one line).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0:#}")]
+    #[error("{}", one_line(.0))]
     Other(#[from] anyhow::Error),
+}
+
+/// An error and its causes as one line, each said once. The store's and the
+/// providers' messages already hold their source's text (`database {path}: {source}`),
+/// so a cause whose text is already on the line is not repeated.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -52,8 +75,8 @@ pub fn main(cli: Cli) -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(2)
         }
-        Err(AppError::Other(e)) => {
-            eprintln!("custsync: {e:#}");
+        Err(e @ AppError::Other(_)) => {
+            eprintln!("custsync: {e}");
             ExitCode::from(1)
         }
     }
@@ -82,7 +105,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     match &cli.command {
         Some(Command::Check { offline }) => inspect::check(&config, *offline).await,
         Some(Command::Status) => inspect::status(&config).await,
-        Some(Command::Forget { email }) => person::forget(&config, email).await,
+        Some(Command::Forget {
+            email,
+            dry_run,
+            yes,
+        }) => {
+            let opts = person::ForgetOptions {
+                dry_run: *dry_run,
+                yes: *yes,
+            };
+            person::forget(&config, email, opts).await
+        }
         Some(Command::Activity { email }) => person::activity(&config, email).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Audit {
@@ -147,6 +180,35 @@ pub fn connect_all(config: &Config) -> Result<Vec<Connected>, AppError> {
     Ok(out)
 }
 
+/// The one line a command prints when another process holds the tenant's lease.
+fn say_held(tenant: &str, held: &HeldBy) {
+    eprintln!(
+        "custsync: tenant {tenant}: {held} (until {}): another reconciliation is running; nothing was sent",
+        held.expires_at
+    );
+}
+
+/// Takes the tenant's lease for a command that writes outside a reconciliation
+/// (`forget`); `Err(1)`, with the line said, when another process holds it.
+pub async fn take_lease(
+    config: &Config,
+    store: &Store,
+    tenant: &str,
+) -> Result<Result<Lease, ExitCode>, AppError> {
+    let holder = Holder::this_process(config.cluster.worker_id.as_deref());
+    match store
+        .acquire_lease(tenant, &holder, config.cluster.lease)
+        .await
+        .context("store")?
+    {
+        Ok(lease) => Ok(Ok(lease)),
+        Err(held) => {
+            say_held(tenant, &held);
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
 /// One reconciliation (`--once`, `--dry-run`): exit 0 converged, 1 not.
 async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     let providers = connect_all(&config)?;
@@ -168,30 +230,42 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     };
     let stop = CancellationToken::new();
     let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
-    let report = match engine
-        .reconcile(&opts, &stop)
-        .await
-        .context("reconciliation")?
-    {
-        Ok(report) => report,
-        Err(held) => {
+    let outcome = match engine.reconcile(&opts, &stop).await {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(held)) => {
             signals.abort();
             store.close().await;
-            eprintln!(
-                "custsync: tenant {}: {} (until {}): another reconciliation is running; nothing was sent",
-                engine.tenant, held, held.expires_at
-            );
+            say_held(&engine.tenant, &held);
             return Ok(ExitCode::from(1));
         }
+        Err(failed) => Err(failed),
     };
     signals.abort();
     store.close().await;
-    if let Some(path) = &cli.report {
-        let text = serde_json::to_string_pretty(&report).context("report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    finish_once(outcome, cli.report.as_deref(), cli.dry_run)
+}
+
+/// The end of `--once` and `--dry-run`: the report is written (also, as far as it
+/// got, after a store error stopped the run), the plan printed; exit 0 converged, 1
+/// not, or the store's error.
+fn finish_once(
+    outcome: Result<Report, RunFailed>,
+    report_path: Option<&Path>,
+    dry_run: bool,
+) -> Result<ExitCode, AppError> {
+    let (report, failure) = match outcome {
+        Ok(report) => (report, None),
+        Err(RunFailed { error, report }) => (*report, Some(error)),
+    };
+    let written = report_path.map(|path| write_report(path, &report));
+    if let Some(error) = failure {
+        if let Some(Err(e)) = written {
+            tracing::error!(error = %one_line(&e), "the report was not written");
+        }
+        return Err(anyhow::Error::new(error).context("reconciliation").into());
     }
-    if cli.dry_run {
+    written.transpose()?;
+    if dry_run {
         print!("{}", report.plan_text());
     }
     tracing::info!(
@@ -209,10 +283,52 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     })
 }
 
+fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report).context("report")?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the report to {}", path.display()))
+}
+
+/// A provider's error on a line that already names the provider: its message, the
+/// provider's name not said twice.
+pub fn provider_reason(provider: &ProviderName, e: &providers::ProviderError) -> String {
+    let text = e.to_string();
+    match text.strip_prefix(&format!("{provider}: ")) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
+/// Opens the configured database. One that cannot be used where `[store].url` points
+/// (a directory that cannot be made, a file that is no SQLite database, no permission)
+/// is a configuration error naming `store.url`.
 pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
     Store::open(path)
         .await
-        .map_err(|e| AppError::Other(anyhow::Error::new(e)))
+        .map_err(|e| match unusable_store(&e) {
+            Some(why) => ConfigError::new("store.url", why).into(),
+            None => AppError::Other(anyhow::Error::new(e)),
+        })
+}
+
+fn unusable_store(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Io { path, source } => {
+            Some(format!("cannot create the database file {path}: {source}"))
+        }
+        StoreError::Open {
+            path,
+            source: sqlx::Error::Database(db),
+        } => {
+            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
+            // (primary codes: the low byte of SQLite's extended code). A busy or locked
+            // database is not the configuration's fault.
+            let code = db.code()?.parse::<i32>().ok()? & 0xff;
+            matches!(code, 3 | 8 | 11 | 14 | 26)
+                .then(|| format!("cannot use {path} as the database: {}", db.message()))
+        }
+        _ => None,
+    }
 }
 
 /// A dry run plans on a throwaway copy of the database, so the real one records
@@ -230,6 +346,61 @@ async fn dry_run_store(path: &StorePath) -> Result<(tempfile::TempDir, Store), A
             store.close().await;
         }
     }
-    let store = open_store(&StorePath::File(copy)).await?;
+    let store = Store::open(&StorePath::File(copy))
+        .await
+        .context("the dry run's copy of the database")?;
     Ok((dir, store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_full() -> StoreError {
+        StoreError::Sql(sqlx::Error::Io(std::io::Error::from_raw_os_error(28)))
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        // StoreError's message holds sqlx's, which holds the OS error's.
+        let e = anyhow::Error::new(disk_full()).context("reconciliation");
+        assert_eq!(
+            one_line(&e),
+            "reconciliation: database: error communicating with database: No space left on device (os error 28)"
+        );
+        // Causes that do not repeat each other are all kept, on one line.
+        let e = anyhow::anyhow!("first\nline").context("outer");
+        assert_eq!(one_line(&e), "outer: first line");
+    }
+
+    #[test]
+    fn a_run_stopped_by_the_store_still_writes_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let mut report = Report::default();
+        report.provider("shipping").fetched = 3;
+        report.error("custsync", None, None, "run stopped: database: full");
+        let failed = RunFailed {
+            error: disk_full(),
+            report: Box::new(report),
+        };
+        let e = finish_once(Err(failed), Some(&path), false).unwrap_err();
+        assert!(matches!(e, AppError::Other(_)), "exit 1: {e}");
+        assert!(
+            e.to_string().starts_with("reconciliation: database: "),
+            "{e}"
+        );
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["providers"]["shipping"]["fetched"], 3);
+        assert_eq!(written["errors"][0]["error"], "run stopped: database: full");
+        // Where the report cannot be written either, the store's error is the one said.
+        let nowhere = dir.path().join("no-such-dir").join("report.json");
+        let failed = RunFailed {
+            error: disk_full(),
+            report: Box::default(),
+        };
+        let e = finish_once(Err(failed), Some(&nowhere), false).unwrap_err();
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+    }
 }

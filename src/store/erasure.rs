@@ -34,6 +34,19 @@ impl Store {
         Ok(Some((CustomerId(id), links)))
     }
 
+    /// How much `forget` would purge of this customer besides its record and links:
+    /// (operations in the outbox, audit entries).
+    pub async fn erasure_extent(&self, id: CustomerId) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE customer_id = ?1),
+                    (SELECT COUNT(*) FROM audit WHERE customer_id = ?1)",
+        )
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     /// Purges the person's personal data: the canonical record, snapshots, pending
     /// operations and audit details. Keeps a tombstone holding only the email's hash.
     pub async fn forget(&self, run: RunId, email: &Email) -> Result<()> {

@@ -37,6 +37,24 @@ use report::{FieldChange, PlannedOp, Report};
 /// The tenant of a single-merchant configuration (DESIGN 13).
 pub const DEFAULT_TENANT: &str = "default";
 
+/// A run stopped by a store error, with the report of what it had done until then
+/// (the error is the last of its `errors`).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RunFailed {
+    pub error: StoreError,
+    pub report: Box<Report>,
+}
+
+impl RunFailed {
+    fn new(error: StoreError, report: Report) -> Self {
+        Self {
+            error,
+            report: Box::new(report),
+        }
+    }
+}
+
 /// How many customers are merged and planned per transaction.
 const BATCH: i64 = 500;
 
@@ -98,7 +116,7 @@ impl Engine {
         &self,
         opts: &RunOptions,
         stop: &CancellationToken,
-    ) -> Result<Result<Report, HeldBy>, StoreError> {
+    ) -> Result<Result<Report, HeldBy>, RunFailed> {
         if opts.dry_run {
             return self.run_once(opts, stop, None).await.map(Ok);
         }
@@ -106,10 +124,11 @@ impl Engine {
         let lease = match self
             .store
             .acquire_lease(&self.tenant, &holder, self.config.cluster.lease)
-            .await?
+            .await
         {
-            Ok(lease) => lease,
-            Err(held) => return Ok(Err(held)),
+            Ok(Ok(lease)) => lease,
+            Ok(Err(held)) => return Ok(Err(held)),
+            Err(error) => return Err(RunFailed::new(error, Report::default())),
         };
         // The run stops taking work when the process is told to stop or the lease is lost.
         let run_stop = stop.child_token();
@@ -129,21 +148,54 @@ impl Engine {
     }
 
     /// One full reconciliation; writes are claimed under `lease` (none without one).
+    /// A run that a store error stops is marked failed (one attempt: the store may be
+    /// what failed) and comes back with the report of what it had done.
     async fn run_once(
         &self,
         opts: &RunOptions,
         stop: &CancellationToken,
         lease: Option<&Lease>,
-    ) -> Result<Report, StoreError> {
-        let started = Instant::now();
-        self.store.close_interrupted_runs().await?;
-        self.store.recover_in_flight().await?;
-        let run = self.store.begin_run(opts.mode).await?;
+    ) -> Result<Report, RunFailed> {
         let mut report = Report {
-            run_id: run.0,
             dry_run: opts.dry_run,
             ..Report::default()
         };
+        let run = match self.begin(opts).await {
+            Ok(run) => run,
+            Err(error) => return Err(RunFailed::new(error, report)),
+        };
+        report.run_id = run.0;
+        match self.phases(run, opts, stop, lease, &mut report).await {
+            Ok(()) => Ok(report),
+            Err(error) => {
+                report.converged = false;
+                report.error("custsync", None, None, format!("run stopped: {error}"));
+                let json = serde_json::to_value(&report).unwrap_or_default();
+                if let Err(e) = self.store.finish_run(run, "failed", &json).await {
+                    tracing::warn!(run = run.0, error = %e, "could not mark the run failed");
+                }
+                Err(RunFailed::new(error, report))
+            }
+        }
+    }
+
+    async fn begin(&self, opts: &RunOptions) -> Result<RunId, StoreError> {
+        self.store.close_interrupted_runs().await?;
+        self.store.recover_in_flight().await?;
+        self.store.begin_run(opts.mode).await
+    }
+
+    /// The phases of one run, filling `report`; the run's row is finished here when
+    /// all went well.
+    async fn phases(
+        &self,
+        run: RunId,
+        opts: &RunOptions,
+        stop: &CancellationToken,
+        lease: Option<&Lease>,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
         let before: Vec<(u64, u64, u64)> = self
             .providers
             .iter()
@@ -201,27 +253,25 @@ impl Engine {
 
         // 2. Deletions seen by complete listings, under the guard.
         for name in &complete {
-            self.deletions(name, opts, &mut ctx, &mut report).await?;
+            self.deletions(name, opts, &mut ctx, report).await?;
         }
 
         // 3. Merge and plan every customer, batch by batch; 4. push, every provider at
         // once, or print the plan. A write whose answer showed data custsync did not
         // have (an upsert into an existing record) is merged and pushed in a second
         // pass, so that one run ends in step.
-        self.merge_and_plan_all(&ctx, false, &mut report).await?;
+        self.merge_and_plan_all(&ctx, false, report).await?;
         if let Some(progress) = &opts.progress {
             progress(&progress::Event::Planned {
                 ops: self.store.open_op_count().await?,
             });
         }
         if opts.dry_run {
-            self.fill_plan(&mut report).await?;
+            self.fill_plan(report).await?;
         } else if let Some(lease) = lease {
-            if self.push_all(&ctx, lease, stop, opts, &mut report).await? > 0
-                && !stop.is_cancelled()
-            {
-                self.merge_and_plan_all(&ctx, true, &mut report).await?;
-                self.push_all(&ctx, lease, stop, opts, &mut report).await?;
+            if self.push_all(&ctx, lease, stop, opts, report).await? > 0 && !stop.is_cancelled() {
+                self.merge_and_plan_all(&ctx, true, report).await?;
+                self.push_all(&ctx, lease, stop, opts, report).await?;
             }
             if lease.lost().is_cancelled() {
                 report.error(
@@ -264,10 +314,10 @@ impl Engine {
             .finish_run(
                 run,
                 status,
-                &serde_json::to_value(&report).unwrap_or_default(),
+                &serde_json::to_value(&*report).unwrap_or_default(),
             )
             .await?;
-        Ok(report)
+        Ok(())
     }
 
     /// Merges and plans customers in batches; with `only_dirty`, only those with a
@@ -330,8 +380,16 @@ impl Engine {
         }))
         .await;
         let mut adopted = 0;
+        // A store error stops the run, after the counts of the pushes that ended well.
+        let mut failure = None;
         for (c, outcome) in targets.iter().zip(pushes) {
-            let outcome = outcome?;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
             let r = report.provider(&c.provider.name().0);
             r.created += outcome.created;
             r.updated += outcome.updated;
@@ -340,7 +398,10 @@ impl Engine {
             adopted += outcome.adopted;
             report.errors.extend(outcome.errors);
         }
-        Ok(adopted)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(adopted),
+        }
     }
 
     async fn deletions(
