@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
 
 /// A normalized, valid email address: the identity of a person across providers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,10 +21,13 @@ pub struct Email(String);
 pub struct InvalidEmail(pub &'static str);
 
 impl Email {
-    /// Trims and lower-cases, then checks: exactly one `@`, a non-empty local part, a
-    /// domain with at least one dot not at its start or end, no spaces anywhere.
+    /// Trims, lower-cases and puts the address in Unicode NFC, with the domain in its
+    /// ASCII form by UTS 46 (`exämple.com` is `xn--exmple-cua.com`), then checks:
+    /// exactly one `@`, a non-empty local part, a domain with at least one dot not at
+    /// its start or end, no spaces anywhere. Two spellings of one address (NFC and
+    /// NFD, Unicode and punycode domains) parse to the same `Email`.
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
-        let s = raw.trim().to_lowercase();
+        let s: String = raw.trim().to_lowercase().nfc().collect();
         if s.is_empty() {
             return Err(InvalidEmail("empty"));
         }
@@ -40,7 +44,8 @@ impl Email {
         if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
             return Err(InvalidEmail("domain needs a dot inside it"));
         }
-        Ok(Email(s))
+        let domain = ascii_domain(domain)?;
+        Ok(Email(format!("{local}@{domain}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -58,6 +63,20 @@ impl Email {
         let first: String = local.chars().take(1).collect();
         format!("{first}***@{domain}")
     }
+}
+
+/// The domain in its ASCII form by UTS 46 processing (the `idna` crate). An ASCII
+/// domain (punycode included) is that form already and is kept as it is.
+fn ascii_domain(domain: &str) -> Result<String, InvalidEmail> {
+    if domain.is_ascii() {
+        return Ok(domain.to_string());
+    }
+    let ascii = idna::domain_to_ascii(domain).map_err(|_| InvalidEmail("invalid domain"))?;
+    if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || !ascii.contains('.')
+    {
+        return Err(InvalidEmail("domain needs a dot inside it"));
+    }
+    Ok(ascii)
 }
 
 impl fmt::Display for Email {
@@ -140,13 +159,17 @@ impl Field {
         !matches!(self, Field::FullName | Field::Language)
     }
 
-    /// Normalizes a value for comparison: emails lower-cased and trimmed, phones by
-    /// their digits (and a leading +), countries and locales case-folded. Two values
-    /// are the same when their normal forms are equal.
+    /// Normalizes a value for comparison: emails as [`Email`] holds them (an invalid
+    /// one trimmed, lower-cased and in NFC), phones by their digits (and a leading +),
+    /// countries and locales case-folded. Two values are the same when their normal
+    /// forms are equal.
     pub fn normalize(&self, value: &str) -> String {
         let v = value.trim();
         match self {
-            Field::Email => v.to_lowercase(),
+            Field::Email => match Email::parse(v) {
+                Ok(e) => e.0,
+                Err(_) => v.to_lowercase().nfc().collect(),
+            },
             Field::Phone => {
                 let plus = if v.starts_with('+') { "+" } else { "" };
                 let digits: String = v.chars().filter(char::is_ascii_digit).collect();
@@ -467,6 +490,33 @@ mod tests {
         assert_eq!(
             Email::parse("ann@shop.co").unwrap().masked(),
             "a***@shop.co"
+        );
+    }
+
+    #[test]
+    fn one_address_in_two_spellings_is_one_email() {
+        let nfc = "jos\u{e9}@example.com";
+        let nfd = "jose\u{301}@example.com";
+        assert_eq!(Email::parse(nfc), Email::parse(nfd));
+        assert_eq!(Email::parse(nfd).unwrap().as_str(), nfc);
+        let unicode = Email::parse("Ann@Ex\u{e4}mple.com").unwrap();
+        assert_eq!(unicode.as_str(), "ann@xn--exmple-cua.com");
+        assert_eq!(Email::parse("ann@xn--exmple-cua.com").unwrap(), unicode);
+        // NFD in the domain too.
+        assert_eq!(Email::parse("ann@exa\u{308}mple.com").unwrap(), unicode);
+        assert_ne!(Email::parse("jose@example.com"), Email::parse(nfc));
+        assert!(Email::parse("ann@\u{e4}.").is_err());
+    }
+
+    #[test]
+    fn two_spellings_of_one_email_are_no_edit() {
+        let a = Projection::new().with(Field::Email, Some("jos\u{e9}@ex\u{e4}mple.com"));
+        let b = Projection::new().with(Field::Email, Some("JOSE\u{301}@xn--exmple-cua.com"));
+        assert!(a.diff(&b).is_empty());
+        assert_eq!(
+            Field::Email.normalize("jose\u{301}@x"),
+            Field::Email.normalize("jos\u{e9}@x"),
+            "an invalid email is compared in NFC too"
         );
     }
 

@@ -360,11 +360,12 @@ impl Engine {
                 self.config.sync.conflict_policy,
             );
             let mut next = merged.canonical;
-            // The identity is kept normalized, and never becomes invalid or empty.
-            let email = next
-                .email()
-                .or_else(|| row.email.as_deref().and_then(|e| Email::parse(e).ok()));
-            next.set(Field::Email, email.map(|e| e.as_str().to_string()));
+            // The email is kept in the form last received (4b: NFC or NFD, a Unicode
+            // or punycode domain, its case), and never becomes invalid or empty.
+            if next.email().is_none() {
+                let email = row.email.as_deref().and_then(|e| Email::parse(e).ok());
+                next.set(Field::Email, email.map(|e| e.as_str().to_string()));
+            }
             if next != canonical || row.updated_at.is_none() {
                 let action = if row.updated_at.is_none() {
                     "merge.initial"
