@@ -72,8 +72,7 @@ fn ascii_domain(domain: &str) -> Result<String, InvalidEmail> {
         return Ok(domain.to_string());
     }
     let ascii = idna::domain_to_ascii(domain).map_err(|_| InvalidEmail("invalid domain"))?;
-    if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || !ascii.contains('.')
-    {
+    if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || !ascii.contains('.') {
         return Err(InvalidEmail("domain needs a dot inside it"));
     }
     Ok(ascii)

@@ -280,8 +280,26 @@ mod tests {
         assert_eq!(env.data.kind.as_deref(), Some("ecwid"));
         a.items
             .into_iter()
-            .map(|v| listed(serde_json::from_value(v).unwrap()))
+            .map(|v| listed(serde_json::from_str(v.get()).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn nulls_where_the_document_shows_a_list_read_as_empty() {
+        let nulls = LIST.replace(r#""shippingAddresses": []"#, r#""shippingAddresses": null"#);
+        assert!(nulls.contains(r#""shippingAddresses": null"#));
+        let env: Envelope<CustomerList> = serde_json::from_str(&nulls).unwrap();
+        let items =
+            crate::providers::wire::decode_items(&env.data.attributes.items, "id", "email", listed);
+        assert_eq!(items.len(), 4);
+        assert!(items
+            .iter()
+            .all(|i| matches!(i, crate::providers::Listed::Record(_))));
+        let start = LIST.find(r#""items": ["#).unwrap();
+        let end = LIST.rfind(']').unwrap();
+        let no_items = format!("{}\"items\": null{}", &LIST[..start], &LIST[end + 1..]);
+        let env: Envelope<CustomerList> = serde_json::from_str(&no_items).unwrap();
+        assert!(env.data.attributes.items.is_empty());
     }
 
     #[test]

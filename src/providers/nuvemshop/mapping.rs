@@ -203,6 +203,26 @@ mod tests {
     }
 
     #[test]
+    fn nulls_where_the_document_shows_a_map_or_a_list_read_as_empty() {
+        let nulls = CUSTOMER_101
+            .replace(r#"{ "number_of_children": "2", "gender": "male" }"#, "null")
+            .replace(r#""addresses": []"#, r#""addresses": null"#);
+        assert!(nulls.contains(r#""extra": null"#));
+        let page = format!("[{nulls}]");
+        let provider = crate::model::ProviderName("store".into());
+        let items = crate::providers::wire::decode_array(&provider, page.as_bytes()).unwrap();
+        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record);
+        let crate::providers::Listed::Record(r) = &listed[0] else {
+            panic!("{listed:?}")
+        };
+        assert_eq!(r.projection.attributes().count(), 0);
+        assert_eq!(r.projection.get(&Field::FullName), Some("John Doe"));
+        assert!(crate::providers::wire::decode_array(&provider, b"null")
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn street_and_number_round_trip() {
         for line in [
             "Evergreen Terrace 742",

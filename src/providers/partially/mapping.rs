@@ -211,11 +211,11 @@ mod tests {
     fn reads_the_documented_list() {
         let page: CustomerPage = serde_json::from_str(LIST).unwrap();
         assert_eq!((page.page_number, page.total_pages), (1, 1));
-        assert_eq!((page.total_entries, page.page_size), (2, 10));
+        assert_eq!((page.total_entries, page.page_size), (Some(2), 10));
         let records: Vec<RemoteRecord> = page
             .customers
             .into_iter()
-            .map(|c| to_record(serde_json::from_value(c).unwrap()))
+            .map(|c| to_record(serde_json::from_str(c.get()).unwrap()))
             .collect();
         let p = &records[0].projection;
         assert_eq!(records[0].id.0, "6d30d3c8-d024-45cc-9c3f-356fc8aee23d");
@@ -236,6 +236,17 @@ mod tests {
             records[1].projection.get(&Field::LastName),
             Some("Appleseed")
         );
+    }
+
+    #[test]
+    fn null_customers_and_errors_read_as_empty() {
+        let start = LIST.find(r#""customers": ["#).unwrap();
+        let end = LIST.rfind(']').unwrap();
+        let nulls = format!("{}\"customers\": null{}", &LIST[..start], &LIST[end + 1..]);
+        let page: CustomerPage = serde_json::from_str(&nulls).unwrap();
+        assert!(page.customers.is_empty());
+        let m: Message = serde_json::from_str(r#"{"message": "x", "errors": null}"#).unwrap();
+        assert!(m.errors.is_empty());
     }
 
     #[test]

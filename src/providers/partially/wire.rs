@@ -1,6 +1,9 @@
 //! Partial.ly's customer and customer page exactly as the API sends them.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::providers::wire::null_as_empty;
 
 /// A customer. `timezone` and `shipto_name` are read but never written by custsync, so
 /// whatever the server or the merchant set there stays.
@@ -39,18 +42,19 @@ pub struct Customer {
     pub inserted_at: Option<String>,
 }
 
-/// One page of `GET /customer`. Customers stay raw JSON so that one unreadable record
-/// is skipped instead of failing the page.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CustomerPage {
+/// One page of `GET /customer`. Customers stay raw JSON text, borrowed from the
+/// answer, so that one unreadable record is skipped instead of failing the page and
+/// the page is never held as a tree; `customers: null` is no customers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerPage<'a> {
     pub total_pages: u64,
     #[serde(default)]
-    pub total_entries: u64,
+    pub total_entries: Option<u64>,
     #[serde(default)]
     pub page_size: u64,
     pub page_number: u64,
-    #[serde(default)]
-    pub customers: Vec<serde_json::Value>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub customers: Vec<&'a RawValue>,
 }
 
 /// The body of a create or an update: only the keys being written. The outer `Option`
@@ -85,6 +89,10 @@ pub struct CustomerInput {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Message {
     pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub errors: Vec<serde_json::Value>,
 }

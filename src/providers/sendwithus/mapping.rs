@@ -249,6 +249,31 @@ mod tests {
     }
 
     #[test]
+    fn nulls_where_the_document_shows_a_map_or_a_list_read_as_empty() {
+        let nulls = GET
+            .replace(
+                r#"{
+                "first_name": "Matt",
+                "city": "San Francisco"
+            }"#,
+                "null",
+            )
+            .replace(
+                r#"[
+                "grp_1234",
+                "grp_5678"
+            ]"#,
+                "null",
+            );
+        assert!(nulls.contains(r#""data": null"#) && nulls.contains(r#""groups": null"#));
+        let c = customer(&nulls);
+        assert!(c.data.is_empty() && c.groups.is_empty());
+        assert_eq!(to_record(c).projection.get(&Field::FirstName), None);
+        let logs: Logs = serde_json::from_str(r#"{"success": true, "logs": null}"#).unwrap();
+        assert!(logs.logs.is_empty());
+    }
+
+    #[test]
     fn update_clears_with_empty_strings() {
         let p = Projection::new()
             .with(Field::Email, Some("a@b.co"))
