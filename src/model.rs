@@ -319,16 +319,31 @@ pub struct FieldSet {
     /// Values the provider fills in by itself when a field is not given (Partial.ly's
     /// language "en"). Holding one where custsync has nothing is not a difference.
     pub defaults: &'static [(Field, &'static str)],
+    /// The longest value, in characters, the provider takes in a field (Partial.ly's
+    /// 2-letter `shipto_state` and `shipto_country`). A longer canonical value is
+    /// never written there, and the provider's own value is then left as it is.
+    pub max_chars: &'static [(Field, usize)],
 }
 
 impl FieldSet {
     /// The fields to write so that `actual` (a provider's record) matches `desired`.
+    /// A desired value that does not fit the field is not one of them: it cannot be
+    /// written, so it is never stale (no update every cycle).
     pub fn stale(&self, desired: &Projection, actual: &Projection) -> Vec<Field> {
         desired
             .diff(actual)
             .into_iter()
             .filter(|f| !(desired.get(f).is_none() && self.is_default(f, actual.get(f))))
+            .filter(|f| self.fits(f, desired.get(f)))
             .collect()
+    }
+
+    /// True when `value` may be written to `field` (no value always fits).
+    pub fn fits(&self, field: &Field, value: Option<&str>) -> bool {
+        let Some(value) = value else { return true };
+        self.max_chars
+            .iter()
+            .all(|(f, max)| f != field || value.trim().chars().count() <= *max)
     }
 
     /// The record without the values the provider fills in by itself.
@@ -565,6 +580,7 @@ mod tests {
             fields: &[Field::FullName],
             attributes: false,
             defaults: &[],
+            max_chars: &[],
         };
         let p = project(&canon, &set);
         assert_eq!(p.get(&Field::FullName), Some("Mary Ann Smith"));
@@ -588,6 +604,7 @@ mod tests {
             fields: &[Field::FullName],
             attributes: false,
             defaults: &[],
+            max_chars: &[],
         };
         assert_eq!(project(&canon, &set).get(&Field::FullName), Some("ann"));
     }

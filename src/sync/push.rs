@@ -130,7 +130,13 @@ async fn push_one(
         )),
     };
     match result {
-        Ok((Some(record), action)) => {
+        Ok((Some(mut record), action)) => {
+            // A field the answer did not carry holds what was written (4b: the
+            // snapshot is what was written where the answer does not say).
+            if let std::borrow::Cow::Owned(p) = record.completed(Some(&op.payload)) {
+                record.projection = p;
+                record.absent.clear();
+            }
             // Fields the answer holds that the write did not send (and that are not
             // the provider's own defaults) were there before: they are the record's
             // data, to merge like an edit, not to erase on the next plan.

@@ -22,6 +22,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: false,
     defaults: &[(Field::AcceptsMarketing, "false")],
+    max_chars: &[],
 };
 
 /// The fields that live in `billingPerson`.
@@ -53,6 +54,7 @@ pub fn to_record(id: String, c: Customer) -> RemoteRecord {
         id: RemoteId(id),
         projection,
         updated_at: c.updated.as_deref().and_then(parse_date),
+        absent: Vec::new(),
     }
 }
 

@@ -150,6 +150,7 @@ impl Provider for Ecwid {
             id: RemoteId(id),
             projection: mapping::written(record, &[], true),
             updated_at: None,
+            absent: Vec::new(),
         })
     }
 
@@ -180,6 +181,7 @@ impl Provider for Ecwid {
             id: id.clone(),
             projection: mapping::written(record, changed, false),
             updated_at: None,
+            absent: Vec::new(),
         })
     }
 

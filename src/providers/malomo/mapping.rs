@@ -13,6 +13,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: false,
     defaults: &[],
+    max_chars: &[],
 };
 
 pub fn to_record(c: Customer) -> RemoteRecord {
@@ -25,6 +26,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.id),
         projection,
         updated_at: c.updated_at.as_deref().and_then(parse_date),
+        absent: Vec::new(),
     }
 }
 

@@ -26,6 +26,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: true,
     defaults: &[],
+    max_chars: &[],
 };
 
 pub fn to_record(c: Customer) -> RemoteRecord {
@@ -58,6 +59,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.id.to_string()),
         projection: p,
         updated_at: c.updated_at.as_deref().and_then(parse_date),
+        absent: Vec::new(),
     }
 }
 

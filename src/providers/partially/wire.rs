@@ -3,40 +3,82 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::providers::wire::null_as_empty;
+use crate::providers::wire::{null_as_empty, present};
 
 /// A customer. `timezone` and `shipto_name` are read but never written by custsync, so
-/// whatever the server or the merchant set there stays.
+/// whatever the server or the merchant set there stays. A mapped field is `None` when
+/// its key is absent from the answer (`language` is absent from every documented
+/// answer): unknown, not empty; `Some(None)` is an explicit `null`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Customer {
     pub id: String,
     /// `null` once `gdpr_remove` has anonymized the customer.
     #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
-    pub first_name: Option<String>,
-    #[serde(default)]
-    pub last_name: Option<String>,
-    #[serde(default)]
-    pub phone: Option<String>,
-    #[serde(default)]
-    pub language: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub first_name: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_name: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phone: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub language: Option<Option<String>>,
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default)]
     pub shipto_name: Option<String>,
-    #[serde(default)]
-    pub shipto_address: Option<String>,
-    #[serde(default)]
-    pub shipto_address2: Option<String>,
-    #[serde(default)]
-    pub shipto_city: Option<String>,
-    #[serde(default)]
-    pub shipto_state: Option<String>,
-    #[serde(default)]
-    pub shipto_postal_code: Option<String>,
-    #[serde(default)]
-    pub shipto_country: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shipto_address: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shipto_address2: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shipto_city: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shipto_state: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shipto_postal_code: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shipto_country: Option<Option<String>>,
     /// No zone on the wire: UTC.
     #[serde(default)]
     pub inserted_at: Option<String>,

@@ -24,6 +24,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: true,
     defaults: &[],
+    max_chars: &[],
 };
 
 /// The `data` keys that are names, not attributes.
@@ -60,6 +61,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.email),
         projection: p,
         updated_at: None,
+        absent: Vec::new(),
     }
 }
 
