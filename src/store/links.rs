@@ -19,6 +19,21 @@ pub struct Observed {
     pub time: DateTime<Utc>,
 }
 
+/// A linked record listed with a new email that another customer has (DESIGN 4c
+/// Identity): it is not merged, and nothing is pushed for either customer, until the
+/// records differ again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailClaim {
+    /// The record's own customer.
+    pub customer: CustomerId,
+    /// The customer whose email the record now has.
+    pub owner: CustomerId,
+    pub provider: ProviderName,
+    pub remote_id: RemoteId,
+    /// The email as the record was listed with it.
+    pub email: String,
+}
+
 /// A record not linked because another record of the same provider has its email.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Duplicate {
@@ -105,6 +120,67 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|r| (CustomerId(r.get(0)), RemoteId(r.get(1))))
+            .collect())
+    }
+
+    /// Linked records observed with an email other than their snapshot's that belongs
+    /// to another customer (not tombstoned, not forgotten). Emails compare as
+    /// [`Email`] holds them, so a change of spelling (case, NFC, punycode) is none.
+    pub async fn email_claims(&self) -> Result<Vec<EmailClaim>> {
+        let rows = sqlx::query(
+            "SELECT l.customer_id, l.provider, l.remote_id, json_extract(l.observed, '$.email'),
+                    json_extract(l.snapshot, '$.email')
+             FROM links l JOIN customers c ON c.id = l.customer_id
+             WHERE l.observed IS NOT NULL AND l.snapshot IS NOT NULL AND l.gone = 0
+               AND c.tombstoned_at IS NULL
+               AND json_extract(l.observed, '$.email') IS NOT json_extract(l.snapshot, '$.email')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut moved = Vec::new();
+        for r in rows {
+            let listed: Option<String> = r.get(3);
+            let before: Option<String> = r.get(4);
+            let Some((raw, email)) = listed.and_then(|l| Some((l.clone(), Email::parse(&l).ok()?)))
+            else {
+                continue;
+            };
+            if before.and_then(|b| Email::parse(&b).ok()).as_ref() == Some(&email) {
+                continue;
+            }
+            moved.push((
+                CustomerId(r.get(0)),
+                ProviderName(r.get(1)),
+                RemoteId(r.get(2)),
+                raw,
+                email,
+            ));
+        }
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let emails: Vec<&str> = moved.iter().map(|m| m.4.as_str()).collect();
+        let owners: HashMap<String, i64> = sqlx::query(
+            "SELECT email, id FROM customers WHERE email IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&emails))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        Ok(moved
+            .into_iter()
+            .filter_map(|(customer, provider, remote_id, raw, email)| {
+                let owner = CustomerId(*owners.get(email.as_str())?);
+                (owner != customer).then_some(EmailClaim {
+                    customer,
+                    owner,
+                    provider,
+                    remote_id,
+                    email: raw,
+                })
+            })
             .collect())
     }
 

@@ -69,6 +69,9 @@ struct PassContext<'a> {
     blocked: HashSet<ProviderName>,
     /// Customers whose deletion the guard holds: nothing is pushed for them.
     held: HashSet<CustomerId>,
+    /// Customers with a record listed under another customer's email, and those
+    /// others (4c Identity): neither is merged nor pushed this run.
+    frozen: HashSet<CustomerId>,
 }
 
 impl Engine {
@@ -126,6 +129,7 @@ impl Engine {
                 .collect(),
             blocked: HashSet::new(),
             held: HashSet::new(),
+            frozen: HashSet::new(),
         };
         let mut complete = Vec::new();
         for (c, outcome) in self.providers.iter().zip(polls) {
@@ -148,6 +152,9 @@ impl Engine {
         for name in &complete {
             self.deletions(name, opts, &mut ctx, &mut report).await?;
         }
+
+        // A record that took another customer's email is not merged: both wait.
+        self.freeze_claims(&mut ctx, &mut report).await?;
 
         // 3. Merge and plan every customer, batch by batch; 4. push, every provider at
         // once, or print the plan. A write whose answer showed data custsync did not
@@ -246,6 +253,7 @@ impl Engine {
                 &self.store,
                 c.provider.clone(),
                 ctx.run,
+                &ctx.frozen,
                 self.config.sync.push_concurrency,
                 stop,
                 opts.progress.as_ref(),
@@ -264,6 +272,29 @@ impl Engine {
             report.errors.extend(outcome.errors);
         }
         Ok(adopted)
+    }
+
+    /// Records listed with a new email that another customer has (4c Identity): each
+    /// is skipped and reported, and nothing is merged or pushed for either customer
+    /// this run; the records stay observed, so the next run looks at them again.
+    async fn freeze_claims(
+        &self,
+        ctx: &mut PassContext<'_>,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        for claim in self.store.email_claims().await? {
+            tracing::warn!(provider = %claim.provider, remote_id = %claim.remote_id,
+                "a record took another customer's email: skipped");
+            report.provider(&claim.provider.0).skipped += 1;
+            report.error(
+                &claim.provider.0,
+                Some(claim.email),
+                Some(claim.remote_id.0),
+                "email belongs to another customer",
+            );
+            ctx.frozen.extend([claim.customer, claim.owner]);
+        }
+        Ok(())
     }
 
     async fn deletions(
@@ -317,6 +348,9 @@ impl Engine {
         ctx: &PassContext<'_>,
         report: &mut Report,
     ) -> Option<CustomerUpdate> {
+        if ctx.frozen.contains(&row.id) {
+            return None;
+        }
         let mut update = CustomerUpdate {
             id: Some(row.id),
             ..CustomerUpdate::default()

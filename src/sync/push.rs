@@ -1,6 +1,7 @@
 //! Push: send one provider's pending operations, a few at a time under its rate
 //! limit, and record each outcome durably as soon as the provider answered.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{Duration as ChronoDuration, Utc};
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::{Event, Progress};
 use super::report::ReportError;
-use crate::model::{Email, Field};
+use crate::model::{CustomerId, Email, Field};
 use crate::providers::{Provider, ProviderError, RemoteRecord};
 use crate::store::outbox::OutboxOp;
 use crate::store::{RunId, Store, StoreError};
@@ -32,12 +33,14 @@ enum Done {
     Failed(ReportError),
 }
 
-/// Pushes every pending operation of `provider`, `concurrency` at a time. Stops taking
-/// new operations once `stop` is cancelled; those in flight finish and are recorded.
+/// Pushes every pending operation of `provider`, `concurrency` at a time, but none of
+/// the `frozen` customers' (they stay in the outbox as they are). Stops taking new
+/// operations once `stop` is cancelled; those in flight finish and are recorded.
 pub async fn push(
     store: &Store,
     provider: Arc<dyn Provider>,
     run: RunId,
+    frozen: &HashSet<CustomerId>,
     concurrency: usize,
     stop: &CancellationToken,
     progress: Option<&Progress>,
@@ -56,6 +59,7 @@ pub async fn push(
         let ops = store.pending_ops(provider.name(), after, 256).await?;
         let Some(last) = ops.last() else { break };
         after = last.id;
+        let ops = ops.into_iter().filter(|op| !frozen.contains(&op.customer));
         let results: Vec<Result<Done, StoreError>> = futures::stream::iter(ops)
             .take_while(|_| std::future::ready(!stop.is_cancelled()))
             .map(|op| push_one(store, provider.as_ref(), run, op))
