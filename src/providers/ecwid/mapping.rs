@@ -42,19 +42,27 @@ pub fn to_record(id: String, c: Customer) -> RemoteRecord {
         let full = person.name.or(c.name).unwrap_or_default();
         split_name(&full)
     };
-    let marketing = c.accept_marketing.map(|b| b.to_string());
-    let projection = Projection::new()
+    let mut projection = Projection::new()
         .with(Field::Email, c.email)
         .with(Field::FirstName, first)
-        .with(Field::LastName, last)
-        .with(Field::Phone, person.phone)
-        .with(Field::AcceptsMarketing, marketing)
-        .with(Field::Locale, c.lang);
+        .with(Field::LastName, last);
+    let mut absent = Vec::new();
+    let marketing = c.accept_marketing.map(|m| m.map(|b| b.to_string()));
+    for (field, value) in [
+        (Field::Phone, person.phone),
+        (Field::AcceptsMarketing, marketing),
+        (Field::Locale, c.lang),
+    ] {
+        match value {
+            Some(v) => projection.set(field, v),
+            None => absent.push(field),
+        }
+    }
     RemoteRecord {
         id: RemoteId(id),
         projection,
         updated_at: c.updated.as_deref().and_then(parse_date),
-        absent: Vec::new(),
+        absent,
     }
 }
 
@@ -308,6 +316,12 @@ mod tests {
     fn reads_the_documented_list() {
         let r = list_records();
         assert_eq!(r.len(), 4);
+        // No item carries a phone or a language, the last no acceptMarketing: unknown.
+        assert_eq!(r[0].absent, vec![Field::Phone, Field::Locale]);
+        assert_eq!(
+            r[3].absent,
+            vec![Field::Phone, Field::AcceptsMarketing, Field::Locale]
+        );
         assert_eq!(r[0].id.0, "172867214");
         let p = &r[0].projection;
         assert_eq!(p.get(&Field::Email), Some("customer@example.com"));

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::providers::wire::null_as_empty;
+use crate::providers::wire::{null_as_empty, present};
 
 /// `{"data": {...}}` around every answer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -72,10 +72,12 @@ pub struct Customer {
     pub billing_person: Option<BillingPerson>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub shipping_addresses: Vec<Value>,
-    #[serde(default)]
-    pub accept_marketing: Option<bool>,
-    #[serde(default)]
-    pub lang: Option<String>,
+    /// `None` when the key is absent (the document's lists never carry `lang`, and
+    /// not always `acceptMarketing`): unknown, not empty.
+    #[serde(default, deserialize_with = "present")]
+    pub accept_marketing: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pub lang: Option<Option<String>>,
 }
 
 /// The billing person: custsync reads names and phone; the address keys are kept so
@@ -89,8 +91,13 @@ pub struct BillingPerson {
     pub first_name: Option<String>,
     #[serde(default)]
     pub last_name: Option<String>,
-    #[serde(default)]
-    pub phone: Option<String>,
+    /// `None` when the key is absent (as in every documented list item).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phone: Option<Option<String>>,
     /// Everything else (`street`, `city`, `countryCode`, ...), untouched.
     #[serde(flatten)]
     pub other: Map<String, Value>,

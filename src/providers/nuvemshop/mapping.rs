@@ -39,7 +39,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
     let mut p = Projection::new()
         .with(Field::Email, c.email)
         .with(Field::FullName, c.name)
-        .with(Field::Phone, c.phone)
+        .with(Field::Phone, c.phone.clone().flatten())
         .with(Field::Note, c.note)
         .with(Field::Line1, line1)
         .with(Field::Line2, c.billing_floor)
@@ -59,7 +59,12 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.id.to_string()),
         projection: p,
         updated_at: c.updated_at.as_deref().and_then(parse_date),
-        absent: Vec::new(),
+        absent: c
+            .phone
+            .is_none()
+            .then_some(Field::Phone)
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -202,6 +207,9 @@ mod tests {
             Some("john.doe+modified@example.com")
         );
         assert_eq!(r.projection.get(&Field::Line1), None);
+        assert_eq!(r.absent, vec![Field::Phone], "the answer has no phone key");
+        let listed = to_record(serde_json::from_str(CUSTOMER_101).unwrap());
+        assert!(listed.absent.is_empty(), "phone: null is a value");
     }
 
     #[test]
