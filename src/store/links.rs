@@ -607,6 +607,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_listed_with_another_customers_email_is_a_claim() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
+        let email = |e: &str| json(&Projection::new().with(Field::Email, Some(e)));
+        for (provider, listed) in [
+            ("p", "B@E.co"), // Bob's email: a claim
+            ("q", "A@e.co"), // the same email spelled otherwise: none
+            ("r", "c@e.co"), // nobody's: an ordinary email change
+            ("s", "a@e.co"), // unchanged
+        ] {
+            sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot, observed) VALUES (?, ?, ?, ?, ?)")
+                .bind(provider)
+                .bind(format!("{provider}1"))
+                .bind(a.0)
+                .bind(email("a@e.co"))
+                .bind(email(listed))
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        let claims = s.email_claims().await.unwrap();
+        assert_eq!(
+            claims,
+            [EmailClaim {
+                customer: a,
+                owner: b,
+                provider: ProviderName("p".into()),
+                remote_id: RemoteId("p1".into()),
+                email: "B@E.co".into(),
+            }]
+        );
+    }
+
+    #[tokio::test]
     async fn a_new_email_another_customer_has_is_refused_and_the_rest_is_saved() {
         let s = Store::open(&StorePath::Memory).await.unwrap();
         let run = s.begin_run("once").await.unwrap();
