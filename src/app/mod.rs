@@ -198,9 +198,21 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
 }
 
 pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
-    Store::open(path)
+    let store = Store::open(path)
         .await
-        .map_err(|e| AppError::Other(anyhow::Error::new(e)))
+        .map_err(|e| AppError::Other(anyhow::Error::new(e)))?;
+    // Emails stored before NFC and ASCII domains: one form for every lookup.
+    let left = store
+        .renormalize_emails()
+        .await
+        .map_err(|e| AppError::Other(anyhow::Error::new(e)))?;
+    if !left.is_empty() {
+        tracing::warn!(
+            customers = left.len(),
+            "emails held in two forms by two customers were left as they are"
+        );
+    }
+    Ok(store)
 }
 
 /// A dry run plans on a throwaway copy of the database, so the real one records

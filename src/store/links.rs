@@ -184,6 +184,41 @@ impl Store {
             .collect())
     }
 
+    /// Puts customers' emails stored before they were compared in NFC with ASCII
+    /// domains (trimmed and lower-cased only) in their present form, so that lookups,
+    /// `forget` and the unique index see one form. Only emails with a non-ASCII
+    /// character can differ; one whose present form another customer already holds is
+    /// left as it is (and answered, to be reported).
+    pub async fn renormalize_emails(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id, email FROM customers WHERE email IS NOT NULL AND email GLOB '*[^ -~]*'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut left = Vec::new();
+        for r in rows {
+            let (id, stored): (i64, String) = (r.get(0), r.get(1));
+            let Ok(email) = Email::parse(&stored) else {
+                continue;
+            };
+            if email.as_str() == stored {
+                continue;
+            }
+            let moved = sqlx::query(
+                "UPDATE customers SET email = ? WHERE id = ? AND NOT EXISTS (SELECT 1 FROM customers WHERE email = ?)",
+            )
+            .bind(email.as_str())
+            .bind(id)
+            .bind(email.as_str())
+            .execute(&self.pool)
+            .await?;
+            if moved.rows_affected() == 0 {
+                left.push(stored);
+            }
+        }
+        Ok(left)
+    }
+
     /// How many live, merged links a provider has (the base of the delete guard).
     pub async fn linked_count(&self, provider: &ProviderName) -> Result<i64> {
         let n = sqlx::query(
@@ -604,6 +639,25 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(detail, serde_json::json!({"x": "é\u{1}"}).to_string());
+    }
+
+    #[tokio::test]
+    async fn emails_stored_in_the_older_form_are_put_in_the_present_one() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let old = customer(&s, "ann@ex\u{e4}mple.com").await;
+        customer(&s, "jose\u{301}@x.co").await;
+        customer(&s, "jos\u{e9}@x.co").await; // both forms held: left as it is
+        customer(&s, "plain@x.co").await;
+        let left = s.renormalize_emails().await.unwrap();
+        assert_eq!(left, ["jose\u{301}@x.co"]);
+        let email: String = sqlx::query("SELECT email FROM customers WHERE id = ?")
+            .bind(old.0)
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(email, "ann@xn--exmple-cua.com");
+        assert_eq!(s.renormalize_emails().await.unwrap().len(), 1, "idempotent");
     }
 
     #[tokio::test]
