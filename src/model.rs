@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
 
 /// A normalized, valid email address: the identity of a person across providers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,10 +21,13 @@ pub struct Email(String);
 pub struct InvalidEmail(pub &'static str);
 
 impl Email {
-    /// Trims and lower-cases, then checks: exactly one `@`, a non-empty local part, a
-    /// domain with at least one dot not at its start or end, no spaces anywhere.
+    /// Trims, lower-cases and puts the address in Unicode NFC, with the domain in its
+    /// ASCII form by UTS 46 (`exämple.com` is `xn--exmple-cua.com`), then checks:
+    /// exactly one `@`, a non-empty local part, a domain with at least one dot not at
+    /// its start or end, no spaces anywhere. Two spellings of one address (NFC and
+    /// NFD, Unicode and punycode domains) parse to the same `Email`.
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
-        let s = raw.trim().to_lowercase();
+        let s: String = raw.trim().to_lowercase().nfc().collect();
         if s.is_empty() {
             return Err(InvalidEmail("empty"));
         }
@@ -40,7 +44,8 @@ impl Email {
         if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
             return Err(InvalidEmail("domain needs a dot inside it"));
         }
-        Ok(Email(s))
+        let domain = ascii_domain(domain)?;
+        Ok(Email(format!("{local}@{domain}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -58,6 +63,19 @@ impl Email {
         let first: String = local.chars().take(1).collect();
         format!("{first}***@{domain}")
     }
+}
+
+/// The domain in its ASCII form by UTS 46 processing (the `idna` crate). An ASCII
+/// domain (punycode included) is that form already and is kept as it is.
+fn ascii_domain(domain: &str) -> Result<String, InvalidEmail> {
+    if domain.is_ascii() {
+        return Ok(domain.to_string());
+    }
+    let ascii = idna::domain_to_ascii(domain).map_err(|_| InvalidEmail("invalid domain"))?;
+    if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || !ascii.contains('.') {
+        return Err(InvalidEmail("domain needs a dot inside it"));
+    }
+    Ok(ascii)
 }
 
 impl fmt::Display for Email {
@@ -140,13 +158,17 @@ impl Field {
         !matches!(self, Field::FullName | Field::Language)
     }
 
-    /// Normalizes a value for comparison: emails lower-cased and trimmed, phones by
-    /// their digits (and a leading +), countries and locales case-folded. Two values
-    /// are the same when their normal forms are equal.
+    /// Normalizes a value for comparison: emails as [`Email`] holds them (an invalid
+    /// one trimmed, lower-cased and in NFC), phones by their digits (and a leading +),
+    /// countries and locales case-folded. Two values are the same when their normal
+    /// forms are equal.
     pub fn normalize(&self, value: &str) -> String {
         let v = value.trim();
         match self {
-            Field::Email => v.to_lowercase(),
+            Field::Email => match Email::parse(v) {
+                Ok(e) => e.0,
+                Err(_) => v.to_lowercase().nfc().collect(),
+            },
             Field::Phone => {
                 let plus = if v.starts_with('+') { "+" } else { "" };
                 let digits: String = v.chars().filter(char::is_ascii_digit).collect();
@@ -297,16 +319,31 @@ pub struct FieldSet {
     /// Values the provider fills in by itself when a field is not given (Partial.ly's
     /// language "en"). Holding one where custsync has nothing is not a difference.
     pub defaults: &'static [(Field, &'static str)],
+    /// The longest value, in characters, the provider takes in a field (Partial.ly's
+    /// 2-letter `shipto_state` and `shipto_country`). A longer canonical value is
+    /// never written there, and the provider's own value is then left as it is.
+    pub max_chars: &'static [(Field, usize)],
 }
 
 impl FieldSet {
     /// The fields to write so that `actual` (a provider's record) matches `desired`.
+    /// A desired value that does not fit the field is not one of them: it cannot be
+    /// written, so it is never stale (no update every cycle).
     pub fn stale(&self, desired: &Projection, actual: &Projection) -> Vec<Field> {
         desired
             .diff(actual)
             .into_iter()
             .filter(|f| !(desired.get(f).is_none() && self.is_default(f, actual.get(f))))
+            .filter(|f| self.fits(f, desired.get(f)))
             .collect()
+    }
+
+    /// True when `value` may be written to `field` (no value always fits).
+    pub fn fits(&self, field: &Field, value: Option<&str>) -> bool {
+        let Some(value) = value else { return true };
+        self.max_chars
+            .iter()
+            .all(|(f, max)| f != field || value.trim().chars().count() <= *max)
     }
 
     /// The record without the values the provider fills in by itself.
@@ -471,6 +508,33 @@ mod tests {
     }
 
     #[test]
+    fn one_address_in_two_spellings_is_one_email() {
+        let nfc = "jos\u{e9}@example.com";
+        let nfd = "jose\u{301}@example.com";
+        assert_eq!(Email::parse(nfc), Email::parse(nfd));
+        assert_eq!(Email::parse(nfd).unwrap().as_str(), nfc);
+        let unicode = Email::parse("Ann@Ex\u{e4}mple.com").unwrap();
+        assert_eq!(unicode.as_str(), "ann@xn--exmple-cua.com");
+        assert_eq!(Email::parse("ann@xn--exmple-cua.com").unwrap(), unicode);
+        // NFD in the domain too.
+        assert_eq!(Email::parse("ann@exa\u{308}mple.com").unwrap(), unicode);
+        assert_ne!(Email::parse("jose@example.com"), Email::parse(nfc));
+        assert!(Email::parse("ann@\u{e4}.").is_err());
+    }
+
+    #[test]
+    fn two_spellings_of_one_email_are_no_edit() {
+        let a = Projection::new().with(Field::Email, Some("jos\u{e9}@ex\u{e4}mple.com"));
+        let b = Projection::new().with(Field::Email, Some("JOSE\u{301}@xn--exmple-cua.com"));
+        assert!(a.diff(&b).is_empty());
+        assert_eq!(
+            Field::Email.normalize("jose\u{301}@x"),
+            Field::Email.normalize("jos\u{e9}@x"),
+            "an invalid email is compared in NFC too"
+        );
+    }
+
+    #[test]
     fn field_names_round_trip() {
         for (f, _) in NAMED.iter() {
             assert_eq!(&f.to_string().parse::<Field>().unwrap(), f);
@@ -516,6 +580,7 @@ mod tests {
             fields: &[Field::FullName],
             attributes: false,
             defaults: &[],
+            max_chars: &[],
         };
         let p = project(&canon, &set);
         assert_eq!(p.get(&Field::FullName), Some("Mary Ann Smith"));
@@ -539,6 +604,7 @@ mod tests {
             fields: &[Field::FullName],
             attributes: false,
             defaults: &[],
+            max_chars: &[],
         };
         assert_eq!(project(&canon, &set).get(&Field::FullName), Some("ann"));
     }

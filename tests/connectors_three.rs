@@ -154,8 +154,10 @@ async fn partially_create_update_lookup_delete() {
         .with(Field::City, Some("São Paulo"))
         .with(Field::Country, Some("BR"));
     let created = p.create(&want).await.unwrap();
-    // The snapshot is the answer: the server's default language is in it.
-    assert_eq!(created.projection.get(&Field::Language), Some("en"));
+    // The snapshot is the answer, which (like the document's) does not carry the
+    // language: it is unknown, not empty. The server keeps its default.
+    assert_eq!(created.projection.get(&Field::Language), None);
+    assert!(created.absent.contains(&Field::Language));
     assert_eq!(created.projection.get(&Field::Country), Some("BR"));
     let body = em.log().writes()[0].body.clone().unwrap();
     for unmapped in ["timezone", "shipto_name", "language"] {
@@ -164,6 +166,7 @@ async fn partially_create_update_lookup_delete() {
     let stored = &em.by_email("new.person@shop.co")[0];
     assert_eq!(stored.id, created.id.0);
     assert_eq!(stored.timezone.as_deref(), Some("America/New_York"));
+    assert_eq!(stored.language.as_deref(), Some("en"));
 
     let edited = want
         .clone()

@@ -21,12 +21,14 @@ const SETS: [FieldSet; 3] = [
         ],
         attributes: false,
         defaults: &[],
+        max_chars: &[],
     },
     // Nuvemshop-like: one name field, attributes
     FieldSet {
         fields: &[Field::Email, Field::FullName, Field::Phone, Field::Note],
         attributes: true,
         defaults: &[],
+        max_chars: &[],
     },
     // Partial.ly-like: language as a lossy view of the locale
     FieldSet {
@@ -39,6 +41,7 @@ const SETS: [FieldSet; 3] = [
         ],
         attributes: false,
         defaults: &[],
+        max_chars: &[],
     },
 ];
 

@@ -15,6 +15,7 @@ pub mod partially;
 pub mod sendwithus;
 pub mod wire;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,25 @@ pub struct RemoteRecord {
     pub id: RemoteId,
     pub projection: Projection,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Fields whose keys the answer did not carry (Partial.ly's `language`): unknown,
+    /// not empty. They never look like an edit nor empty a value: the store keeps the
+    /// value it knew for them (the snapshot, or what was written).
+    pub absent: Vec<Field>,
+}
+
+impl RemoteRecord {
+    /// The projection with the absent fields taken from `known` (the link's snapshot,
+    /// or what a write sent); borrowed when every field was carried.
+    pub fn completed(&self, known: Option<&Projection>) -> Cow<'_, Projection> {
+        if self.absent.is_empty() {
+            return Cow::Borrowed(&self.projection);
+        }
+        let mut p = self.projection.clone();
+        for field in &self.absent {
+            p.set(field.clone(), known.and_then(|k| k.get(field)));
+        }
+        Cow::Owned(p)
+    }
 }
 
 /// One element of a listing: a usable record, or one that cannot be synced.

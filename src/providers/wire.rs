@@ -1,8 +1,19 @@
 //! Wire helpers shared by the connectors: `Link` headers, record-by-record decoding
-//! of a listing, path encoding.
+//! of a listing page (without a JSON tree of the page), explicit `null` read as empty,
+//! path encoding.
+//!
+//! Owns the rules every listing shares: one bad record is skipped and reported, never
+//! fatal to its page, and a record with a value over [`MAX_VALUE_BYTES`] is skipped
+//! so that such a value is never written anywhere (DESIGN 4c Requests).
 
-use super::{Listed, RemoteRecord};
-use crate::model::RemoteId;
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{Listed, ProviderError, RemoteRecord};
+use crate::model::{ProviderName, RemoteId};
+
+/// The largest field value custsync syncs, in bytes of UTF-8 (64 KiB).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Finds the `rel="next"` target in a `Link` header.
 pub fn link_next(header: &str) -> Option<String> {
@@ -22,40 +33,193 @@ pub fn link_next(header: &str) -> Option<String> {
     })
 }
 
-/// Decodes a JSON array element by element: one bad record is skipped, not fatal.
-pub fn decode_items<T: serde::de::DeserializeOwned>(
-    items: Vec<serde_json::Value>,
+/// Decodes an answer that borrows from its body (a page of [`RawValue`] items).
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(
+    provider: &ProviderName,
+    body: &'a [u8],
+) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| ProviderError::decode(provider, e))
+}
+
+/// Decodes a page that is a bare JSON array (Nuvemshop, Malomo); `null` is no records.
+pub fn decode_array<'a>(
+    provider: &ProviderName,
+    body: &'a [u8],
+) -> Result<Vec<&'a RawValue>, ProviderError> {
+    let items: Option<Vec<&'a RawValue>> = decode_borrowed(provider, body)?;
+    Ok(items.unwrap_or_default())
+}
+
+/// For `#[serde(deserialize_with)]`: an explicit `null` where the document shows a
+/// list or a map decodes as empty (with `#[serde(default)]`, so does an absent key).
+pub fn null_as_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// For `#[serde(default, deserialize_with)]`: a key that is present (with a value or
+/// `null`) is `Some`, so that an absent key stays `None`: unknown, not empty.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Decodes a page's items one by one straight into the connector's wire struct: one
+/// unreadable record is skipped (its id and email read for the report), and a record
+/// holding a value over [`MAX_VALUE_BYTES`] is skipped for its data.
+pub fn decode_items<'a, T: Deserialize<'a>>(
+    items: &[&'a RawValue],
     id_key: &str,
     email_key: &str,
     to_record: impl Fn(T) -> RemoteRecord,
 ) -> Vec<Listed> {
     items
-        .into_iter()
-        .map(|item| {
-            let id = item.get(id_key).and_then(|v| match v {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-            let email = item
-                .get(email_key)
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            match serde_json::from_value::<T>(item) {
-                Ok(c) => Listed::Record(to_record(c)),
-                Err(e) => Listed::Skipped {
+        .iter()
+        .map(|item| match serde_json::from_str::<T>(item.get()) {
+            Ok(c) => oversized(to_record(c), item),
+            Err(e) => {
+                let (id, email) = id_and_email(item, id_key, email_key);
+                Listed::Skipped {
                     remote_id: id.map(RemoteId),
                     email,
                     reason: format!("unreadable record: {e}"),
                     unreadable: true,
-                },
+                }
             }
         })
         .collect()
 }
 
+/// The record, or its skip when one of its values is over the limit: a mapped value
+/// (an `extra` object becomes text) or any string the provider sent.
+fn oversized(record: RemoteRecord, raw: &RawValue) -> Listed {
+    let mapped = record
+        .projection
+        .iter()
+        .find(|(_, v)| v.len() > MAX_VALUE_BYTES)
+        .map(|(f, _)| f.to_string());
+    // A value cannot be longer than the record's text that holds it.
+    let sent = (mapped.is_none() && raw.get().len() > MAX_VALUE_BYTES)
+        .then(|| longest_string(raw.get()))
+        .flatten();
+    let Some(key) = mapped.or(sent) else {
+        return Listed::Record(record);
+    };
+    Listed::Skipped {
+        email: record
+            .projection
+            .get(&crate::model::Field::Email)
+            .map(str::to_string),
+        remote_id: Some(record.id),
+        reason: format!("a value over 64 KiB ({key}): not synced"),
+        unreadable: false,
+    }
+}
+
+/// The id and the email of an unreadable record, where they can be read.
+fn id_and_email(
+    item: &RawValue,
+    id_key: &str,
+    email_key: &str,
+) -> (Option<String>, Option<String>) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(item.get()) else {
+        return (None, None);
+    };
+    let id = value.get(id_key).and_then(|v| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let email = value
+        .get(email_key)
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    (id, email)
+}
+
+/// The key of the first string value over the limit in a JSON text, walked without
+/// building a tree; `None` when there is none.
+fn longest_string(json: &str) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    LongValue { key: "record" }
+        .deserialize(&mut de)
+        .ok()
+        .flatten()
+}
+
+/// A visitor that answers the key holding a string over [`MAX_VALUE_BYTES`].
+struct LongValue<'k> {
+    key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for LongValue<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LongValue<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((v.len() > MAX_VALUE_BYTES).then(|| self.key.to_string()))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(hit) = seq.next_element_seed(LongValue { key: self.key })? {
+            found = found.or(hit);
+        }
+        Ok(found)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let hit = map.next_value_seed(LongValue { key: &key })?;
+            found = found.or(hit);
+        }
+        Ok(found)
+    }
+}
+
+/// Percent-encodes a path segment or a query value: everything but RFC 3986's
+/// unreserved characters (`A-Z a-z 0-9 - . _ ~`), so `@` and `+` are encoded (the
+/// Sendwithus email path contract).
 pub fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
 pub fn to_json<T: serde::Serialize>(body: &T) -> serde_json::Value {
@@ -78,5 +242,28 @@ mod tests {
             link_next(r#"<https://x/customers?prev=a>; rel="prev""#),
             None
         );
+    }
+
+    #[test]
+    fn paths_encode_only_what_rfc_3986_requires() {
+        assert_eq!(
+            urlencode("a0a877c6-4164-4e8a_8179.48f8~d4752b4e"),
+            "a0a877c6-4164-4e8a_8179.48f8~d4752b4e"
+        );
+        assert_eq!(
+            urlencode("matt+1@sendwithus.com"),
+            "matt%2B1%40sendwithus.com"
+        );
+        assert_eq!(urlencode("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(urlencode("josé"), "jos%C3%A9");
+    }
+
+    #[test]
+    fn the_longest_string_is_found_anywhere_in_a_record() {
+        let big = "x".repeat(MAX_VALUE_BYTES + 1);
+        let json = format!(r#"{{"id": 1, "extra": {{"a": [1, null, {{"note": "{big}"}}]}}}}"#);
+        assert_eq!(longest_string(&json).as_deref(), Some("note"));
+        let fits = "x".repeat(MAX_VALUE_BYTES);
+        assert_eq!(longest_string(&format!(r#"{{"a": "{fits}"}}"#)), None);
     }
 }

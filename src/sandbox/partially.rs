@@ -5,7 +5,9 @@
 //! "America/New_York", `shipto_country` "US"), and `PUT /customer/gdpr_remove/{id}`:
 //! refused (422 `{message}`) while the customer has an open payment plan, anonymizing
 //! (every personal field `null`, the id kept) when it has payment history, deleting
-//! otherwise. Errors are `{message, errors}`; dates have no zone (UTC).
+//! otherwise. Errors are `{message, errors}`; dates have no zone (UTC). Like every
+//! answer in the document, a customer is sent without its `language`, which a create
+//! or an update may still set.
 //!
 //! Where the document is silent the emulator assumes: a second customer with an email
 //! that another has is refused (422, `email has already been taken`); `null` and `""`
@@ -35,6 +37,8 @@ pub struct Customer {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub phone: Option<String>,
+    /// Kept and settable, but never sent: no answer in the document carries it.
+    #[serde(skip_serializing, default)]
     pub language: Option<String>,
     pub timezone: Option<String>,
     pub shipto_name: Option<String>,

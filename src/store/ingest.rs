@@ -32,12 +32,15 @@ impl Store {
         for o in observed {
             let id = &o.record.id.0;
             match page.known.get(id) {
-                Some(k) if k.tombstoned || k.snapshot.as_ref() == Some(&o.record.projection) => {
-                    seen.push(id);
-                }
-                Some(_) => {
-                    seen.flush(&mut tx).await?;
-                    observe(&mut tx, provider, run, o).await?;
+                Some(k) => {
+                    // A field the answer did not carry keeps the value the snapshot has.
+                    let listed = o.record.completed(k.snapshot.as_ref());
+                    if k.tombstoned || k.snapshot.as_ref() == Some(listed.as_ref()) {
+                        seen.push(id);
+                    } else {
+                        seen.flush(&mut tx).await?;
+                        observe(&mut tx, provider, run, o, &listed).await?;
+                    }
                 }
                 None => {
                     seen.flush(&mut tx).await?;
@@ -198,16 +201,17 @@ impl<'a> Seen<'a> {
     }
 }
 
-/// A known record that changed: its listed state is kept for the merge.
+/// A known record that changed: its `listed` state is kept for the merge.
 async fn observe(
     conn: &mut SqliteConnection,
     provider: &ProviderName,
     run: RunId,
     o: &Observed,
+    listed: &Projection,
 ) -> Result<()> {
     sqlx::query("UPDATE links SET seen_run = ?, observed = ?, observed_at = ? WHERE provider = ? AND remote_id = ?")
         .bind(run.0)
-        .bind(json(&o.record.projection))
+        .bind(json(listed))
         .bind(time_text(o.time))
         .bind(&provider.0)
         .bind(&o.record.id.0)
@@ -339,6 +343,7 @@ mod tests {
                 id: RemoteId(id.into()),
                 projection,
                 updated_at: Some(time),
+                absent: Vec::new(),
             },
             email: Email::parse(email).unwrap(),
             time,
@@ -442,6 +447,36 @@ mod tests {
                 ("b1".into(), 2, Some("Bobby".into()), run.0)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_field_the_answer_did_not_carry_keeps_the_snapshots_value() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let p = ProviderName("p".into());
+        let run = s.begin_run("once").await.unwrap();
+        let mut first = rec("a1", "x@e.co", "Ann", 1);
+        first.record.projection.set(Field::Language, Some("de"));
+        s.ingest_page(&p, run, &[first], &[]).await.unwrap();
+        merge_all(&s, run).await;
+
+        // Listed again without its language: unknown, so unchanged.
+        let run = s.begin_run("once").await.unwrap();
+        let mut again = rec("a1", "x@e.co", "Ann", 1);
+        again.record.absent = vec![Field::Language];
+        s.ingest_page(&p, run, &[again.clone()], &[]).await.unwrap();
+        assert_eq!(links(&s, "p").await, [("a1".into(), 1, None, run.0)]);
+
+        // A real edit elsewhere keeps the language it did not carry.
+        again.record.projection.set(Field::FirstName, Some("Anna"));
+        s.ingest_page(&p, run, &[again], &[]).await.unwrap();
+        let observed: String = sqlx::query("SELECT observed FROM links")
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+        let observed: Projection = serde_json::from_str(&observed).unwrap();
+        assert_eq!(observed.get(&Field::Language), Some("de"));
+        assert_eq!(observed.get(&Field::FirstName), Some("Anna"));
     }
 
     #[tokio::test]

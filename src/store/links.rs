@@ -19,6 +19,21 @@ pub struct Observed {
     pub time: DateTime<Utc>,
 }
 
+/// A linked record listed with a new email that another customer has (DESIGN 4c
+/// Identity): it is not merged, and nothing is pushed for either customer, until the
+/// records differ again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailClaim {
+    /// The record's own customer.
+    pub customer: CustomerId,
+    /// The customer whose email the record now has.
+    pub owner: CustomerId,
+    pub provider: ProviderName,
+    pub remote_id: RemoteId,
+    /// The email as the record was listed with it.
+    pub email: String,
+}
+
 /// A record not linked because another record of the same provider has its email.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Duplicate {
@@ -106,6 +121,102 @@ impl Store {
             .into_iter()
             .map(|r| (CustomerId(r.get(0)), RemoteId(r.get(1))))
             .collect())
+    }
+
+    /// Linked records observed with an email other than their snapshot's that belongs
+    /// to another customer (not tombstoned, not forgotten). Emails compare as
+    /// [`Email`] holds them, so a change of spelling (case, NFC, punycode) is none.
+    pub async fn email_claims(&self) -> Result<Vec<EmailClaim>> {
+        let rows = sqlx::query(
+            "SELECT l.customer_id, l.provider, l.remote_id, json_extract(l.observed, '$.email'),
+                    json_extract(l.snapshot, '$.email')
+             FROM links l JOIN customers c ON c.id = l.customer_id
+             WHERE l.observed IS NOT NULL AND l.snapshot IS NOT NULL AND l.gone = 0
+               AND c.tombstoned_at IS NULL
+               AND json_extract(l.observed, '$.email') IS NOT json_extract(l.snapshot, '$.email')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut moved = Vec::new();
+        for r in rows {
+            let listed: Option<String> = r.get(3);
+            let before: Option<String> = r.get(4);
+            let Some((raw, email)) = listed.and_then(|l| Some((l.clone(), Email::parse(&l).ok()?)))
+            else {
+                continue;
+            };
+            if before.and_then(|b| Email::parse(&b).ok()).as_ref() == Some(&email) {
+                continue;
+            }
+            moved.push((
+                CustomerId(r.get(0)),
+                ProviderName(r.get(1)),
+                RemoteId(r.get(2)),
+                raw,
+                email,
+            ));
+        }
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let emails: Vec<&str> = moved.iter().map(|m| m.4.as_str()).collect();
+        let owners: HashMap<String, i64> = sqlx::query(
+            "SELECT email, id FROM customers WHERE email IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&emails))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        Ok(moved
+            .into_iter()
+            .filter_map(|(customer, provider, remote_id, raw, email)| {
+                let owner = CustomerId(*owners.get(email.as_str())?);
+                (owner != customer).then_some(EmailClaim {
+                    customer,
+                    owner,
+                    provider,
+                    remote_id,
+                    email: raw,
+                })
+            })
+            .collect())
+    }
+
+    /// Puts customers' emails stored before they were compared in NFC with ASCII
+    /// domains (trimmed and lower-cased only) in their present form, so that lookups,
+    /// `forget` and the unique index see one form. Only emails with a non-ASCII
+    /// character can differ; one whose present form another customer already holds is
+    /// left as it is (and answered, to be reported).
+    pub async fn renormalize_emails(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id, email FROM customers WHERE email IS NOT NULL AND email GLOB '*[^ -~]*'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut left = Vec::new();
+        for r in rows {
+            let (id, stored): (i64, String) = (r.get(0), r.get(1));
+            let Ok(email) = Email::parse(&stored) else {
+                continue;
+            };
+            if email.as_str() == stored {
+                continue;
+            }
+            let moved = sqlx::query(
+                "UPDATE customers SET email = ? WHERE id = ? AND NOT EXISTS (SELECT 1 FROM customers WHERE email = ?)",
+            )
+            .bind(email.as_str())
+            .bind(id)
+            .bind(email.as_str())
+            .execute(&self.pool)
+            .await?;
+            if moved.rows_affected() == 0 {
+                left.push(stored);
+            }
+        }
+        Ok(left)
     }
 
     /// How many live, merged links a provider has (the base of the delete guard).
@@ -528,6 +639,59 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(detail, serde_json::json!({"x": "é\u{1}"}).to_string());
+    }
+
+    #[tokio::test]
+    async fn emails_stored_in_the_older_form_are_put_in_the_present_one() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let old = customer(&s, "ann@ex\u{e4}mple.com").await;
+        customer(&s, "jose\u{301}@x.co").await;
+        customer(&s, "jos\u{e9}@x.co").await; // both forms held: left as it is
+        customer(&s, "plain@x.co").await;
+        let left = s.renormalize_emails().await.unwrap();
+        assert_eq!(left, ["jose\u{301}@x.co"]);
+        let email: String = sqlx::query("SELECT email FROM customers WHERE id = ?")
+            .bind(old.0)
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(email, "ann@xn--exmple-cua.com");
+        assert_eq!(s.renormalize_emails().await.unwrap().len(), 1, "idempotent");
+    }
+
+    #[tokio::test]
+    async fn a_record_listed_with_another_customers_email_is_a_claim() {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
+        let email = |e: &str| json(&Projection::new().with(Field::Email, Some(e)));
+        for (provider, listed) in [
+            ("p", "B@E.co"), // Bob's email: a claim
+            ("q", "A@e.co"), // the same email spelled otherwise: none
+            ("r", "c@e.co"), // nobody's: an ordinary email change
+            ("s", "a@e.co"), // unchanged
+        ] {
+            sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot, observed) VALUES (?, ?, ?, ?, ?)")
+                .bind(provider)
+                .bind(format!("{provider}1"))
+                .bind(a.0)
+                .bind(email("a@e.co"))
+                .bind(email(listed))
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        let claims = s.email_claims().await.unwrap();
+        assert_eq!(
+            claims,
+            [EmailClaim {
+                customer: a,
+                owner: b,
+                provider: ProviderName("p".into()),
+                remote_id: RemoteId("p1".into()),
+                email: "B@E.co".into(),
+            }]
+        );
     }
 
     #[tokio::test]

@@ -96,6 +96,9 @@ struct PassContext<'a> {
     incomplete: HashSet<ProviderName>,
     /// Customers whose deletion the guard holds: nothing is pushed for them.
     held: HashSet<CustomerId>,
+    /// Customers with a record listed under another customer's email, and those
+    /// others (4c Identity): neither is merged nor pushed this run.
+    frozen: HashSet<CustomerId>,
 }
 
 impl Engine {
@@ -228,6 +231,7 @@ impl Engine {
             blocked: HashSet::new(),
             incomplete: HashSet::new(),
             held: HashSet::new(),
+            frozen: HashSet::new(),
         };
         let mut complete = Vec::new();
         for (c, outcome) in self.providers.iter().zip(polls) {
@@ -255,6 +259,9 @@ impl Engine {
         for name in &complete {
             self.deletions(name, opts, &mut ctx, report).await?;
         }
+
+        // A record that took another customer's email is not merged: both wait.
+        self.freeze_claims(&mut ctx, report).await?;
 
         // 3. Merge and plan every customer, batch by batch; 4. push, every provider at
         // once, or print the plan. A write whose answer showed data custsync did not
@@ -371,6 +378,7 @@ impl Engine {
                 push::Scope {
                     run: ctx.run,
                     lease,
+                    frozen: &ctx.frozen,
                     updates_only: ctx.incomplete.contains(c.provider.name()),
                     concurrency: self.config.sync.push_concurrency,
                 },
@@ -402,6 +410,29 @@ impl Engine {
             Some(e) => Err(e),
             None => Ok(adopted),
         }
+    }
+
+    /// Records listed with a new email that another customer has (4c Identity): each
+    /// is skipped and reported, and nothing is merged or pushed for either customer
+    /// this run; the records stay observed, so the next run looks at them again.
+    async fn freeze_claims(
+        &self,
+        ctx: &mut PassContext<'_>,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        for claim in self.store.email_claims().await? {
+            tracing::warn!(provider = %claim.provider, remote_id = %claim.remote_id,
+                "a record took another customer's email: skipped");
+            report.provider(&claim.provider.0).skipped += 1;
+            report.error(
+                &claim.provider.0,
+                Some(claim.email),
+                Some(claim.remote_id.0),
+                "email belongs to another customer",
+            );
+            ctx.frozen.extend([claim.customer, claim.owner]);
+        }
+        Ok(())
     }
 
     async fn deletions(
@@ -455,6 +486,9 @@ impl Engine {
         ctx: &PassContext<'_>,
         report: &mut Report,
     ) -> Option<CustomerUpdate> {
+        if ctx.frozen.contains(&row.id) {
+            return None;
+        }
         let mut update = CustomerUpdate {
             id: Some(row.id),
             ..CustomerUpdate::default()
@@ -498,11 +532,12 @@ impl Engine {
                 self.config.sync.conflict_policy,
             );
             let mut next = merged.canonical;
-            // The identity is kept normalized, and never becomes invalid or empty.
-            let email = next
-                .email()
-                .or_else(|| row.email.as_deref().and_then(|e| Email::parse(e).ok()));
-            next.set(Field::Email, email.map(|e| e.as_str().to_string()));
+            // The email is kept in the form last received (4b: NFC or NFD, a Unicode
+            // or punycode domain, its case), and never becomes invalid or empty.
+            if next.email().is_none() {
+                let email = row.email.as_deref().and_then(|e| Email::parse(e).ok());
+                next.set(Field::Email, email.map(|e| e.as_str().to_string()));
+            }
             if next != canonical || row.updated_at.is_none() {
                 let action = if row.updated_at.is_none() {
                     "merge.initial"

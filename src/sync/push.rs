@@ -1,6 +1,7 @@
 //! Push: send one provider's pending operations, a few at a time under its rate
 //! limit, and record each outcome durably as soon as the provider answered.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{Duration as ChronoDuration, Utc};
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::{Event, Progress};
 use super::report::ReportError;
-use crate::model::{Email, Field};
+use crate::model::{CustomerId, Email, Field};
 use crate::providers::{Provider, ProviderError, RemoteRecord};
 use crate::store::lease::Lease;
 use crate::store::outbox::OutboxOp;
@@ -47,6 +48,9 @@ pub struct Scope<'a> {
     pub lease: &'a Lease,
     /// The provider's listing did not prove itself complete: only updates go (DESIGN 4c).
     pub updates_only: bool,
+    /// Customers nothing is pushed for this run (a record took another one's email):
+    /// their operations stay in the outbox as they are.
+    pub frozen: &'a HashSet<CustomerId>,
     /// Requests in flight at once.
     pub concurrency: usize,
 }
@@ -80,7 +84,10 @@ pub async fn push(
             .await?;
         let Some(last) = ops.last() else { break };
         after = last.id;
-        let mut ops = ops.into_iter().peekable();
+        let mut ops = ops
+            .into_iter()
+            .filter(|op| !scope.frozen.contains(&op.customer))
+            .peekable();
         while ops.peek().is_some() {
             if stop.is_cancelled() {
                 break 'pages;
@@ -207,7 +214,13 @@ async fn push_one(
         )),
     };
     match result {
-        Ok((Some(record), action)) => {
+        Ok((Some(mut record), action)) => {
+            // A field the answer did not carry holds what was written (4b: the
+            // snapshot is what was written where the answer does not say).
+            if let std::borrow::Cow::Owned(p) = record.completed(Some(&op.payload)) {
+                record.projection = p;
+                record.absent.clear();
+            }
             // Fields the answer holds that the write did not send (and that are not
             // the provider's own defaults) were there before: they are the record's
             // data, to merge like an edit, not to erase on the next plan.

@@ -22,6 +22,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: false,
     defaults: &[(Field::AcceptsMarketing, "false")],
+    max_chars: &[],
 };
 
 /// The fields that live in `billingPerson`.
@@ -41,18 +42,27 @@ pub fn to_record(id: String, c: Customer) -> RemoteRecord {
         let full = person.name.or(c.name).unwrap_or_default();
         split_name(&full)
     };
-    let marketing = c.accept_marketing.map(|b| b.to_string());
-    let projection = Projection::new()
+    let mut projection = Projection::new()
         .with(Field::Email, c.email)
         .with(Field::FirstName, first)
-        .with(Field::LastName, last)
-        .with(Field::Phone, person.phone)
-        .with(Field::AcceptsMarketing, marketing)
-        .with(Field::Locale, c.lang);
+        .with(Field::LastName, last);
+    let mut absent = Vec::new();
+    let marketing = c.accept_marketing.map(|m| m.map(|b| b.to_string()));
+    for (field, value) in [
+        (Field::Phone, person.phone),
+        (Field::AcceptsMarketing, marketing),
+        (Field::Locale, c.lang),
+    ] {
+        match value {
+            Some(v) => projection.set(field, v),
+            None => absent.push(field),
+        }
+    }
     RemoteRecord {
         id: RemoteId(id),
         projection,
         updated_at: c.updated.as_deref().and_then(parse_date),
+        absent,
     }
 }
 
@@ -280,14 +290,38 @@ mod tests {
         assert_eq!(env.data.kind.as_deref(), Some("ecwid"));
         a.items
             .into_iter()
-            .map(|v| listed(serde_json::from_value(v).unwrap()))
+            .map(|v| listed(serde_json::from_str(v.get()).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn nulls_where_the_document_shows_a_list_read_as_empty() {
+        let nulls = LIST.replace(r#""shippingAddresses": []"#, r#""shippingAddresses": null"#);
+        assert!(nulls.contains(r#""shippingAddresses": null"#));
+        let env: Envelope<CustomerList> = serde_json::from_str(&nulls).unwrap();
+        let items =
+            crate::providers::wire::decode_items(&env.data.attributes.items, "id", "email", listed);
+        assert_eq!(items.len(), 4);
+        assert!(items
+            .iter()
+            .all(|i| matches!(i, crate::providers::Listed::Record(_))));
+        let start = LIST.find(r#""items": ["#).unwrap();
+        let end = LIST.rfind(']').unwrap();
+        let no_items = format!("{}\"items\": null{}", &LIST[..start], &LIST[end + 1..]);
+        let env: Envelope<CustomerList> = serde_json::from_str(&no_items).unwrap();
+        assert!(env.data.attributes.items.is_empty());
     }
 
     #[test]
     fn reads_the_documented_list() {
         let r = list_records();
         assert_eq!(r.len(), 4);
+        // No item carries a phone or a language, the last no acceptMarketing: unknown.
+        assert_eq!(r[0].absent, vec![Field::Phone, Field::Locale]);
+        assert_eq!(
+            r[3].absent,
+            vec![Field::Phone, Field::AcceptsMarketing, Field::Locale]
+        );
         assert_eq!(r[0].id.0, "172867214");
         let p = &r[0].projection;
         assert_eq!(p.get(&Field::Email), Some("customer@example.com"));

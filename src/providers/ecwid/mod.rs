@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_items, to_json, urlencode};
+use super::wire::{decode_borrowed, decode_items, to_json, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -42,25 +42,24 @@ impl Ecwid {
         }
     }
 
-    /// One page of the customer search from `offset`, optionally filtered by email.
-    /// Answers the page and the offset of the next one.
-    async fn search(
-        &self,
-        offset: u64,
-        email: Option<&Email>,
-    ) -> Result<(Vec<Listed>, Option<u64>), ProviderError> {
+    /// One page of the customer search from `offset`, optionally filtered by email,
+    /// with the offset of the next page and the total Ecwid states.
+    async fn search(&self, offset: u64, email: Option<&Email>) -> Result<Page, ProviderError> {
         let mut req = Request::get(format!("{API}/customers"));
         if let Some(email) = email {
             req = req.query("email", email.as_str());
         }
         let req = req.query("offset", offset).query("limit", self.limit);
-        let env: wire::Envelope<wire::CustomerList> = self.http.send_json(req).await?;
+        let resp = self.http.send(req).await?;
+        self.http.expect_success(&resp)?;
+        let env: wire::Envelope<wire::CustomerList> = decode_borrowed(self.name(), &resp.body)?;
         let page = env.data.attributes;
-        let next = next_offset(offset, &page);
-        Ok((
-            decode_items(page.items, "id", "email", mapping::listed),
-            next,
-        ))
+        Ok(Page {
+            items: decode_items(&page.items, "id", "email", mapping::listed),
+            next: next_offset(offset, &page).map(|n| n.to_string()),
+            total: Some(page.total),
+            incomplete: None,
+        })
     }
 
     /// `GET customer/{id}`.
@@ -128,12 +127,7 @@ impl Provider for Ecwid {
                 ProviderError::decode(self.name(), format!("bad offset token {t:?}"))
             })?,
         };
-        let (items, next) = self.search(offset, None).await?;
-        Ok(Page {
-            items,
-            next: next.map(|n| n.to_string()),
-            ..Page::default()
-        })
+        self.search(offset, None).await
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
@@ -156,6 +150,7 @@ impl Provider for Ecwid {
             id: RemoteId(id),
             projection: mapping::written(record, &[], true),
             updated_at: None,
+            absent: Vec::new(),
         })
     }
 
@@ -186,6 +181,7 @@ impl Provider for Ecwid {
             id: id.clone(),
             projection: mapping::written(record, changed, false),
             updated_at: None,
+            absent: Vec::new(),
         })
     }
 
@@ -207,12 +203,12 @@ impl Provider for Ecwid {
         let mut found = Vec::new();
         let mut offset = 0;
         loop {
-            let (items, next) = self.search(offset, Some(email)).await?;
-            found.extend(items.into_iter().filter_map(|item| match item {
+            let page = self.search(offset, Some(email)).await?;
+            found.extend(page.items.into_iter().filter_map(|item| match item {
                 Listed::Record(r) if r.projection.email().as_ref() == Some(email) => Some(r),
                 _ => None,
             }));
-            match next {
+            match page.next.and_then(|n| n.parse().ok()) {
                 Some(n) => offset = n,
                 None => return Ok(found),
             }
@@ -230,13 +226,15 @@ impl Provider for Ecwid {
 mod tests {
     use super::*;
 
-    fn page(offset: u64, items: usize, total: u64) -> wire::CustomerList {
+    fn page(offset: u64, items: usize, total: u64) -> wire::CustomerList<'static> {
+        let null: &'static serde_json::value::RawValue =
+            serde_json::from_str("null").expect("null is JSON");
         wire::CustomerList {
             total,
             count: items as u64,
             offset,
             limit: 100,
-            items: vec![serde_json::Value::Null; items],
+            items: vec![null; items],
         }
     }
 

@@ -3,7 +3,10 @@
 //! and strings in others (kept as strings here).
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::providers::wire::{null_as_empty, present};
 
 /// `{"data": {...}}` around every answer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -22,16 +25,17 @@ pub struct Data<T> {
     pub attributes: T,
 }
 
-/// `GET /customers`: one page of the search.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CustomerList {
+/// `GET /customers`: one page of the search. Items stay raw JSON text, borrowed from
+/// the answer, so that one unreadable customer is skipped instead of failing the page
+/// and the page is never held as a tree; `items: null` is no items.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerList<'a> {
     pub total: u64,
     pub count: u64,
     pub offset: u64,
     pub limit: u64,
-    /// Raw, so that one unreadable customer is skipped instead of failing the page.
-    #[serde(default)]
-    pub items: Vec<Value>,
+    #[serde(borrow, default, deserialize_with = "null_as_empty")]
+    pub items: Vec<&'a RawValue>,
 }
 
 /// One element of `items`: a customer with its id, which a listed record must have.
@@ -66,12 +70,14 @@ pub struct Customer {
     pub customer_group_name: Option<String>,
     #[serde(default)]
     pub billing_person: Option<BillingPerson>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub shipping_addresses: Vec<Value>,
-    #[serde(default)]
-    pub accept_marketing: Option<bool>,
-    #[serde(default)]
-    pub lang: Option<String>,
+    /// `None` when the key is absent (the document's lists never carry `lang`, and
+    /// not always `acceptMarketing`): unknown, not empty.
+    #[serde(default, deserialize_with = "present")]
+    pub accept_marketing: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pub lang: Option<Option<String>>,
 }
 
 /// The billing person: custsync reads names and phone; the address keys are kept so
@@ -85,8 +91,13 @@ pub struct BillingPerson {
     pub first_name: Option<String>,
     #[serde(default)]
     pub last_name: Option<String>,
-    #[serde(default)]
-    pub phone: Option<String>,
+    /// `None` when the key is absent (as in every documented list item).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phone: Option<Option<String>>,
     /// Everything else (`street`, `city`, `countryCode`, ...), untouched.
     #[serde(flatten)]
     pub other: Map<String, Value>,

@@ -13,6 +13,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: false,
     defaults: &[],
+    max_chars: &[],
 };
 
 pub fn to_record(c: Customer) -> RemoteRecord {
@@ -25,16 +26,18 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.id),
         projection,
         updated_at: c.updated_at.as_deref().and_then(parse_date),
+        absent: Vec::new(),
     }
 }
 
-/// The body for the `fields` of `p` (all of them on a create). A field being cleared
-/// is sent as an empty string, since an absent key would leave it as it was.
-pub fn to_input(p: &Projection, fields: &[Field]) -> CustomerInput {
-    let value = |f: &Field| {
-        fields
-            .contains(f)
-            .then(|| p.get(f).unwrap_or_default().to_string())
+/// The body for the `fields` of `p`. A create (`create`) sends the fields that have a
+/// value and leaves the others out; an update sends a field being cleared as an empty
+/// string, since an absent key would leave it as it was.
+pub fn to_input(p: &Projection, fields: &[Field], create: bool) -> CustomerInput {
+    let value = |f: &Field| match p.get(f) {
+        Some(v) if fields.contains(f) => Some(v.to_string()),
+        None if fields.contains(f) && !create => Some(String::new()),
+        _ => None,
     };
     CustomerInput {
         email: value(&Field::Email),
@@ -102,10 +105,45 @@ mod tests {
         let p = Projection::new()
             .with(Field::Email, Some("a@b.co"))
             .with(Field::LastName, Some("Rose"));
-        let body = serde_json::to_value(to_input(&p, &[Field::LastName, Field::Phone])).unwrap();
+        let body =
+            serde_json::to_value(to_input(&p, &[Field::LastName, Field::Phone], false)).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"last_name": "Rose", "phone_number": ""})
         );
+    }
+
+    #[test]
+    fn a_create_leaves_out_what_it_has_no_value_for() {
+        let p = Projection::new()
+            .with(Field::Email, Some("a@b.co"))
+            .with(Field::LastName, Some("Rose"));
+        let body = serde_json::to_value(to_input(&p, FIELDS.fields, true)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"email": "a@b.co", "last_name": "Rose"})
+        );
+    }
+
+    #[test]
+    fn a_listing_with_nulls_reads_as_empty() {
+        let page =
+            crate::providers::wire::decode_array(&crate::model::ProviderName("m".into()), b"null")
+                .unwrap();
+        assert!(page.is_empty());
+        let nulls = LIST
+            .replace("\"Johnny\"", "null")
+            .replace("\"555-555-5555\"", "null");
+        let items = crate::providers::wire::decode_array(
+            &crate::model::ProviderName("m".into()),
+            nulls.as_bytes(),
+        )
+        .unwrap();
+        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record);
+        let crate::providers::Listed::Record(r) = &listed[0] else {
+            panic!("{listed:?}")
+        };
+        assert_eq!(r.projection.get(&Field::FirstName), None);
+        assert_eq!(r.projection.get(&Field::Phone), None);
     }
 }

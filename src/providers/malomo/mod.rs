@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_items, link_next, to_json, urlencode};
+use super::wire::{decode_array, decode_items, link_next, to_json, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -24,6 +24,14 @@ pub struct Malomo {
 impl Malomo {
     pub fn new(http: HttpClient) -> Self {
         Self { http }
+    }
+}
+
+/// The remote id of a listed item, where it is known.
+fn listed_id(item: &Listed) -> Option<&RemoteId> {
+    match item {
+        Listed::Record(r) => Some(&r.id),
+        Listed::Skipped { remote_id, .. } => remote_id.as_ref(),
     }
 }
 
@@ -56,20 +64,21 @@ impl Provider for Malomo {
             .unwrap_or_else(|| "/customers".to_string());
         let resp = self.http.send(Request::get(path)).await?;
         self.http.expect_success(&resp)?;
-        let items: Vec<serde_json::Value> = self.http.decode(&resp.body)?;
+        let items = decode_array(self.name(), &resp.body)?;
         if items.is_empty() {
             return Ok(Page::default());
         }
-        let last_id = items
+        let items = decode_items(&items, "id", "email", mapping::to_record);
+        let after_last = items
             .last()
-            .and_then(|v| v.get("id"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+            .and_then(listed_id)
+            .map(|id| format!("/customers?next={}", urlencode(&id.0)));
+        // A `Link` to another origin is never followed: the contract's own cursor
+        // takes over (DESIGN 4, 4c Requests).
         let next = match resp.header("link").and_then(link_next) {
-            Some(link) => self.http.relative(&link),
-            None => last_id.map(|id| format!("/customers?next={}", urlencode(&id))),
+            Some(link) => self.http.relative(&link).or(after_last),
+            None => after_last,
         };
-        let items = decode_items(items, "id", "email", mapping::to_record);
         Ok(Page {
             items,
             next,
@@ -78,7 +87,7 @@ impl Provider for Malomo {
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
-        let body = mapping::to_input(record, self.fields().fields);
+        let body = mapping::to_input(record, self.fields().fields, true);
         let req = Request::new(Method::POST, "/customers").json(to_json(&body));
         let c: wire::Customer = self.http.send_json(req).await?;
         Ok(mapping::to_record(c))
@@ -90,7 +99,7 @@ impl Provider for Malomo {
         record: &Projection,
         changed: &[Field],
     ) -> Result<RemoteRecord, ProviderError> {
-        let body = mapping::to_input(record, changed);
+        let body = mapping::to_input(record, changed, false);
         let req = Request::new(Method::PUT, format!("/customers/{}", urlencode(&id.0)))
             .json(to_json(&body));
         let c: wire::Customer = self.http.send_json(req).await?;
@@ -140,7 +149,8 @@ impl Provider for Malomo {
         loop {
             let resp = self.http.send(Request::get(path.clone())).await?;
             self.http.expect_success(&resp)?;
-            let events: Vec<serde_json::Value> = self.http.decode(&resp.body)?;
+            let events: Option<Vec<serde_json::Value>> = self.http.decode(&resp.body)?;
+            let events = events.unwrap_or_default();
             let Some(last) = events
                 .last()
                 .and_then(|e| e.get("id"))

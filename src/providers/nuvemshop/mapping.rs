@@ -26,6 +26,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: true,
     defaults: &[],
+    max_chars: &[],
 };
 
 pub fn to_record(c: Customer) -> RemoteRecord {
@@ -38,7 +39,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
     let mut p = Projection::new()
         .with(Field::Email, c.email)
         .with(Field::FullName, c.name)
-        .with(Field::Phone, c.phone)
+        .with(Field::Phone, c.phone.clone().flatten())
         .with(Field::Note, c.note)
         .with(Field::Line1, line1)
         .with(Field::Line2, c.billing_floor)
@@ -58,6 +59,12 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.id.to_string()),
         projection: p,
         updated_at: c.updated_at.as_deref().and_then(parse_date),
+        absent: c
+            .phone
+            .is_none()
+            .then_some(Field::Phone)
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -200,6 +207,29 @@ mod tests {
             Some("john.doe+modified@example.com")
         );
         assert_eq!(r.projection.get(&Field::Line1), None);
+        assert_eq!(r.absent, vec![Field::Phone], "the answer has no phone key");
+        let listed = to_record(serde_json::from_str(CUSTOMER_101).unwrap());
+        assert!(listed.absent.is_empty(), "phone: null is a value");
+    }
+
+    #[test]
+    fn nulls_where_the_document_shows_a_map_or_a_list_read_as_empty() {
+        let nulls = CUSTOMER_101
+            .replace(r#"{ "number_of_children": "2", "gender": "male" }"#, "null")
+            .replace(r#""addresses": []"#, r#""addresses": null"#);
+        assert!(nulls.contains(r#""extra": null"#));
+        let page = format!("[{nulls}]");
+        let provider = crate::model::ProviderName("store".into());
+        let items = crate::providers::wire::decode_array(&provider, page.as_bytes()).unwrap();
+        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record);
+        let crate::providers::Listed::Record(r) = &listed[0] else {
+            panic!("{listed:?}")
+        };
+        assert_eq!(r.projection.attributes().count(), 0);
+        assert_eq!(r.projection.get(&Field::FullName), Some("John Doe"));
+        assert!(crate::providers::wire::decode_array(&provider, b"null")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

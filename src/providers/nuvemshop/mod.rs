@@ -13,7 +13,7 @@ use chrono::SecondsFormat;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_items, link_next};
+use super::wire::{decode_array, decode_items, link_next};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -43,6 +43,58 @@ impl Nuvemshop {
         }
         path
     }
+
+    /// One page at `path`: the `first` of a listing, or one the provider `linked`.
+    async fn page(&self, path: String, first: bool, linked: bool) -> Result<Page, ProviderError> {
+        let resp = self.http.send(Request::get(path.clone())).await?;
+        if resp.status.as_u16() == 404 {
+            return past_the_end(&self.http, &resp, first, linked);
+        }
+        self.http.expect_success(&resp)?;
+        let items = decode_array(self.name(), &resp.body)?;
+        let full = items.len() as u32 >= self.per_page;
+        let next = match resp.header("link") {
+            // A next link on another host name for the same API (`localhost` for
+            // `127.0.0.1`, one of Tiendanube's domains for another) is still a next
+            // page, and one that the provider says is there.
+            Some(link) => link_next(link)
+                .and_then(|l| self.http.relative(&l).or_else(|| following_page(&path))),
+            None if full => following_page(&path).map(|p| format!("{GUESSED}{p}")),
+            None => None,
+        };
+        Ok(Page {
+            items: decode_items(&items, "id", "email", mapping::to_record),
+            next,
+            total: resp
+                .header("x-total-count")
+                .and_then(|t| t.trim().parse().ok()),
+            incomplete: None,
+        })
+    }
+}
+
+/// Marks a page token that custsync worked out itself (a full page without a `Link`
+/// header), as opposed to one the provider linked: only past a guessed page is a 404
+/// the end of the listing.
+const GUESSED: &str = "guessed:";
+
+/// A 404 answer to a listing request. On the first page it is an error (a wrong store
+/// id is not an empty store); past a page the provider linked as `rel="next"` it
+/// proves the listing incomplete; past a guessed page it is the end (DESIGN 4b).
+fn past_the_end(
+    http: &HttpClient,
+    resp: &super::http::Response,
+    first: bool,
+    linked: bool,
+) -> Result<Page, ProviderError> {
+    if first {
+        return Err(http.status_error(resp.status, &resp.headers, &resp.body));
+    }
+    let incomplete = linked.then(|| "a page linked as rel=\"next\" answered 404".to_string());
+    Ok(Page {
+        incomplete,
+        ..Page::default()
+    })
 }
 
 /// The path of the page after `path` (`page=N` incremented).
@@ -85,29 +137,13 @@ impl Provider for Nuvemshop {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Page, ProviderError> {
-        let path = req.token.clone().unwrap_or_else(|| self.first_page(req));
-        let resp = self.http.send(Request::get(path.clone())).await?;
-        // Past the last page.
-        if resp.status.as_u16() == 404 {
-            return Ok(Page::default());
+        match req.token.as_deref() {
+            None => self.page(self.first_page(req), true, false).await,
+            Some(t) => match t.strip_prefix(GUESSED) {
+                Some(path) => self.page(path.to_string(), false, false).await,
+                None => self.page(t.to_string(), false, true).await,
+            },
         }
-        self.http.expect_success(&resp)?;
-        let items: Vec<serde_json::Value> = self.http.decode(&resp.body)?;
-        let full = items.len() as u32 >= self.per_page;
-        let next = match resp.header("link") {
-            // A next link on another host name for the same API (`localhost` for
-            // `127.0.0.1`, one of Tiendanube's domains for another) is still a next page.
-            Some(link) => link_next(link)
-                .and_then(|l| self.http.relative(&l).or_else(|| following_page(&path))),
-            None if full => following_page(&path),
-            None => None,
-        };
-        let items = decode_items(items, "id", "email", mapping::to_record);
-        Ok(Page {
-            items,
-            next,
-            ..Page::default()
-        })
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
@@ -138,25 +174,32 @@ impl Provider for Nuvemshop {
     async fn lookup(&self, email: &Email) -> Result<Vec<RemoteRecord>, ProviderError> {
         // `q` is a substring search over name, email and identification: the exact
         // matches can be on any page, so every page is read.
-        let mut token = Some(format!(
+        let first = format!(
             "/customers?q={}&page=1&per_page={}",
             super::wire::urlencode(email.as_str()),
             self.per_page
-        ));
+        );
+        let mut page = self.page(first, true, false).await?;
         let mut found = Vec::new();
-        while let Some(path) = token.take() {
-            let req = ListRequest {
-                token: Some(path),
-                since: None,
-            };
-            let page = self.list(&req).await?;
+        loop {
+            // A search that fell short might have missed the record: a create after
+            // it could duplicate one.
+            if let Some(why) = page.incomplete.take() {
+                return Err(ProviderError::decode(self.name(), format!("lookup: {why}")));
+            }
             found.extend(page.items.into_iter().filter_map(|item| match item {
                 Listed::Record(r) if r.projection.email().as_ref() == Some(email) => Some(r),
                 _ => None,
             }));
-            token = page.next;
+            let Some(token) = page.next else {
+                return Ok(found);
+            };
+            let req = ListRequest {
+                token: Some(token),
+                since: None,
+            };
+            page = self.list(&req).await?;
         }
-        Ok(found)
     }
 
     async fn check(&self) -> Result<(), ProviderError> {
@@ -164,9 +207,7 @@ impl Provider for Nuvemshop {
             .http
             .send(Request::get("/customers").query("per_page", 1))
             .await?;
-        if resp.status.as_u16() == 404 {
-            return Ok(());
-        }
+        // A 404 here is a wrong store id, not an empty store.
         self.http.expect_success(&resp)
     }
 }

@@ -10,8 +10,14 @@ pub struct Customer {
     pub name: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
-    pub phone: Option<String>,
+    /// `None` when the key is absent (the document's create answer has none): unknown,
+    /// not empty.
+    #[serde(
+        default,
+        deserialize_with = "crate::providers::wire::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phone: Option<Option<String>>,
     #[serde(default)]
     pub identification: Option<String>,
     #[serde(default)]

@@ -26,37 +26,53 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: false,
     defaults: &[(Field::Language, "en"), (Field::Country, "US")],
+    // "2 letter state/province/region code", "2 letter country code".
+    max_chars: &[(Field::Region, 2), (Field::Country, 2)],
 };
 
 /// A customer as a record. An anonymized customer (`email: null` after `gdpr_remove`)
 /// is still a record, with its id and no email: the engine counts it as deleted.
 /// Partial.ly has no `updated_at` (`inserted_at` is the creation time), so none is given.
 pub fn to_record(c: Customer) -> RemoteRecord {
-    let projection = Projection::new()
-        .with(Field::Email, c.email)
-        .with(Field::FirstName, c.first_name)
-        .with(Field::LastName, c.last_name)
-        .with(Field::Phone, c.phone)
-        .with(Field::Language, c.language)
-        .with(Field::Line1, c.shipto_address)
-        .with(Field::Line2, c.shipto_address2)
-        .with(Field::City, c.shipto_city)
-        .with(Field::Region, c.shipto_state)
-        .with(Field::PostalCode, c.shipto_postal_code)
-        .with(Field::Country, c.shipto_country);
+    let mut projection = Projection::new().with(Field::Email, c.email);
+    let mut absent = Vec::new();
+    for (field, value) in [
+        (Field::FirstName, c.first_name),
+        (Field::LastName, c.last_name),
+        (Field::Phone, c.phone),
+        (Field::Language, c.language),
+        (Field::Line1, c.shipto_address),
+        (Field::Line2, c.shipto_address2),
+        (Field::City, c.shipto_city),
+        (Field::Region, c.shipto_state),
+        (Field::PostalCode, c.shipto_postal_code),
+        (Field::Country, c.shipto_country),
+    ] {
+        match value {
+            Some(v) => projection.set(field, v),
+            None => absent.push(field),
+        }
+    }
     RemoteRecord {
         id: RemoteId(c.id),
         projection,
         updated_at: None,
+        absent,
     }
 }
 
 /// The body writing `fields` of `p`. A create (`create`) sends every field that has a
 /// value and leaves the others out, so server defaults apply; an update sends exactly
-/// `fields`, a cleared one as `null`.
+/// `fields`, a cleared one as `null`. A value that does not fit its field (`Oregon` as
+/// a 2-letter `shipto_state`) is left out of a create; the plan never asks an update
+/// to write one.
 pub fn to_input(p: &Projection, fields: &[Field], create: bool) -> CustomerInput {
     let value = |f: Field| -> Option<Option<String>> {
-        let v = p.get(&f).map(str::to_string);
+        // A value longer than the field takes is never sent (a 2-letter code).
+        let v = p
+            .get(&f)
+            .filter(|v| FIELDS.fits(&f, Some(v)))
+            .map(str::to_string);
         if create {
             v.map(Some)
         } else {
@@ -211,11 +227,11 @@ mod tests {
     fn reads_the_documented_list() {
         let page: CustomerPage = serde_json::from_str(LIST).unwrap();
         assert_eq!((page.page_number, page.total_pages), (1, 1));
-        assert_eq!((page.total_entries, page.page_size), (2, 10));
+        assert_eq!((page.total_entries, page.page_size), (Some(2), 10));
         let records: Vec<RemoteRecord> = page
             .customers
             .into_iter()
-            .map(|c| to_record(serde_json::from_value(c).unwrap()))
+            .map(|c| to_record(serde_json::from_str(c.get()).unwrap()))
             .collect();
         let p = &records[0].projection;
         assert_eq!(records[0].id.0, "6d30d3c8-d024-45cc-9c3f-356fc8aee23d");
@@ -236,6 +252,17 @@ mod tests {
             records[1].projection.get(&Field::LastName),
             Some("Appleseed")
         );
+    }
+
+    #[test]
+    fn null_customers_and_errors_read_as_empty() {
+        let start = LIST.find(r#""customers": ["#).unwrap();
+        let end = LIST.rfind(']').unwrap();
+        let nulls = format!("{}\"customers\": null{}", &LIST[..start], &LIST[end + 1..]);
+        let page: CustomerPage = serde_json::from_str(&nulls).unwrap();
+        assert!(page.customers.is_empty());
+        let m: Message = serde_json::from_str(r#"{"message": "x", "errors": null}"#).unwrap();
+        assert!(m.errors.is_empty());
     }
 
     #[test]
@@ -289,6 +316,42 @@ mod tests {
         assert_eq!(r.id.0, "x1");
         assert_eq!(r.projection.email(), None);
         assert_eq!(r.projection.get(&Field::Language), Some("en"));
+    }
+
+    #[test]
+    fn a_key_absent_from_the_answer_is_unknown_not_empty() {
+        let r = record(ONE);
+        assert_eq!(
+            r.absent,
+            vec![Field::Language],
+            "no answer carries language"
+        );
+        assert_eq!(r.projection.get(&Field::Language), None);
+        let known = Projection::new().with(Field::Language, Some("de"));
+        assert_eq!(r.completed(Some(&known)).get(&Field::Language), Some("de"));
+        // An explicit null is a value: empty.
+        let r = record(r#"{"id": "x", "email": "a@b.co", "language": null}"#);
+        assert!(!r.absent.contains(&Field::Language));
+        assert_eq!(r.completed(Some(&known)).get(&Field::Language), None);
+    }
+
+    #[test]
+    fn a_region_or_country_longer_than_two_letters_is_never_written() {
+        let p = Projection::new()
+            .with(Field::Email, Some("a@b.co"))
+            .with(Field::Region, Some("Oregon"))
+            .with(Field::Country, Some("Brasil"))
+            .with(Field::City, Some("Salem"));
+        let body = serde_json::to_value(to_input(&p, FIELDS.fields, true)).unwrap();
+        assert_eq!(body, json!({"email": "a@b.co", "shipto_city": "Salem"}));
+        // The provider's own value stays: not stale, so no update every cycle.
+        let held = record(
+            r#"{"id": "x", "email": "a@b.co", "shipto_state": "FL", "shipto_city": "Salem"}"#,
+        );
+        let desired = crate::model::project(&p, &FIELDS);
+        assert!(FIELDS.stale(&desired, &held.projection).is_empty());
+        let fits = desired.clone().with(Field::Region, Some("OR"));
+        assert_eq!(FIELDS.stale(&fits, &held.projection), vec![Field::Region]);
     }
 
     #[test]

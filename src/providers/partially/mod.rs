@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_items, to_json, urlencode};
+use super::wire::{decode_borrowed, decode_items, to_json, urlencode};
 use super::{Capabilities, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord};
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
@@ -33,14 +33,17 @@ impl Partially {
         }
     }
 
-    /// One page of `GET /customer`, optionally searched with `q`.
-    async fn page(&self, page: u64, q: Option<&str>) -> Result<wire::CustomerPage, ProviderError> {
+    /// The answer to one page of `GET /customer`, optionally searched with `q` (read
+    /// with [`wire::CustomerPage`], which borrows from it).
+    async fn page(&self, page: u64, q: Option<&str>) -> Result<bytes::Bytes, ProviderError> {
         let mut req = Request::get("/customer");
         if let Some(q) = q {
             req = req.query("q", q);
         }
         let req = req.query("page", page).query("per_page", self.per_page);
-        self.http.send_json(req).await
+        let resp = self.http.send(req).await?;
+        self.http.expect_success(&resp)?;
+        Ok(resp.body)
     }
 }
 
@@ -50,6 +53,16 @@ impl Partially {
 fn next_page(asked: u64, answer: &wire::CustomerPage) -> Option<u64> {
     let current = answer.page_number.max(asked);
     (current < answer.total_pages).then_some(current + 1)
+}
+
+/// Why an answer proves the listing incomplete: it is not the page that was asked.
+fn wrong_page(asked: u64, answer: &wire::CustomerPage) -> Option<String> {
+    (answer.page_number != asked).then(|| {
+        format!(
+            "page {asked} was asked and page {} answered",
+            answer.page_number
+        )
+    })
 }
 
 #[async_trait]
@@ -81,13 +94,13 @@ impl Provider for Partially {
                 .parse::<u64>()
                 .map_err(|_| ProviderError::decode(self.name(), format!("bad page token {t:?}")))?,
         };
-        let answer = self.page(asked, None).await?;
-        let next = next_page(asked, &answer).map(|n| n.to_string());
-        let items = decode_items(answer.customers, "id", "email", mapping::to_record);
+        let body = self.page(asked, None).await?;
+        let answer: wire::CustomerPage = decode_borrowed(self.name(), &body)?;
         Ok(Page {
-            items,
-            next,
-            ..Page::default()
+            items: decode_items(&answer.customers, "id", "email", mapping::to_record),
+            next: next_page(asked, &answer).map(|n| n.to_string()),
+            total: answer.total_entries,
+            incomplete: wrong_page(asked, &answer),
         })
     }
 
@@ -132,10 +145,14 @@ impl Provider for Partially {
         let mut found = Vec::new();
         let mut page = 1;
         loop {
-            let answer = self.page(page, Some(email.as_str())).await?;
+            let body = self.page(page, Some(email.as_str())).await?;
+            let answer: wire::CustomerPage = decode_borrowed(self.name(), &body)?;
+            if let Some(why) = wrong_page(page, &answer) {
+                return Err(ProviderError::decode(self.name(), format!("lookup: {why}")));
+            }
             let next = next_page(page, &answer);
-            for c in answer.customers {
-                let Ok(c) = serde_json::from_value::<wire::Customer>(c) else {
+            for c in &answer.customers {
+                let Ok(c) = serde_json::from_str::<wire::Customer>(c.get()) else {
                     continue;
                 };
                 let r = mapping::to_record(c);
@@ -161,10 +178,10 @@ impl Provider for Partially {
 mod tests {
     use super::*;
 
-    fn page(number: u64, total: u64) -> wire::CustomerPage {
+    fn page(number: u64, total: u64) -> wire::CustomerPage<'static> {
         wire::CustomerPage {
             total_pages: total,
-            total_entries: 0,
+            total_entries: None,
             page_size: 10,
             page_number: number,
             customers: vec![],

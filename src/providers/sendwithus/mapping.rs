@@ -24,6 +24,7 @@ pub const FIELDS: FieldSet = FieldSet {
     ],
     attributes: true,
     defaults: &[],
+    max_chars: &[],
 };
 
 /// The `data` keys that are names, not attributes.
@@ -60,6 +61,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         id: RemoteId(c.email),
         projection: p,
         updated_at: None,
+        absent: Vec::new(),
     }
 }
 
@@ -246,6 +248,31 @@ mod tests {
             Some("matt@sendwithus.com")
         );
         assert_eq!(logs.logs[0].created, Some(1234567890));
+    }
+
+    #[test]
+    fn nulls_where_the_document_shows_a_map_or_a_list_read_as_empty() {
+        let nulls = GET
+            .replace(
+                r#"{
+                "first_name": "Matt",
+                "city": "San Francisco"
+            }"#,
+                "null",
+            )
+            .replace(
+                r#"[
+                "grp_1234",
+                "grp_5678"
+            ]"#,
+                "null",
+            );
+        assert!(nulls.contains(r#""data": null"#) && nulls.contains(r#""groups": null"#));
+        let c = customer(&nulls);
+        assert!(c.data.is_empty() && c.groups.is_empty());
+        assert_eq!(to_record(c).projection.get(&Field::FirstName), None);
+        let logs: Logs = serde_json::from_str(r#"{"success": true, "logs": null}"#).unwrap();
+        assert!(logs.logs.is_empty());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::providers::wire::null_as_empty;
+
 /// The wrapper of every answer; `customer` is absent in a delete's answer.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Envelope {
@@ -21,7 +23,7 @@ pub struct Customer {
     pub object: Option<String>,
     pub email: String,
     /// Free key/value data; `first_name` and `last_name` are the names.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub data: Map<String, Value>,
     /// Epoch seconds.
     #[serde(default)]
@@ -30,7 +32,7 @@ pub struct Customer {
     #[serde(default)]
     pub locale: Option<String>,
     /// Group memberships (kept, not mapped yet).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub groups: Vec<String>,
 }
 
@@ -52,7 +54,7 @@ pub struct Logs {
     pub success: bool,
     #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub logs: Vec<Log>,
 }
 
