@@ -38,9 +38,8 @@ async fn the_daemon_tells_systemd_ready_watchdog_and_stopping() {
         l.local_addr().unwrap().port()
     };
     // The first cycle runs at start; the next one is far away.
-    world.extra_toml = format!(
-        "schedule = \"0 0 0 1 1 * 2099\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
-    );
+    world.extra_toml =
+        format!("schedule = \"0 0 0 1 1 * 2099\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n");
     let config = world.write_config();
     let socket_path = world.dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&socket_path).unwrap();
