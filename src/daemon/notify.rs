@@ -10,7 +10,8 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-/// The store is open and the health server listens.
+/// Says READY=1: the daemon calls it once its store is open and its health server
+/// listens, so `systemctl start` returns when custsync can answer `/readyz`.
 pub fn ready() {
     send(NotifyState::Ready, "READY=1");
 }
