@@ -25,6 +25,8 @@ use crate::store::Store;
 use crate::sync::report::Report;
 use crate::sync::{Engine, RunOptions};
 
+mod notify;
+
 /// Cancels `stop` on SIGTERM or SIGINT.
 pub async fn cancel_on_signal(stop: CancellationToken) {
     #[cfg(unix)]
@@ -81,6 +83,9 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
             )
         })?;
     tracing::info!(listen = %config.server.listen, "health and metrics server up");
+    notify::ready();
+    let watchdog = notify::spawn_watchdog();
+    tokio::spawn(notify::stopping_when(stop.clone()));
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -142,6 +147,9 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     stop.cancel();
     let _ = server.await;
     store.close().await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
