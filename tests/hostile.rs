@@ -301,7 +301,12 @@ async fn a_malomo_next_link_to_another_origin_is_not_followed_and_the_listing_go
     // The listing went on from the last record it saw (`next=<last id>`, DESIGN 4),
     // so it is complete: every record was read, and the run converged.
     assert_eq!(run.code, 0, "{}", run.why());
-    assert_eq!(run.count("shipping", "fetched"), rows.len() as u64, "{}", run.why());
+    assert_eq!(
+        run.count("shipping", "fetched"),
+        rows.len() as u64,
+        "{}",
+        run.why()
+    );
     honest_run_converges(&w, &everyone).await;
 }
 

@@ -238,3 +238,23 @@ async fn a_value_over_64_kib_skips_its_record_and_is_written_nowhere() {
     }
     assert!(f.write_lines().iter().all(|w| !w.contains("nnnnnnnn")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_whose_record_was_skipped_is_not_created_again_in_that_provider() {
+    let f = Five::start().await;
+    let mut big = nuvemshop::seed("Big Note", "big@example.com");
+    big["note"] = json!("n".repeat(64 * 1024 + 1));
+    f.sb.nuvemshop.insert(big);
+    // The same person, readable, in another provider.
+    f.seed_in(2, "big@example.com", 7);
+    let run = f.once().await;
+    assert_eq!(run.count("store", "skipped"), 1, "{}", run.why());
+    let held = f.holdings();
+    assert_eq!(
+        held["store"].get("big@example.com"),
+        Some(&1),
+        "Nuvemshop holds the person already: no second record\n{:#?}",
+        f.write_lines()
+    );
+    assert_eq!(held["storefront"].get("big@example.com"), Some(&1));
+}

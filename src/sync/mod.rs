@@ -94,6 +94,8 @@ struct PassContext<'a> {
     /// Providers whose listing did not prove itself complete: they may hold what they
     /// did not show, so no create or delete is sent to them this run (DESIGN 4c).
     incomplete: HashSet<ProviderName>,
+    /// Per provider, emails of records its listing skipped but showed: no create there.
+    skipped_emails: HashMap<ProviderName, HashSet<Email>>,
     /// Customers whose deletion the guard holds: nothing is pushed for them.
     held: HashSet<CustomerId>,
     /// Customers with a record listed under another customer's email, and those
@@ -230,6 +232,7 @@ impl Engine {
                 .collect(),
             blocked: HashSet::new(),
             incomplete: HashSet::new(),
+            skipped_emails: HashMap::new(),
             held: HashSet::new(),
             frozen: HashSet::new(),
         };
@@ -241,6 +244,10 @@ impl Engine {
             r.fetched = outcome.fetched;
             r.skipped = outcome.skipped.len() as u64;
             report.errors.extend(outcome.skipped);
+            if !outcome.skipped_emails.is_empty() {
+                ctx.skipped_emails
+                    .insert(name.clone(), outcome.skipped_emails);
+            }
             if let Some(e) = outcome.error {
                 report.provider(&name.0).listing_error = Some(e.clone());
                 report.error(&name.0, None, None, format!("listing failed: {e}"));
@@ -600,7 +607,8 @@ impl Engine {
                     fields: c.provider.fields(),
                     link,
                     writable: !ctx.blocked.contains(name) && !row.parked.contains(name),
-                    creates_and_deletes: !ctx.incomplete.contains(name),
+                    creates_and_deletes: !ctx.incomplete.contains(name)
+                        && !skipped_there(ctx, name, row.email.as_deref()),
                 }
             })
             .collect();
@@ -651,6 +659,16 @@ impl Engine {
             .map(|n| n.0.clone())
             .unwrap_or_default()
     }
+}
+
+/// True when `provider`'s listing showed a record with this email that it skipped.
+fn skipped_there(ctx: &PassContext<'_>, provider: &ProviderName, email: Option<&str>) -> bool {
+    let Some(emails) = ctx.skipped_emails.get(provider) else {
+        return false;
+    };
+    email
+        .and_then(|e| Email::parse(e).ok())
+        .is_some_and(|e| emails.contains(&e))
 }
 
 fn new_op(provider: &ProviderName, op: Op) -> NewOp {

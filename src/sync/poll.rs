@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use super::progress::{Event, Progress};
 use super::report::ReportError;
-use crate::model::RemoteId;
+use crate::model::{Email, RemoteId};
 use crate::providers::{record_email, Capabilities, ListRequest, ListStyle, Listed, Provider};
 use crate::store::links::Observed;
 use crate::store::{parse_time, time_text, RunId, Store, StoreError};
@@ -29,6 +29,10 @@ pub struct PollOutcome {
     /// The listing ended but did not prove itself complete (DESIGN 4c): it infers no
     /// deletion and no create or delete is sent to the provider this run.
     pub incomplete: Option<String>,
+    /// Valid emails of records this listing showed but skipped (a value too long, a
+    /// record not read whole): the provider holds that person, so nobody is created
+    /// there under that email this run.
+    pub skipped_emails: HashSet<Email>,
 }
 
 /// What a listing has shown so far, to tell a complete listing from one that fell
@@ -178,6 +182,9 @@ pub async fn poll(
                     }
                     if let Some(id) = &remote_id {
                         present.push(id.clone());
+                    }
+                    if let Some(e) = email.as_deref().and_then(|e| Email::parse(e).ok()) {
+                        out.skipped_emails.insert(e);
                     }
                     out.skipped
                         .push(skip(&name.0, email, remote_id.map(|r| r.0), reason));
