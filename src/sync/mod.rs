@@ -6,6 +6,8 @@
 //! canonical change it comes from, and a snapshot moves only when a provider confirmed
 //! a write, so a kill at any instant loses nothing: the next run plans the same again.
 
+pub mod activity;
+pub mod groups;
 pub mod merge;
 pub mod plan;
 pub mod poll;
@@ -223,6 +225,9 @@ impl Engine {
                 self.merge_and_plan_all(&ctx, true, &mut report).await?;
                 self.push_all(&ctx, lease, stop, opts, &mut report).await?;
             }
+            // 5. Groups, then activity: after the profile sync, so they never delay it;
+            // inside the run, so that group writes pass the lease gate.
+            self.activity_and_groups(&ctx, stop, &mut report).await?;
             if lease.lost().is_cancelled() {
                 report.error(
                     "custsync",
@@ -516,6 +521,48 @@ impl Engine {
             && update.fields.is_none()
             && !row.has_open_ops;
         (!nothing).then_some(update)
+    }
+
+    /// Keeps `[[groups]]` in step, then reads activity when `[activity]` is enabled;
+    /// neither starts once the run is told to stop (a signal, a lost lease).
+    async fn activity_and_groups(
+        &self,
+        ctx: &PassContext<'_>,
+        stop: &CancellationToken,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let open: Vec<Connected> = self
+            .providers
+            .iter()
+            .filter(|c| !ctx.blocked.contains(c.provider.name()))
+            .map(|c| Connected {
+                provider: c.provider.clone(),
+                rank: c.rank,
+            })
+            .collect();
+        if !self.config.groups.is_empty() && !stop.is_cancelled() {
+            report.groups = groups::sync(
+                &self.store,
+                &self.tenant,
+                &self.config.groups,
+                &open,
+                self.config.sync.push_concurrency,
+                stop,
+            )
+            .await?;
+        }
+        if self.config.activity.enabled && !stop.is_cancelled() {
+            report.activity = activity::poll(
+                &self.store,
+                &self.tenant,
+                &open,
+                self.config.activity.customers_per_cycle,
+                None,
+                stop,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn fill_plan(&self, report: &mut Report) -> Result<(), StoreError> {
