@@ -83,7 +83,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
         Some(Command::Check { offline }) => inspect::check(&config, *offline).await,
         Some(Command::Status) => inspect::status(&config).await,
         Some(Command::Forget { email }) => person::forget(&config, email).await,
-        Some(Command::Activity { email }) => person::activity(&config, email).await,
+        Some(Command::Activity {
+            email,
+            json,
+            refresh,
+        }) => person::activity(&config, email, *json, *refresh).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Audit {
             provider,

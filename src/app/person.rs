@@ -8,7 +8,6 @@ use anyhow::Context;
 use super::{connect_all, open_store, AppError};
 use crate::config::{Config, ConfigError};
 use crate::model::{Email, ProviderName, RemoteId};
-use crate::providers;
 use crate::store::Store;
 
 /// `forget EMAIL`: deletes every record of the person in every provider that can
@@ -79,39 +78,87 @@ pub async fn forget(config: &Config, text: &str) -> Result<ExitCode, AppError> {
     })
 }
 
-/// `activity EMAIL`: the person's events in every provider that keeps a stream, read
-/// live through the records custsync linked. Exit 1 when a provider failed.
-pub async fn activity(config: &Config, text: &str) -> Result<ExitCode, AppError> {
-    let (_, store, links) = person(config, text).await?;
-    store.close().await;
-    let mut events = Vec::new();
+/// `activity EMAIL`: the person's timeline as the store holds it (DESIGN 14), every
+/// source, newest first: a table, or JSON lines with `--json`. `--refresh` reads the
+/// person's streams first, with reads only (no lease needed: it writes nothing to any
+/// provider and only the activity tables locally); exit 1 when a read failed.
+pub async fn activity(
+    config: &Config,
+    text: &str,
+    json: bool,
+    refresh: bool,
+) -> Result<ExitCode, AppError> {
+    use crate::sync::{activity, DEFAULT_TENANT};
+    let email =
+        Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
+    let store = open_store(&config.store.path).await?;
+    let Some((customer, _)) = store.person(&email).await.context("store")? else {
+        store.close().await;
+        eprintln!("custsync: no customer with this email is known");
+        return Ok(ExitCode::SUCCESS);
+    };
     let mut failed = false;
-    for c in connect_all(config)? {
-        let Some((_, id)) = links.iter().find(|(n, _)| n == c.provider.name()) else {
-            continue;
-        };
-        match c.provider.activity(id).await {
-            Ok(found) => events.extend(found.into_iter().map(|a| (c.provider.name().0.clone(), a))),
-            Err(providers::ProviderError::Unsupported { .. }) => {}
-            Err(e) => {
-                failed = true;
-                eprintln!("custsync: {e}");
-            }
+    if refresh {
+        let providers = connect_all(config)?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let read = activity::poll(&store, DEFAULT_TENANT, &providers, 1, Some(customer), &stop)
+            .await
+            .context("store")?;
+        if let Some(e) = &read.last_error {
+            failed = true;
+            eprintln!("custsync: {e}");
         }
     }
-    events.sort_by_key(|(_, a)| a.at);
-    for (provider, a) in events {
-        let at = a.at.map(|t| t.to_rfc3339());
-        println!(
-            "{}",
-            serde_json::json!({"at": at, "provider": provider, "type": a.kind, "label": a.label, "event": a.raw})
-        );
+    let events = store
+        .timeline(DEFAULT_TENANT, customer)
+        .await
+        .context("store")?;
+    store.close().await;
+    if json {
+        for e in &events {
+            let occurred_at = e
+                .occurred_at
+                .as_deref()
+                .and_then(crate::store::parse_time)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            println!(
+                "{}",
+                serde_json::json!({"provider": e.provider, "id": e.id, "type": e.kind,
+                    "occurred_at": occurred_at, "label": e.label, "raw": e.raw})
+            );
+        }
+    } else {
+        print!("{}", timeline_table(&events));
     }
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The timeline as a table a person reads.
+fn timeline_table(events: &[crate::store::activity::TimelineEvent]) -> String {
+    if events.is_empty() {
+        return "no activity stored for this person (try --refresh)\n".to_string();
+    }
+    let mut out = format!(
+        "{:<20}  {:<12}  {:<24}  {}\n",
+        "when", "provider", "type", "label"
+    );
+    for e in events {
+        let when = e
+            .occurred_at
+            .as_deref()
+            .and_then(crate::store::parse_time)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<20}  {:<12}  {:<24}  {}\n",
+            when, e.provider, e.kind, e.label
+        ));
+    }
+    out
 }
 
 /// The person named on the command line (exit 2 when `text` is no email), the open
