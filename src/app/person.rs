@@ -116,11 +116,7 @@ pub async fn activity(
     store.close().await;
     if json {
         for e in &events {
-            let occurred_at = e
-                .occurred_at
-                .as_deref()
-                .and_then(crate::store::parse_time)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            let occurred_at = e.when();
             println!(
                 "{}",
                 serde_json::json!({"provider": e.provider, "id": e.id, "type": e.kind,

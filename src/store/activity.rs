@@ -34,6 +34,15 @@ pub struct TimelineEvent {
     pub raw: serde_json::Value,
 }
 
+impl TimelineEvent {
+    /// When it happened, as RFC 3339 UTC with only the fractions it has
+    /// (`2019-01-30T13:30:00Z`).
+    pub fn when(&self) -> Option<String> {
+        let t = super::parse_time(self.occurred_at.as_deref()?)?;
+        Some(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    }
+}
+
 /// How far behind activity polling is, for `status`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ActivityLag {
