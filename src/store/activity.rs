@@ -341,3 +341,162 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorePath;
+    use crate::model::Email;
+    use serde_json::json;
+
+    fn name(n: &str) -> ProviderName {
+        ProviderName(n.into())
+    }
+
+    fn event(id: &str, at: Option<i64>) -> Event {
+        Event {
+            id: id.into(),
+            at: at.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+            kind: "t".into(),
+            label: format!("label {id}"),
+            raw: json!({"id": id}),
+        }
+    }
+
+    /// Customers 1..=3 (`c3` tombstoned), linked to `ship` and `email`; `c4` only to `store`.
+    async fn store() -> Store {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        for (id, email, tomb) in [
+            (1, "a@example.com", false),
+            (2, "b@example.com", false),
+            (3, "c@example.com", true),
+            (4, "d@example.com", false),
+        ] {
+            sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at, tombstoned_at) VALUES (?, ?, '{}', 'x', 'x', ?)")
+                .bind(id)
+                .bind(email)
+                .bind(tomb.then_some("x"))
+                .execute(s.pool())
+                .await
+                .unwrap();
+            let providers: &[&str] = if id == 4 {
+                &["store"]
+            } else {
+                &["ship", "email"]
+            };
+            for p in providers {
+                sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES (?, ?, ?, '{}')")
+                    .bind(p)
+                    .bind(format!("{p}-{id}"))
+                    .bind(id)
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+            }
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn streams_are_due_least_recently_read_first_and_events_kept_once() {
+        let s = store().await;
+        let sources = [name("ship"), name("email")];
+        let due = s.activity_due("default", &sources, 10, None).await.unwrap();
+        let ids: Vec<i64> = due.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(ids, [1, 2], "live, linked to a source, not tombstoned");
+        assert_eq!(due[0].1.len(), 2);
+        assert!(due[0].1.iter().all(|st| st.cursor.is_none()));
+
+        let c1 = CustomerId(1);
+        let page = [event("e1", Some(100)), event("e2", Some(200))];
+        let cursor = Some("/customers/ship-1/events?next=e2");
+        assert_eq!(
+            s.store_events("default", &name("ship"), c1, &page, cursor)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            s.store_events("default", &name("ship"), c1, &page, cursor)
+                .await
+                .unwrap(),
+            0
+        );
+        s.store_events(
+            "default",
+            &name("email"),
+            c1,
+            &[event("l1", Some(150)), event("l0", None)],
+            None,
+        )
+        .await
+        .unwrap();
+
+        // Customer 2 was never read: first now.
+        let due = s.activity_due("default", &sources, 1, None).await.unwrap();
+        assert_eq!(due[0].0, CustomerId(2));
+        let due = s
+            .activity_due("default", &sources, 10, Some(c1))
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        let ship = due[0]
+            .1
+            .iter()
+            .find(|st| st.provider == name("ship"))
+            .unwrap();
+        assert_eq!(ship.cursor.as_deref(), cursor);
+
+        let lag = s.activity_lag("default", &sources).await.unwrap();
+        assert_eq!((lag.customers, lag.never_refreshed), (2, 1));
+        assert!(lag.oldest_refresh.is_some());
+
+        let t = s.timeline("default", c1).await.unwrap();
+        let order: Vec<&str> = t.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            order,
+            ["e2", "l1", "e1", "l0"],
+            "newest first, untimed last"
+        );
+        assert_eq!(t[0].when().as_deref(), Some("1970-01-01T00:03:20Z"));
+        assert_eq!(t[0].provider, "ship");
+        // Another tenant sees none of it.
+        assert!(s.timeline("other", c1).await.unwrap().is_empty());
+
+        s.save_memberships(
+            "default",
+            &name("email"),
+            &[Membership {
+                customer: c1,
+                group_id: "g".into(),
+                remote_id: RemoteId("email-1".into()),
+                member: true,
+            }],
+        )
+        .await
+        .unwrap();
+        let batch = s
+            .group_batch("default", &name("email"), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 3, "every live link, tombstoned included");
+        assert_eq!(batch[0].known["g"], (RemoteId("email-1".into()), true));
+        assert!(batch[2].tombstoned);
+
+        let run = s.begin_run("forget").await.unwrap();
+        s.forget(run, &Email::parse("a@example.com").unwrap())
+            .await
+            .unwrap();
+        assert!(s.timeline("default", c1).await.unwrap().is_empty());
+        for table in ["activity", "activity_marks", "group_members"] {
+            let n: i64 = sqlx::query(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE customer_id = 1"
+            ))
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+            assert_eq!(n, 0, "{table}");
+        }
+    }
+}

@@ -350,3 +350,91 @@ mod tests {
         assert!(resolve(&ask, None).is_empty());
     }
 }
+
+#[cfg(test)]
+mod gate_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Config, StorePath};
+    use crate::providers::http::{gated, WriteGate};
+    use crate::sandbox::sendwithus::{Customer, Options, Sendwithus};
+
+    struct Closed;
+    impl WriteGate for Closed {
+        fn may_write(&self) -> futures::future::BoxFuture<'_, bool> {
+            Box::pin(async { false })
+        }
+    }
+
+    /// One customer who accepts marketing, linked to the emulator's record.
+    async fn world() -> (Sendwithus, Store, Config, Vec<Connected>) {
+        let swu = Sendwithus::start(Options::default()).await.unwrap();
+        swu.insert(Customer::new("ann@example.com", Some("Ann"), None));
+        let config = Config::from_toml(&format!(
+            "[providers.email]\nkind = \"sendwithus\"\nbase_url = \"{}\"\napi_key = \"{}\"\nmax_retries = 0\n\n[[groups]]\nprovider = \"email\"\ngroup_id = \"grp_m\"\nwhen = {{ accepts_marketing = true }}\n",
+            swu.base_url(),
+            swu.api_key()
+        ))
+        .unwrap();
+        let store = Store::open(&StorePath::Memory).await.unwrap();
+        sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (1, 'ann@example.com', '{\"email\":\"ann@example.com\",\"accepts_marketing\":\"true\"}', 'x', 'x')")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('email', 'ann@example.com', 1, '{}')")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let providers = vec![Connected {
+            provider: crate::providers::connect(&config.providers[0]).unwrap(),
+            rank: 0,
+        }];
+        (swu, store, config, providers)
+    }
+
+    #[tokio::test]
+    async fn group_writes_pass_the_lease_gate() {
+        let (swu, store, config, providers) = world().await;
+        let stop = CancellationToken::new();
+        let closed = gated(
+            Arc::new(Closed),
+            sync(&store, "default", &config.groups, &providers, 2, &stop),
+        )
+        .await
+        .unwrap();
+        assert_eq!((closed.added, closed.failed), (0, 1));
+        assert!(
+            swu.log().writes().is_empty(),
+            "nothing sent without the lease"
+        );
+
+        let open = sync(&store, "default", &config.groups, &providers, 2, &stop)
+            .await
+            .unwrap();
+        assert_eq!(open.added, 1);
+        assert_eq!(swu.by_email("ann@example.com").unwrap().groups, ["grp_m"]);
+        swu.log().clear();
+        let again = sync(&store, "default", &config.groups, &providers, 2, &stop)
+            .await
+            .unwrap();
+        assert_eq!(again, GroupReport::default());
+        assert!(swu.log().is_empty(), "{:?}", swu.log().all());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_reads_no_activity_and_makes_no_group_call() {
+        let (swu, store, config, providers) = world().await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let groups = sync(&store, "default", &config.groups, &providers, 2, &stop)
+            .await
+            .unwrap();
+        assert_eq!(groups, GroupReport::default());
+        let read = crate::sync::activity::poll(&store, "default", &providers, 10, None, &stop)
+            .await
+            .unwrap();
+        assert_eq!(read.requests, 0);
+        assert!(swu.log().is_empty(), "{:?}", swu.log().all());
+    }
+}
