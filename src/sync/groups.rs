@@ -36,6 +36,10 @@ pub struct GroupReport {
     pub failed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Each failed call: the provider, the record (for Sendwithus, the email) and why;
+    /// the engine lists them in the report's `errors`.
+    #[serde(skip)]
+    pub errors: Vec<(String, RemoteId, String)>,
 }
 
 /// True when every condition of `when` holds for `fields`, values compared in the
@@ -138,9 +142,10 @@ pub async fn sync(
                 report.removed += o.removed;
                 report.lookups += o.lookups;
                 report.failed += o.errors.len() as u64;
-                if let Some(e) = o.errors.into_iter().last() {
+                for e in o.errors {
                     tracing::warn!(provider = %name, error = %e, "group call failed");
-                    report.last_error = Some(e);
+                    report.last_error = Some(e.clone());
+                    report.errors.push((name.0.clone(), o.remote_id.clone(), e));
                 }
                 learned.extend(o.learned);
             }
@@ -151,8 +156,8 @@ pub async fn sync(
 }
 
 /// What the calls for one customer did.
-#[derive(Default)]
 struct Outcome {
+    remote_id: RemoteId,
     added: u64,
     removed: u64,
     lookups: u64,
@@ -162,7 +167,14 @@ struct Outcome {
 
 async fn apply(c: &Connected, s: &GroupSubject, steps: Steps, stop: &CancellationToken) -> Outcome {
     let p = &c.provider;
-    let mut o = Outcome::default();
+    let mut o = Outcome {
+        remote_id: s.remote_id.clone(),
+        added: 0,
+        removed: 0,
+        lookups: 0,
+        errors: Vec::new(),
+        learned: Vec::new(),
+    };
     let learn = |group: &str, member: bool| Membership {
         customer: s.id,
         group_id: group.to_string(),

@@ -550,6 +550,9 @@ impl Engine {
                 stop,
             )
             .await?;
+            for (provider, record, error) in std::mem::take(&mut report.groups.errors) {
+                report.error(&provider, Some(record.0), None, format!("group: {error}"));
+            }
         }
         if self.config.activity.enabled && !stop.is_cancelled() {
             report.activity = activity::poll(
