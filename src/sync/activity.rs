@@ -54,6 +54,53 @@ impl ActivityReport {
     }
 }
 
+impl super::Engine {
+    /// Keeps `[[groups]]` in step, then reads activity when `[activity]` is enabled;
+    /// neither starts once the run is told to stop (a signal, a lost lease).
+    pub(super) async fn activity_and_groups(
+        &self,
+        ctx: &super::PassContext<'_>,
+        stop: &CancellationToken,
+        report: &mut super::report::Report,
+    ) -> Result<(), StoreError> {
+        let open: Vec<Connected> = self
+            .providers
+            .iter()
+            .filter(|c| !ctx.blocked.contains(c.provider.name()))
+            .map(|c| Connected {
+                provider: c.provider.clone(),
+                rank: c.rank,
+            })
+            .collect();
+        if !self.config.groups.is_empty() && !stop.is_cancelled() {
+            report.groups = super::groups::sync(
+                &self.store,
+                &self.tenant,
+                &self.config.groups,
+                &open,
+                self.config.sync.push_concurrency,
+                stop,
+            )
+            .await?;
+            for (provider, record, error) in std::mem::take(&mut report.groups.errors) {
+                report.error(&provider, Some(record.0), None, format!("group: {error}"));
+            }
+        }
+        if self.config.activity.enabled && !stop.is_cancelled() {
+            report.activity = poll(
+                &self.store,
+                &self.tenant,
+                &open,
+                self.config.activity.customers_per_cycle,
+                None,
+                stop,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The connected providers that keep event streams.
 fn sources(providers: &[Connected]) -> Vec<ProviderName> {
     providers

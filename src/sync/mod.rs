@@ -523,51 +523,6 @@ impl Engine {
         (!nothing).then_some(update)
     }
 
-    /// Keeps `[[groups]]` in step, then reads activity when `[activity]` is enabled;
-    /// neither starts once the run is told to stop (a signal, a lost lease).
-    async fn activity_and_groups(
-        &self,
-        ctx: &PassContext<'_>,
-        stop: &CancellationToken,
-        report: &mut Report,
-    ) -> Result<(), StoreError> {
-        let open: Vec<Connected> = self
-            .providers
-            .iter()
-            .filter(|c| !ctx.blocked.contains(c.provider.name()))
-            .map(|c| Connected {
-                provider: c.provider.clone(),
-                rank: c.rank,
-            })
-            .collect();
-        if !self.config.groups.is_empty() && !stop.is_cancelled() {
-            report.groups = groups::sync(
-                &self.store,
-                &self.tenant,
-                &self.config.groups,
-                &open,
-                self.config.sync.push_concurrency,
-                stop,
-            )
-            .await?;
-            for (provider, record, error) in std::mem::take(&mut report.groups.errors) {
-                report.error(&provider, Some(record.0), None, format!("group: {error}"));
-            }
-        }
-        if self.config.activity.enabled && !stop.is_cancelled() {
-            report.activity = activity::poll(
-                &self.store,
-                &self.tenant,
-                &open,
-                self.config.activity.customers_per_cycle,
-                None,
-                stop,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
     async fn fill_plan(&self, report: &mut Report) -> Result<(), StoreError> {
         for op in self.store.open_ops().await? {
             let r = report.provider(&op.provider.0);
