@@ -39,6 +39,10 @@ pub struct ActivityReport {
     pub failed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// After this run: customers with a stream never read, and the oldest read
+    /// (how far behind polling is, as `lag` tells it).
+    pub never_read: u64,
+    pub oldest_read: Option<String>,
 }
 
 impl ActivityReport {
@@ -135,6 +139,9 @@ pub async fn poll(
     for o in outcomes {
         report.add(o?);
     }
+    let behind = store.activity_lag(tenant, &names).await?;
+    report.never_read = behind.never_refreshed;
+    report.oldest_read = behind.oldest_refresh;
     tracing::info!(
         customers = report.customers,
         events = report.events_fetched,
