@@ -171,10 +171,16 @@ pub enum Command {
         yes: bool,
     },
     /// One person's activity across providers (Malomo events, Sendwithus email logs),
-    /// oldest first, as JSON lines.
+    /// as the store holds it: one timeline, newest first.
     Activity {
         /// The person's email.
         email: String,
+        /// One JSON object a line (provider, id, type, occurred_at, label) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read the person's streams from the providers first (reads only).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Start the five sandbox emulators, seed them and run one reconciliation (no account
     /// and no config needed).

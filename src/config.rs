@@ -123,6 +123,27 @@ struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     providers: IndexMap<String, RawProvider>,
+    #[serde(default)]
+    activity: RawActivity,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+}
+
+/// `[activity]` (DESIGN 14).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActivity {
+    enabled: Option<bool>,
+    customers_per_cycle: Option<usize>,
+}
+
+/// One `[[groups]]` table (DESIGN 14).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    provider: Option<String>,
+    group_id: Option<String>,
+    when: Option<IndexMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +252,35 @@ pub struct ProviderConfig {
     pub user_agent: String,
 }
 
+/// Activity polling (`[activity]`, DESIGN 14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityConfig {
+    /// The worker polls Malomo events and Sendwithus logs.
+    pub enabled: bool,
+    /// Customers whose activity is refreshed per cycle, least recently refreshed first.
+    pub customers_per_cycle: usize,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            customers_per_cycle: 200,
+        }
+    }
+}
+
+/// A Sendwithus group custsync owns (`[[groups]]`, DESIGN 14): every customer for whom
+/// all of `when` holds is a member, every other customer custsync knows is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRule {
+    /// A configured sendwithus provider.
+    pub provider: ProviderName,
+    pub group_id: String,
+    /// Canonical field = value, compared after the field's normalization.
+    pub when: Vec<(crate::model::Field, String)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub store: StoreConfig,
@@ -238,6 +288,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub cluster: ClusterConfig,
     pub providers: Vec<ProviderConfig>,
+    pub activity: ActivityConfig,
+    pub groups: Vec<GroupRule>,
 }
 
 pub const DEFAULT_PATH: &str = "config/custsync.toml";
@@ -423,7 +475,12 @@ impl RawConfig {
             }
         }
 
+        let activity = self.activity.validate()?;
+        let groups = validate_groups(self.groups, &providers)?;
+
         Ok(Config {
+            activity,
+            groups,
             store,
             sync: SyncConfig {
                 schedule,
@@ -439,6 +496,117 @@ impl RawConfig {
             providers,
         })
     }
+}
+
+impl RawActivity {
+    fn validate(self) -> Result<ActivityConfig, ConfigError> {
+        let customers_per_cycle = self.customers_per_cycle.unwrap_or(200);
+        if customers_per_cycle == 0 {
+            return Err(ConfigError::new(
+                "activity.customers_per_cycle",
+                "must be at least 1",
+            ));
+        }
+        Ok(ActivityConfig {
+            enabled: self.enabled.unwrap_or(false),
+            customers_per_cycle,
+        })
+    }
+}
+
+/// Each `[[groups]]` names a configured sendwithus provider, a group id (once per
+/// provider) and at least one canonical field with a value.
+fn validate_groups(
+    raw: Vec<RawGroup>,
+    providers: &[ProviderConfig],
+) -> Result<Vec<GroupRule>, ConfigError> {
+    use crate::model::Field;
+    let mut out: Vec<GroupRule> = Vec::new();
+    for (n, g) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("groups[{n}].{k}");
+        let name = g.provider.ok_or_else(|| {
+            ConfigError::new(key("provider"), "missing (a sendwithus provider NAME)")
+        })?;
+        match providers.iter().find(|p| p.name.0 == name) {
+            None => {
+                return Err(ConfigError::new(
+                    key("provider"),
+                    format!("no provider named {name:?} in the config"),
+                ))
+            }
+            Some(p) if p.kind != Kind::Sendwithus => {
+                return Err(ConfigError::new(
+                    key("provider"),
+                    format!(
+                        "{name:?} is a {} provider; groups live in a sendwithus provider",
+                        p.kind
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let group_id = g
+            .group_id
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ConfigError::new(key("group_id"), "missing or empty"))?;
+        if out
+            .iter()
+            .any(|r| r.provider.0 == name && r.group_id == group_id)
+        {
+            return Err(ConfigError::new(
+                key("group_id"),
+                format!("group {group_id:?} of {name:?} is already mapped by another [[groups]]"),
+            ));
+        }
+        let mut when = Vec::new();
+        let mut flat: Vec<(String, serde_json::Value)> = Vec::new();
+        for (k, v) in g.when.unwrap_or_default() {
+            match v {
+                // `attributes.tier = "gold"` in TOML is a table under `attributes`.
+                serde_json::Value::Object(map) if k == "attributes" => {
+                    flat.extend(map.into_iter().map(|(a, v)| (format!("attributes.{a}"), v)))
+                }
+                v => flat.push((k, v)),
+            }
+        }
+        for (k, v) in flat {
+            let field: Field = k
+                .parse()
+                .ok()
+                .filter(Field::is_canonical)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("groups[{n}].when.{k}"),
+                        "not a canonical field (e.g. accepts_marketing, locale, address.country, attributes.KEY)",
+                    )
+                })?;
+            let value = match v {
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(x) => x.to_string(),
+                serde_json::Value::String(s) => s,
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("groups[{n}].when.{k}"),
+                        "must be a string, a number or a boolean",
+                    ))
+                }
+            };
+            when.push((field, value));
+        }
+        if when.is_empty() {
+            return Err(ConfigError::new(
+                key("when"),
+                "missing: name at least one canonical field = value",
+            ));
+        }
+        out.push(GroupRule {
+            provider: ProviderName(name),
+            group_id,
+            when,
+        });
+    }
+    Ok(out)
 }
 
 impl RawCluster {
@@ -687,6 +855,57 @@ mod tests {
         assert_eq!(err("[sync]\n").key, "providers");
         let garbage = err("this is = = not toml [");
         assert!(!garbage.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn activity_and_groups() {
+        let swu = "[providers.email]\nkind = \"sendwithus\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n";
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.activity, ActivityConfig::default());
+        assert!(c.groups.is_empty());
+        let text = format!(
+            "{GOOD}\n{swu}\n[activity]\nenabled = true\ncustomers_per_cycle = 5\n\n[[groups]]\nprovider = \"email\"\ngroup_id = \"grp_m\"\nwhen = {{ accepts_marketing = true, attributes.tier = \"gold\" }}\n"
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert!(c.activity.enabled);
+        assert_eq!(c.activity.customers_per_cycle, 5);
+        assert_eq!(c.groups.len(), 1);
+        assert_eq!(
+            c.groups[0].when,
+            vec![
+                (crate::model::Field::AcceptsMarketing, "true".to_string()),
+                (crate::model::Field::Attr("tier".into()), "gold".to_string())
+            ]
+        );
+        let bad = |g: &str| err(&format!("{GOOD}\n{swu}\n[[groups]]\n{g}\n")).key;
+        assert_eq!(
+            bad("provider = \"ship\"\ngroup_id = \"g\"\nwhen = { accepts_marketing = true }"),
+            "groups[0].provider"
+        );
+        assert_eq!(
+            bad("provider = \"nope\"\ngroup_id = \"g\"\nwhen = { accepts_marketing = true }"),
+            "groups[0].provider"
+        );
+        assert_eq!(
+            bad("provider = \"email\"\nwhen = { accepts_marketing = true }"),
+            "groups[0].group_id"
+        );
+        assert_eq!(
+            bad("provider = \"email\"\ngroup_id = \"g\""),
+            "groups[0].when"
+        );
+        assert_eq!(
+            bad("provider = \"email\"\ngroup_id = \"g\"\nwhen = { shoe_size = 3 }"),
+            "groups[0].when.shoe_size"
+        );
+        assert_eq!(
+            bad("provider = \"email\"\ngroup_id = \"g\"\nwhen = { accepts_marketing = true }\nextra = 1"),
+            "groups[0].extra"
+        );
+        assert_eq!(
+            err(&format!("{GOOD}\n[activity]\nenabled = true\nfoo = 1\n")).key,
+            "activity.foo"
+        );
     }
 
     #[test]

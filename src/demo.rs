@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{connect_all, open_store, AppError};
 use crate::config::{Config, StorePath};
 use crate::sandbox::all::Sandboxes;
-use crate::sandbox::{ecwid, malomo, nuvemshop, partially};
+use crate::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus};
 use crate::store::audit::AuditFilter;
 use crate::sync::report::Report;
 use crate::sync::{progress, Engine, RunOptions};
@@ -43,7 +43,8 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
     let people = seed_generated(&sandboxes, customers, 7);
     let dir = tempfile::tempdir().context("temporary directory for the demo database")?;
     let db = dir.path().join("demo.db");
-    let toml = sandboxes.config_toml(&format!("sqlite://{}", db.display()), 500.0, 50);
+    let johnny = seed_events(&sandboxes);
+    let toml = sandboxes.config_toml(&format!("sqlite://{}", db.display()), 500.0, 50) + ACTIVITY;
     let config = Arc::new(Config::from_toml(&toml)?);
 
     println!("custsync demo: five sandbox providers on 127.0.0.1, no account needed");
@@ -69,7 +70,24 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
     println!("first reconciliation ({:.1} s):", first.duration_secs);
     print!("{}", indent(&first.table()));
     print_errors(&first);
+    println!(
+        "  activity: {} event(s) read for {} customer(s); groups: {} membership(s) added, {} removed",
+        first.activity.events_fetched,
+        first.activity.customers,
+        first.groups.added,
+        first.groups.removed
+    );
     print_merges(&store).await?;
+    // An email goes out to Johnny once Sendwithus knows him (custsync just created him there).
+    sandboxes.sendwithus.add_log(
+        "johnny@rosevideo.com",
+        sendwithus::Sendwithus::document_log(
+            "log_asdf1234qwerty",
+            1_548_855_600,
+            "opened",
+            "Order Confirmation",
+        ),
+    );
 
     sandboxes.clear_logs();
     let quiet = RunOptions {
@@ -86,6 +104,7 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
         sandboxes.writes()
     );
     println!("\nholdings now: {}", holdings(&sandboxes));
+    print_timeline(&store, &johnny).await?;
     store.close().await;
     // Records skipped for their data (the documents' duplicate email) are expected;
     // a write that failed, or a second run not in step, is not.
@@ -95,6 +114,73 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The demo polls activity and keeps one Sendwithus group in step (DESIGN 14).
+const ACTIVITY: &str = "
+[activity]
+enabled = true
+customers_per_cycle = 1000
+
+[[groups]]
+provider = \"email\"
+group_id = \"grp_marketing\"
+when = { accepts_marketing = true }
+";
+
+/// Gives the Malomo customer of the document (Johnny) a few events, the document's
+/// among them. Answers his email.
+fn seed_events(s: &Sandboxes) -> String {
+    let email = "johnny@rosevideo.com";
+    if let Some(johnny) = s.malomo.by_email(email).first() {
+        for (n, (id, label)) in [
+            (
+                "1a3c1090-efd1-11eb-9a03-0242ac130003",
+                "Order #1000 fulfilled",
+            ),
+            (
+                "2b4d2101-efd1-11eb-9a03-0242ac130003",
+                "Order #1000 out for delivery",
+            ),
+            (
+                "3c5e3212-efd1-11eb-9a03-0242ac130003",
+                "Order #1000 delivered",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = 1_548_855_000 + n as i64 * 86_400;
+            s.malomo
+                .add_event(&johnny.id, malomo::Malomo::document_event(id, label, at));
+        }
+    }
+    email.to_string()
+}
+
+/// One person's timeline as `custsync activity` shows it.
+async fn print_timeline(store: &crate::store::Store, email: &str) -> Result<(), AppError> {
+    let Ok(email) = crate::model::Email::parse(email) else {
+        return Ok(());
+    };
+    let Some((id, _)) = store.person(&email).await.context("store")? else {
+        return Ok(());
+    };
+    let events = store
+        .timeline(crate::sync::DEFAULT_TENANT, id)
+        .await
+        .context("store")?;
+    println!("\nactivity of {email}, newest first (custsync activity {email}):");
+    for e in events {
+        println!(
+            "  {:<22} {:<10} {:<22} {}",
+            e.when().unwrap_or_else(|| "-".into()),
+            e.provider,
+            e.kind,
+            e.label
+        );
+    }
+    Ok(())
 }
 
 fn indent(text: &str) -> String {

@@ -24,6 +24,15 @@ fn the_demo_runs_with_no_config_and_ends_in_step() {
         "{stdout}"
     );
     assert!(stdout.contains("example merges"), "{stdout}");
+    // One person's timeline, every source, newest first.
+    let timeline = stdout
+        .split("activity of johnny@rosevideo.com")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a timeline:\n{stdout}"));
+    let delivered = timeline.find("Order #1000 delivered").expect(&stdout);
+    let fulfilled = timeline.find("Order #1000 fulfilled").expect(&stdout);
+    let opened = timeline.find("opened: Order Confirmation").expect(&stdout);
+    assert!(delivered < fulfilled && opened < fulfilled, "{timeline}");
     assert!(
         stdout.contains("second reconciliation with no outside change: 0 write request(s)"),
         "{stdout}"

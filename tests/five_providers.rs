@@ -247,7 +247,7 @@ async fn forget_with_a_bad_email_is_a_usage_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activity_gathers_malomo_events_and_sendwithus_logs_in_time_order() {
+async fn activity_gathers_malomo_events_and_sendwithus_logs_newest_first() {
     let f = Five::start().await;
     let id = f.sb.malomo.insert(malomo::Customer::new(
         "act@example.com",
@@ -264,16 +264,22 @@ async fn activity_gathers_malomo_events_and_sendwithus_logs_in_time_order() {
     f.sb.sendwithus.edit("act@example.com", |c| {
         c.logs.push(json!({"object": "log", "id": "log_1", "created": 1234567890, "status": "opened", "email_name": "Order Confirmation"}))
     });
-    let run = f.run(&["activity", "act@example.com"]).await;
+    // `activity` reads the store; `--refresh` reads the person's streams first.
+    f.sb.clear_logs();
+    let run = f
+        .run(&["activity", "act@example.com", "--refresh", "--json"])
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
     let lines: Vec<serde_json::Value> = run
         .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2, "{}", run.stdout);
-    assert_eq!(lines[0]["provider"], json!("email"));
-    assert_eq!(lines[0]["type"], json!("opened"));
-    assert_eq!(lines[1]["provider"], json!("shipping"));
-    assert_eq!(lines[1]["label"], json!("Order #1000 fulfilled"));
+    assert_eq!(lines[0]["provider"], json!("shipping"));
+    assert_eq!(lines[0]["label"], json!("Order #1000 fulfilled"));
+    assert_eq!(lines[1]["provider"], json!("email"));
+    assert_eq!(lines[1]["type"], json!("opened"));
+    assert_eq!(lines[1]["label"], json!("opened: Order Confirmation"));
 }

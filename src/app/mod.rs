@@ -152,7 +152,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
             };
             person::forget(&config, email, opts).await
         }
-        Some(Command::Activity { email }) => person::activity(&config, email).await,
+        Some(Command::Activity {
+            email,
+            json,
+            refresh,
+        }) => person::activity(&config, email, *json, *refresh).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Completions { .. } | Command::Man) => Ok(ExitCode::SUCCESS),
         Some(Command::Audit {

@@ -11,7 +11,7 @@ use super::{connect_all, open_store, provider_reason, take_lease, AppError};
 use crate::config::{Config, ConfigError, StorePath};
 use crate::model::{CustomerId, Email, ProviderName, RemoteId};
 use crate::providers::http::{gated, WriteGate};
-use crate::providers::{self, Provider};
+use crate::providers::Provider;
 use crate::sync::{Connected, DEFAULT_TENANT};
 
 /// How `forget` was asked to run.
@@ -279,40 +279,53 @@ fn exit(failed: bool) -> ExitCode {
     }
 }
 
-/// `activity EMAIL`: the person's events in every provider that keeps a stream, read
-/// live through the records custsync linked. Exit 1 when a provider failed.
-pub async fn activity(config: &Config, text: &str) -> Result<ExitCode, AppError> {
-    let email = parse_email(text)?;
+/// `activity EMAIL`: the person's timeline as the store holds it (DESIGN 14), every
+/// source, newest first: a table, or JSON lines with `--json`. `--refresh` reads the
+/// person's streams first, with reads only (no lease needed: it writes nothing to any
+/// provider and only the activity tables locally); exit 1 when a read failed.
+pub async fn activity(
+    config: &Config,
+    text: &str,
+    json: bool,
+    refresh: bool,
+) -> Result<ExitCode, AppError> {
+    use crate::sync::{activity, DEFAULT_TENANT};
+    let email =
+        Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
     let store = open_store(&config.store.path).await?;
-    let links = store
-        .person(&email)
-        .await
-        .context("store")?
-        .map(|(_, l)| l)
-        .unwrap_or_default();
-    store.close().await;
-    let mut events = Vec::new();
+    let Some((customer, _)) = store.person(&email).await.context("store")? else {
+        store.close().await;
+        eprintln!("custsync: no customer with this email is known");
+        return Ok(ExitCode::SUCCESS);
+    };
     let mut failed = false;
-    for c in connect_all(config)? {
-        let Some((_, id)) = links.iter().find(|(n, _)| n == c.provider.name()) else {
-            continue;
-        };
-        match c.provider.activity(id).await {
-            Ok(found) => events.extend(found.into_iter().map(|a| (c.provider.name().0.clone(), a))),
-            Err(providers::ProviderError::Unsupported { .. }) => {}
-            Err(e) => {
-                failed = true;
-                eprintln!("custsync: {e}");
-            }
+    if refresh {
+        let providers = connect_all(config)?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let read = activity::poll(&store, DEFAULT_TENANT, &providers, 1, Some(customer), &stop)
+            .await
+            .context("store")?;
+        if let Some(e) = &read.last_error {
+            failed = true;
+            eprintln!("custsync: {e}");
         }
     }
-    events.sort_by_key(|(_, a)| a.at);
-    for (provider, a) in events {
-        let at = a.at.map(|t| t.to_rfc3339());
-        println!(
-            "{}",
-            serde_json::json!({"at": at, "provider": provider, "type": a.kind, "label": a.label, "event": a.raw})
-        );
+    let events = store
+        .timeline(DEFAULT_TENANT, customer)
+        .await
+        .context("store")?;
+    store.close().await;
+    if json {
+        for e in &events {
+            let occurred_at = e.when();
+            println!(
+                "{}",
+                serde_json::json!({"provider": e.provider, "id": e.id, "type": e.kind,
+                    "occurred_at": occurred_at, "label": e.label, "raw": e.raw})
+            );
+        }
+    } else {
+        print!("{}", timeline_table(&events));
     }
     Ok(exit(failed))
 }
@@ -320,6 +333,30 @@ pub async fn activity(config: &Config, text: &str) -> Result<ExitCode, AppError>
 /// The person named on the command line; exit 2 when `text` is no email.
 fn parse_email(text: &str) -> Result<Email, AppError> {
     Ok(Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?)
+}
+
+/// The timeline as a table a person reads.
+fn timeline_table(events: &[crate::store::activity::TimelineEvent]) -> String {
+    if events.is_empty() {
+        return "no activity stored for this person (try --refresh)\n".to_string();
+    }
+    let mut out = format!(
+        "{:<20}  {:<12}  {:<24}  {}\n",
+        "when", "provider", "type", "label"
+    );
+    for e in events {
+        let when = e
+            .occurred_at
+            .as_deref()
+            .and_then(crate::store::parse_time)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<20}  {:<12}  {:<24}  {}\n",
+            when, e.provider, e.kind, e.label
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

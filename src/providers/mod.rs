@@ -119,6 +119,31 @@ pub struct Activity {
     pub raw: serde_json::Value,
 }
 
+/// One event of a person's stream in a provider, with the provider's id for it (the
+/// key that keeps it once in the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub at: Option<DateTime<Utc>>,
+    /// The provider's own type or status (`ShopifyOrderFulfilled`, `opened`).
+    pub kind: String,
+    /// A line for a person (`Order #1000 fulfilled`, `opened: Order Confirmation`).
+    pub label: String,
+    /// The event as the provider sent it.
+    pub raw: serde_json::Value,
+}
+
+/// One read of a person's event stream (DESIGN 14).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Events without a usable id: they cannot be kept once, so they are not kept.
+    pub unreadable: usize,
+    /// The cursor of the next page. `None`: the stream has nothing more now (an empty
+    /// page, or a stream without pages); the next read starts where this one did.
+    pub next: Option<String>,
+}
+
 /// Where a listing is: the first page has `token: None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListRequest {
@@ -315,6 +340,43 @@ pub trait Provider: Send + Sync {
             self.name(),
             "has no activity stream",
         ))
+    }
+
+    /// The provider keeps a per-customer event stream that `events` reads.
+    fn has_events(&self) -> bool {
+        false
+    }
+
+    /// One read of a record's event stream, from `cursor` (a `next` of an earlier
+    /// page; `None`: the start). A read-only request.
+    async fn events(
+        &self,
+        id: &RemoteId,
+        cursor: Option<&str>,
+    ) -> Result<EventPage, ProviderError> {
+        let _ = (id, cursor);
+        Err(ProviderError::unsupported(
+            self.name(),
+            "has no activity stream",
+        ))
+    }
+
+    /// The groups the record is in (`None`: no such record). A read.
+    async fn groups_of(&self, id: &RemoteId) -> Result<Option<Vec<String>>, ProviderError> {
+        let _ = id;
+        Err(ProviderError::unsupported(self.name(), "has no groups"))
+    }
+
+    /// Adds the record to a group; adding a member again changes nothing.
+    async fn add_to_group(&self, id: &RemoteId, group: &str) -> Result<(), ProviderError> {
+        let _ = (id, group);
+        Err(ProviderError::unsupported(self.name(), "has no groups"))
+    }
+
+    /// Removes the record from a group; removing a non-member changes nothing.
+    async fn remove_from_group(&self, id: &RemoteId, group: &str) -> Result<(), ProviderError> {
+        let _ = (id, group);
+        Err(ProviderError::unsupported(self.name(), "has no groups"))
     }
 
     /// One cheap authenticated request, to prove the provider is reachable.

@@ -1,7 +1,8 @@
 //! Malomo emulator: `Authorization: Bearer KEY` and the v2 `Accept` header, a cursor
 //! listing in a stable order (`next=<id of the last customer>`, optionally a `Link`
 //! header too), create (200), retrieve, update, delete (204), and errors shaped
-//! `{code, message, request_id, status}`.
+//! `{code, message, request_id, status}`. Each customer's events are served by
+//! `GET /customers/{id}/events`, paged with the same cursors.
 
 use std::sync::{Arc, Mutex};
 
@@ -131,6 +132,32 @@ impl Malomo {
         let id = c.id.clone();
         lock(&self.shared.0).customers.push(c);
         id
+    }
+
+    /// Events a customer has, oldest first.
+    pub fn events(&self, customer_id: &str) -> Vec<Value> {
+        lock(&self.shared.0)
+            .events
+            .get(customer_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The document's event for a customer, with its own `id` and time (epoch seconds).
+    pub fn document_event(id: &str, label: &str, timestamp: i64) -> Value {
+        let at = chrono::DateTime::from_timestamp(timestamp, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        json!({
+            "created_at": at,
+            "id": id,
+            "label": label,
+            "link_back_url": "https://goodest-boi.myshopify.com/admin/orders/5555555555555",
+            "properties": {"shopify_order": {"id": "5555555555555"}},
+            "timestamp": timestamp,
+            "type": "ShopifyOrderFulfilled",
+            "updated_at": at,
+        })
     }
 
     /// Adds an event (the document's shape: id, label, type, timestamp, ...) to a customer.
@@ -366,20 +393,40 @@ async fn events(
         return error(StatusCode::NOT_FOUND, "Customer not found");
     }
     let all = inner.events.get(&id).cloned().unwrap_or_default();
-    // The same cursor as the customer list: next=<id of the last event seen>.
-    let start = match &q.next {
-        Some(cursor) => match all
-            .iter()
+    let size = inner.opts.page_size.max(1);
+    let at = |cursor: &str| {
+        all.iter()
             .position(|e| e.get("id").and_then(|v| v.as_str()) == Some(cursor))
-        {
+    };
+    // The same cursors as the customer list: next=<id of the last event seen> reads
+    // the events after it, prev=<id> the page before it.
+    let start = match (&q.next, &q.prev) {
+        (Some(cursor), _) => match at(cursor) {
             Some(i) => i + 1,
             None => return error(StatusCode::BAD_REQUEST, "invalid cursor"),
         },
-        None => 0,
+        (None, Some(cursor)) => match at(cursor) {
+            Some(i) => i.saturating_sub(size),
+            None => return error(StatusCode::BAD_REQUEST, "invalid cursor"),
+        },
+        (None, None) => 0,
     };
-    let size = inner.opts.page_size.max(1);
-    Json(Value::Array(
-        all.into_iter().skip(start).take(size).collect(),
-    ))
-    .into_response()
+    let page: Vec<Value> = all.iter().skip(start).take(size).cloned().collect();
+    let more = start + page.len() < all.len();
+    let last = page
+        .last()
+        .and_then(|e| e.get("id"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let mut resp = Json(Value::Array(page)).into_response();
+    if let (true, true, Some(last)) = (inner.opts.link_header, more, last) {
+        let link = format!(
+            "<{}/customers/{id}/events?next={last}>; rel=\"next\"",
+            inner.base_url
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            resp.headers_mut().insert("link", v);
+        }
+    }
+    resp
 }

@@ -169,6 +169,32 @@ impl Sendwithus {
         }
     }
 
+    /// Adds an email log (the document's shape) to a customer, served by `/logs`.
+    pub fn add_log(&self, email: &str, log: Value) {
+        self.edit(email, |c| c.logs.push(log));
+    }
+
+    /// The groups a customer is in (empty for an unknown email).
+    pub fn groups(&self, email: &str) -> Vec<String> {
+        self.by_email(email).map(|c| c.groups).unwrap_or_default()
+    }
+
+    /// An email log as the document shows it, with its own id, time and status.
+    pub fn document_log(id: &str, created: i64, status: &str, email_name: &str) -> Value {
+        json!({
+            "object": "log",
+            "id": id,
+            "created": created,
+            "recipient_name": "Matt",
+            "recipient_address": "matt@sendwithus.com",
+            "status": status,
+            "message": format!("SendGrid: Message has been {status}"),
+            "email_id": "tem_as8dfjha8dap",
+            "email_name": email_name,
+            "email_version": "Version A"
+        })
+    }
+
     pub fn remove(&self, email: &str) {
         lock(&self.shared.0)
             .customers

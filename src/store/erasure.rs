@@ -83,6 +83,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // The person's activity and what custsync knew of their groups (DESIGN 14).
+        for table in ["activity", "activity_marks", "group_members"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("UPDATE audit SET detail = '{\"erased\":true}' WHERE customer_id = ?")
             .bind(id)
             .execute(&mut *tx)

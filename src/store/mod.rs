@@ -5,6 +5,7 @@
 //! one connection, so SQLite's single writer is never contended; no transaction is
 //! ever held across a network call.
 
+pub mod activity;
 pub mod audit;
 pub mod erasure;
 mod ingest;

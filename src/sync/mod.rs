@@ -6,6 +6,8 @@
 //! canonical change it comes from, and a snapshot moves only when a provider confirmed
 //! a write, so a kill at any instant loses nothing: the next run plans the same again.
 
+pub mod activity;
+pub mod groups;
 pub mod merge;
 pub mod plan;
 pub mod poll;
@@ -287,6 +289,9 @@ impl Engine {
                 self.merge_and_plan_all(&ctx, true, report).await?;
                 self.push_all(&ctx, lease, stop, opts, report).await?;
             }
+            // 5. Groups, then activity: after the profile sync, so they never delay it;
+            // inside the run, so that group writes pass the lease gate.
+            self.activity_and_groups(&ctx, stop, report).await?;
             if lease.lost().is_cancelled() {
                 report.error(
                     "custsync",

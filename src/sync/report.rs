@@ -40,6 +40,10 @@ pub struct Report {
     pub held_deletes: u64,
     pub conflicts: u64,
     pub errors: Vec<ReportError>,
+    /// Activity polling of this run (DESIGN 14).
+    pub activity: super::activity::ActivityReport,
+    /// Group memberships changed by this run (DESIGN 14).
+    pub groups: super::groups::GroupReport,
     /// What a dry run would do (empty after a real run: it was done).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedOp>,

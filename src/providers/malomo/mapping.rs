@@ -147,3 +147,52 @@ mod tests {
         assert_eq!(r.projection.get(&Field::Phone), None);
     }
 }
+
+/// A customer event as the events list sends it: `id`, `type`, `label`, and its time
+/// (`created_at`, else the epoch `timestamp`). `None` without a string id.
+pub fn to_event(e: serde_json::Value) -> Option<crate::providers::Event> {
+    use crate::providers::dates::{from_epoch, parse_date};
+    let text = |k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let id = text("id").filter(|i| !i.trim().is_empty())?;
+    let at = text("created_at")
+        .as_deref()
+        .and_then(parse_date)
+        .or_else(|| {
+            e.get("timestamp")
+                .and_then(|v| v.as_i64())
+                .and_then(from_epoch)
+        });
+    Some(crate::providers::Event {
+        id,
+        at,
+        kind: text("type").unwrap_or_else(|| "event".into()),
+        label: text("label").unwrap_or_default(),
+        raw: e,
+    })
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    /// The document's event (its missing comma put back).
+    #[test]
+    fn the_documents_event() {
+        let e = serde_json::json!({
+            "created_at": "2019-01-30T13:30:00Z",
+            "id": "1a3c1090-efd1-11eb-9a03-0242ac130003",
+            "label": "Order #1000 fulfilled",
+            "link_back_url": "https://goodest-boi.myshopify.com/admin/orders/5555555555555",
+            "properties": {"shopify_order": {"id": "5555555555555"}},
+            "timestamp": 1548855000,
+            "type": "ShopifyOrderFulfilled",
+            "updated_at": "2019-01-30T13:30:00Z"
+        });
+        let ev = to_event(e).unwrap();
+        assert_eq!(ev.id, "1a3c1090-efd1-11eb-9a03-0242ac130003");
+        assert_eq!(ev.kind, "ShopifyOrderFulfilled");
+        assert_eq!(ev.label, "Order #1000 fulfilled");
+        assert_eq!(ev.at.unwrap().timestamp(), 1548855000);
+        assert!(to_event(serde_json::json!({"type": "x"})).is_none());
+    }
+}

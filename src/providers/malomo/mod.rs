@@ -198,6 +198,54 @@ impl Provider for Malomo {
         }
     }
 
+    fn has_events(&self) -> bool {
+        true
+    }
+
+    /// One page of `GET /customers/{id}/events`, paged as the customer list is (DESIGN
+    /// 4b): a `Link` rel="next" when sent, else `next=<id of the last event>`; an
+    /// empty page is the end for now. The cursor is the path of a page.
+    async fn events(
+        &self,
+        id: &RemoteId,
+        cursor: Option<&str>,
+    ) -> Result<super::EventPage, ProviderError> {
+        let base = format!("/customers/{}/events", urlencode(&id.0));
+        // A cursor is a page of this customer's events, nothing else.
+        let path = cursor
+            .filter(|c| c.starts_with(&base))
+            .map_or_else(|| base.clone(), str::to_string);
+        let resp = self.http.send(Request::get(path.clone())).await?;
+        self.http.expect_success(&resp)?;
+        let items: Vec<serde_json::Value> = self.http.decode(&resp.body)?;
+        let Some(last) = items
+            .last()
+            .and_then(|e| e.get("id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+        else {
+            return Ok(super::EventPage::default());
+        };
+        let next = resp
+            .header("link")
+            .and_then(link_next)
+            .and_then(|link| self.http.relative(&link))
+            .filter(|n| n.starts_with(&base))
+            .unwrap_or_else(|| format!("{base}?next={}", urlencode(&last)));
+        let mut page = super::EventPage {
+            // A cursor that does not move would read the same page for ever.
+            next: (next != path).then_some(next),
+            ..super::EventPage::default()
+        };
+        for e in items {
+            match mapping::to_event(e) {
+                Some(event) => page.events.push(event),
+                None => page.unreadable += 1,
+            }
+        }
+        Ok(page)
+    }
+
     async fn check(&self) -> Result<(), ProviderError> {
         let resp = self.http.send(Request::get("/customers")).await?;
         self.http.expect_success(&resp)

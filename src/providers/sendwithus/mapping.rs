@@ -306,3 +306,55 @@ mod tests {
         assert_eq!(r.projection.get(&Field::Attr("x".into())), None);
     }
 }
+
+/// An email log as `GET /customers/{email}/logs` sends it: its `id`, `created` (epoch
+/// seconds), and a label of its `status` and `email_name` (DESIGN 14). `None`
+/// without a string id.
+pub fn to_event(l: Value) -> Option<crate::providers::Event> {
+    let text = |k: &str| l.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let id = text("id").filter(|i| !i.trim().is_empty())?;
+    let status = text("status").filter(|s| !s.is_empty());
+    let name = text("email_name").filter(|s| !s.is_empty());
+    let label = match (&status, &name) {
+        (Some(s), Some(n)) => format!("{s}: {n}"),
+        (Some(x), None) | (None, Some(x)) => x.clone(),
+        (None, None) => String::new(),
+    };
+    Some(crate::providers::Event {
+        id,
+        at: l
+            .get("created")
+            .and_then(|v| v.as_i64())
+            .and_then(crate::providers::dates::from_epoch),
+        kind: status.unwrap_or_else(|| "email".into()),
+        label,
+        raw: l,
+    })
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    /// The document's log.
+    #[test]
+    fn the_documents_log() {
+        let l = serde_json::json!({
+            "object": "log",
+            "id": "log_asdf1234qwerty",
+            "created": 1234567890,
+            "recipient_name": "Matt",
+            "recipient_address": "matt@sendwithus.com",
+            "status": "opened",
+            "message": "SendGrid: Message has been opened",
+            "email_id": "tem_as8dfjha8dap",
+            "email_name": "Order Confirmation",
+            "email_version": "Version A"
+        });
+        let e = to_event(l).unwrap();
+        assert_eq!(e.id, "log_asdf1234qwerty");
+        assert_eq!(e.kind, "opened");
+        assert_eq!(e.label, "opened: Order Confirmation");
+        assert_eq!(e.at.unwrap().timestamp(), 1234567890);
+    }
+}

@@ -31,6 +31,10 @@ impl Sendwithus {
         format!("/customers/{}", urlencode(email))
     }
 
+    fn group_path(email: &str, group: &str) -> String {
+        format!("{}/groups/{}", Self::path(email), urlencode(group))
+    }
+
     /// `POST /customers`: an upsert, so safe to repeat.
     async fn upsert(&self, body: wire::CustomerInput) -> Result<RemoteRecord, ProviderError> {
         let req = Request::new(Method::POST, "/customers")
@@ -168,6 +172,68 @@ impl Provider for Sendwithus {
                 raw: l,
             })
             .collect())
+    }
+
+    fn has_events(&self) -> bool {
+        true
+    }
+
+    /// The customer's email logs, all at once (`GET /customers/{email}/logs` has no
+    /// pages): `next` is always `None`. An unknown customer has none.
+    async fn events(
+        &self,
+        id: &RemoteId,
+        _cursor: Option<&str>,
+    ) -> Result<super::EventPage, ProviderError> {
+        let resp = self
+            .http
+            .send(Request::get(format!("{}/logs", Self::path(&id.0))))
+            .await?;
+        if resp.status.as_u16() == 404 {
+            return Ok(super::EventPage::default());
+        }
+        self.http.expect_success(&resp)?;
+        let body: serde_json::Value = self.http.decode(&resp.body)?;
+        let mut page = super::EventPage::default();
+        for log in body
+            .get("logs")
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            match mapping::to_event(log) {
+                Some(e) => page.events.push(e),
+                None => page.unreadable += 1,
+            }
+        }
+        Ok(page)
+    }
+
+    async fn groups_of(&self, id: &RemoteId) -> Result<Option<Vec<String>>, ProviderError> {
+        let resp = self.http.send(Request::get(Self::path(&id.0))).await?;
+        if resp.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        self.http.expect_success(&resp)?;
+        let env: wire::Envelope = self.http.decode(&resp.body)?;
+        Ok(env.customer.map(|c| c.groups))
+    }
+
+    /// `POST /customers/{email}/groups/{group_id}` (DESIGN 4b: with the slash).
+    async fn add_to_group(&self, id: &RemoteId, group: &str) -> Result<(), ProviderError> {
+        let req = Request::new(Method::POST, Self::group_path(&id.0, group)).idempotent();
+        let resp = self.http.send(req).await?;
+        self.http.expect_success(&resp)
+    }
+
+    /// `DELETE /customers/{email}/groups/{group_id}`; an unknown customer is in no group.
+    async fn remove_from_group(&self, id: &RemoteId, group: &str) -> Result<(), ProviderError> {
+        let req = Request::new(Method::DELETE, Self::group_path(&id.0, group));
+        let resp = self.http.send(req).await?;
+        if resp.status.as_u16() == 404 {
+            return Ok(());
+        }
+        self.http.expect_success(&resp)
     }
 
     /// There is nothing to list: a GET of an address nobody has proves the key works

@@ -1,0 +1,502 @@
+//! Activity and group memberships in the store (DESIGN 14): each person's events,
+//! where each of their streams was last read to, and what custsync knows of the
+//! memberships of the groups it owns.
+//!
+//! Owns the SQL of the `activity`, `activity_marks` and `group_members` tables. Does
+//! not own when a stream is read or what a membership should be: `sync::activity` and
+//! `sync::groups` decide, this module keeps. `forget` erases all three (`erasure.rs`).
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{now_text, time_text, Result, Store};
+use crate::model::{CustomerId, Projection, ProviderName, RemoteId};
+use crate::providers::Event;
+
+/// One stream of one customer to read: the provider, the customer's record there and
+/// the cursor the last read left (`None`: from the start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub provider: ProviderName,
+    pub remote_id: RemoteId,
+    pub cursor: Option<String>,
+}
+
+/// One event of a person's timeline, as `custsync activity` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEvent {
+    pub provider: String,
+    pub id: String,
+    pub kind: String,
+    pub label: String,
+    pub occurred_at: Option<String>,
+    pub raw: serde_json::Value,
+}
+
+impl TimelineEvent {
+    /// When it happened, as RFC 3339 UTC with only the fractions it has
+    /// (`2019-01-30T13:30:00Z`).
+    pub fn when(&self) -> Option<String> {
+        let t = super::parse_time(self.occurred_at.as_deref()?)?;
+        Some(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    }
+}
+
+/// How far behind activity polling is, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ActivityLag {
+    /// Customers with at least one stream (a live Malomo or Sendwithus link).
+    pub customers: u64,
+    /// Customers with a stream never read.
+    pub never_refreshed: u64,
+    /// When the least recently read stream was read (RFC 3339), if any was.
+    pub oldest_refresh: Option<String>,
+}
+
+/// A customer linked to a provider holding groups, with what custsync knows of its
+/// memberships there.
+#[derive(Debug, Clone)]
+pub struct GroupSubject {
+    pub id: CustomerId,
+    /// The record in the provider (for Sendwithus: the email it was written under).
+    pub remote_id: RemoteId,
+    pub fields: Projection,
+    pub tombstoned: bool,
+    /// By group id: the record the membership was known for, and whether it is a member.
+    pub known: HashMap<String, (RemoteId, bool)>,
+}
+
+/// A membership as now known, to be remembered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub customer: CustomerId,
+    pub group_id: String,
+    pub remote_id: RemoteId,
+    pub member: bool,
+}
+
+/// The live links of `providers` of customers not tombstoned, with their marks.
+const STREAMS: &str = "
+    SELECT l.customer_id AS cid, l.provider AS provider, l.remote_id AS remote_id,
+           m.cursor AS cursor, COALESCE(m.refreshed_at, '') AS refreshed
+    FROM links l JOIN customers c ON c.id = l.customer_id
+    LEFT JOIN activity_marks m
+      ON m.tenant = ?1 AND m.provider = l.provider AND m.customer_id = l.customer_id
+    WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
+      AND l.provider IN (SELECT value FROM json_each(?2))";
+
+impl Store {
+    /// Up to `limit` customers with a stream in `providers`, least recently read first
+    /// (never read first of all), each with its streams; only `only` when given.
+    pub async fn activity_due(
+        &self,
+        tenant: &str,
+        providers: &[ProviderName],
+        limit: usize,
+        only: Option<CustomerId>,
+    ) -> Result<Vec<(CustomerId, Vec<Stream>)>> {
+        let names: Vec<&str> = providers.iter().map(|p| p.0.as_str()).collect();
+        let sql = format!(
+            "WITH cand AS ({STREAMS} AND (?3 IS NULL OR l.customer_id = ?3)),
+             picked AS (SELECT cid, MIN(refreshed) AS r FROM cand GROUP BY cid ORDER BY r, cid LIMIT ?4)
+             SELECT cand.cid, provider, remote_id, cursor FROM cand JOIN picked ON picked.cid = cand.cid
+             ORDER BY picked.r, cand.cid, provider"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(super::links::json(&names))
+            .bind(only.map(|c| c.0))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: Vec<(CustomerId, Vec<Stream>)> = Vec::new();
+        for r in rows {
+            let id = CustomerId(r.get(0));
+            let stream = Stream {
+                provider: ProviderName(r.get(1)),
+                remote_id: RemoteId(r.get(2)),
+                cursor: r.get(3),
+            };
+            match out.last_mut() {
+                Some((last, streams)) if *last == id => streams.push(stream),
+                _ => out.push((id, vec![stream])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores one read of a stream in one transaction: its events (an event already
+    /// kept is left as it is) and the mark, with `cursor` where the next read starts.
+    /// Answers how many events were new.
+    pub async fn store_events(
+        &self,
+        tenant: &str,
+        provider: &ProviderName,
+        customer: CustomerId,
+        events: &[Event],
+        cursor: Option<&str>,
+    ) -> Result<u64> {
+        let now = now_text();
+        let mut tx = self.pool.begin().await?;
+        let mut new = 0;
+        for e in events {
+            new += sqlx::query(
+                "INSERT INTO activity (tenant, provider, customer_id, remote_id, type, label, occurred_at, raw, fetched_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant, provider, remote_id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&provider.0)
+            .bind(customer.0)
+            .bind(&e.id)
+            .bind(&e.kind)
+            .bind(&e.label)
+            .bind(e.at.map(time_text))
+            .bind(e.raw.to_string())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        let newest = events.iter().filter_map(|e| e.at).max().map(time_text);
+        sqlx::query(
+            "INSERT INTO activity_marks (tenant, provider, customer_id, cursor, newest_at, refreshed_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
+               cursor = excluded.cursor,
+               newest_at = CASE WHEN excluded.newest_at > COALESCE(newest_at, '')
+                                THEN excluded.newest_at ELSE newest_at END,
+               refreshed_at = excluded.refreshed_at",
+        )
+        .bind(tenant)
+        .bind(&provider.0)
+        .bind(customer.0)
+        .bind(cursor)
+        .bind(newest)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Marks a stream as read now without moving its cursor (a read that failed is not
+    /// tried again before the other customers' turn).
+    pub async fn touch_stream(
+        &self,
+        tenant: &str,
+        provider: &ProviderName,
+        customer: CustomerId,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = excluded.refreshed_at",
+        )
+        .bind(tenant)
+        .bind(&provider.0)
+        .bind(customer.0)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One person's events from every source, newest first (events without a time last).
+    pub async fn timeline(&self, tenant: &str, customer: CustomerId) -> Result<Vec<TimelineEvent>> {
+        let rows = sqlx::query(
+            "SELECT provider, remote_id, type, label, occurred_at, raw FROM activity
+             WHERE tenant = ? AND customer_id = ?
+             ORDER BY occurred_at IS NULL, occurred_at DESC, id DESC",
+        )
+        .bind(tenant)
+        .bind(customer.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(TimelineEvent {
+                    provider: r.get(0),
+                    id: r.get(1),
+                    kind: r.get(2),
+                    label: r.get(3),
+                    occurred_at: r.get(4),
+                    raw: serde_json::from_str(&r.get::<String, _>(5))?,
+                })
+            })
+            .collect()
+    }
+
+    /// How far behind activity polling is over the streams of `providers`.
+    pub async fn activity_lag(
+        &self,
+        tenant: &str,
+        providers: &[ProviderName],
+    ) -> Result<ActivityLag> {
+        let names: Vec<&str> = providers.iter().map(|p| p.0.as_str()).collect();
+        let sql = format!(
+            "WITH cand AS ({STREAMS})
+             SELECT COUNT(DISTINCT cid),
+                    COUNT(DISTINCT CASE WHEN refreshed = '' THEN cid END),
+                    MIN(NULLIF(refreshed, ''))
+             FROM cand"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(super::links::json(&names))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ActivityLag {
+            customers: row.get::<i64, _>(0).max(0) as u64,
+            never_refreshed: row.get::<i64, _>(1).max(0) as u64,
+            oldest_refresh: row.get(2),
+        })
+    }
+
+    /// Up to `limit` customers with id above `after` linked to `provider`, with what
+    /// is known of their memberships of `groups` there.
+    pub async fn group_batch(
+        &self,
+        tenant: &str,
+        provider: &ProviderName,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<GroupSubject>> {
+        let rows = sqlx::query(
+            "SELECT c.id, l.remote_id, c.fields, c.tombstoned_at IS NOT NULL
+             FROM links l JOIN customers c ON c.id = l.customer_id
+             WHERE l.provider = ? AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.id > ?
+             ORDER BY c.id LIMIT ?",
+        )
+        .bind(&provider.0)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
+        let (first, last): (i64, i64) = (first.get(0), last.get(0));
+        let mut known: HashMap<i64, HashMap<String, (RemoteId, bool)>> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT customer_id, group_id, remote_id, member FROM group_members
+             WHERE tenant = ? AND provider = ? AND customer_id BETWEEN ? AND ?",
+        )
+        .bind(tenant)
+        .bind(&provider.0)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            known
+                .entry(r.get(0))
+                .or_default()
+                .insert(r.get(1), (RemoteId(r.get(2)), r.get::<i64, _>(3) != 0));
+        }
+        rows.into_iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                Ok(GroupSubject {
+                    id: CustomerId(id),
+                    remote_id: RemoteId(r.get(1)),
+                    fields: serde_json::from_str(&r.get::<String, _>(2))?,
+                    tombstoned: r.get::<i64, _>(3) != 0,
+                    known: known.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers memberships as now known, in one transaction.
+    pub async fn save_memberships(
+        &self,
+        tenant: &str,
+        provider: &ProviderName,
+        rows: &[Membership],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = now_text();
+        let mut tx = self.pool.begin().await?;
+        for m in rows {
+            sqlx::query(
+                "INSERT INTO group_members (tenant, provider, group_id, customer_id, remote_id, member, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant, provider, group_id, customer_id) DO UPDATE SET
+                   remote_id = excluded.remote_id, member = excluded.member, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(&provider.0)
+            .bind(&m.group_id)
+            .bind(m.customer.0)
+            .bind(&m.remote_id.0)
+            .bind(i64::from(m.member))
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorePath;
+    use crate::model::Email;
+    use serde_json::json;
+
+    fn name(n: &str) -> ProviderName {
+        ProviderName(n.into())
+    }
+
+    fn event(id: &str, at: Option<i64>) -> Event {
+        Event {
+            id: id.into(),
+            at: at.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+            kind: "t".into(),
+            label: format!("label {id}"),
+            raw: json!({"id": id}),
+        }
+    }
+
+    /// Customers 1..=3 (`c3` tombstoned), linked to `ship` and `email`; `c4` only to `store`.
+    async fn store() -> Store {
+        let s = Store::open(&StorePath::Memory).await.unwrap();
+        for (id, email, tomb) in [
+            (1, "a@example.com", false),
+            (2, "b@example.com", false),
+            (3, "c@example.com", true),
+            (4, "d@example.com", false),
+        ] {
+            sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at, tombstoned_at) VALUES (?, ?, '{}', 'x', 'x', ?)")
+                .bind(id)
+                .bind(email)
+                .bind(tomb.then_some("x"))
+                .execute(s.pool())
+                .await
+                .unwrap();
+            let providers: &[&str] = if id == 4 {
+                &["store"]
+            } else {
+                &["ship", "email"]
+            };
+            for p in providers {
+                sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES (?, ?, ?, '{}')")
+                    .bind(p)
+                    .bind(format!("{p}-{id}"))
+                    .bind(id)
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+            }
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn streams_are_due_least_recently_read_first_and_events_kept_once() {
+        let s = store().await;
+        let sources = [name("ship"), name("email")];
+        let due = s.activity_due("default", &sources, 10, None).await.unwrap();
+        let ids: Vec<i64> = due.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(ids, [1, 2], "live, linked to a source, not tombstoned");
+        assert_eq!(due[0].1.len(), 2);
+        assert!(due[0].1.iter().all(|st| st.cursor.is_none()));
+
+        let c1 = CustomerId(1);
+        let page = [event("e1", Some(100)), event("e2", Some(200))];
+        let cursor = Some("/customers/ship-1/events?next=e2");
+        assert_eq!(
+            s.store_events("default", &name("ship"), c1, &page, cursor)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            s.store_events("default", &name("ship"), c1, &page, cursor)
+                .await
+                .unwrap(),
+            0
+        );
+        s.store_events(
+            "default",
+            &name("email"),
+            c1,
+            &[event("l1", Some(150)), event("l0", None)],
+            None,
+        )
+        .await
+        .unwrap();
+
+        // Customer 2 was never read: first now.
+        let due = s.activity_due("default", &sources, 1, None).await.unwrap();
+        assert_eq!(due[0].0, CustomerId(2));
+        let due = s
+            .activity_due("default", &sources, 10, Some(c1))
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        let ship = due[0]
+            .1
+            .iter()
+            .find(|st| st.provider == name("ship"))
+            .unwrap();
+        assert_eq!(ship.cursor.as_deref(), cursor);
+
+        let lag = s.activity_lag("default", &sources).await.unwrap();
+        assert_eq!((lag.customers, lag.never_refreshed), (2, 1));
+        assert!(lag.oldest_refresh.is_some());
+
+        let t = s.timeline("default", c1).await.unwrap();
+        let order: Vec<&str> = t.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            order,
+            ["e2", "l1", "e1", "l0"],
+            "newest first, untimed last"
+        );
+        assert_eq!(t[0].when().as_deref(), Some("1970-01-01T00:03:20Z"));
+        assert_eq!(t[0].provider, "ship");
+        // Another tenant sees none of it.
+        assert!(s.timeline("other", c1).await.unwrap().is_empty());
+
+        s.save_memberships(
+            "default",
+            &name("email"),
+            &[Membership {
+                customer: c1,
+                group_id: "g".into(),
+                remote_id: RemoteId("email-1".into()),
+                member: true,
+            }],
+        )
+        .await
+        .unwrap();
+        let batch = s
+            .group_batch("default", &name("email"), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 3, "every live link, tombstoned included");
+        assert_eq!(batch[0].known["g"], (RemoteId("email-1".into()), true));
+        assert!(batch[2].tombstoned);
+
+        let run = s.begin_run("forget").await.unwrap();
+        s.forget(run, &Email::parse("a@example.com").unwrap())
+            .await
+            .unwrap();
+        assert!(s.timeline("default", c1).await.unwrap().is_empty());
+        for table in ["activity", "activity_marks", "group_members"] {
+            let n: i64 = sqlx::query(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE customer_id = 1"
+            ))
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+            assert_eq!(n, 0, "{table}");
+        }
+    }
+}
