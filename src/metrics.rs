@@ -1,0 +1,431 @@
+//! The daemon's Prometheus metrics: one registry, the names, HELP texts and labels of
+//! every family, and what feeds each one. It counts no request itself: the shared
+//! HTTP client's `Traffic` does, and is read at each scrape; record counts come from
+//! each cycle's `Report`, added once per cycle. It serves nothing (the daemon does).
+//!
+//! Every sample carries `tenant`, and every per-provider one `provider` (DESIGN 13).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::providers::http::Traffic;
+use crate::sync::report::Report;
+
+/// The `Content-Type` of the Prometheus text format (0.0.4), served by default.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// The `Content-Type` of OpenMetrics text, served to a scraper that asks for it.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    tenant: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    tenant: String,
+    provider: String,
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CycleLabels {
+    tenant: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboxLabels {
+    tenant: String,
+    provider: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// How a cycle of one tenant ended, as the `outcome` label of `custsync_cycles_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Converged,
+    NotConverged,
+    /// The cycle stopped on a store error.
+    Failed,
+    /// Another process held the tenant's lease: nothing was done.
+    LeaseHeld,
+}
+
+impl Outcome {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::NotConverged => "not_converged",
+            Outcome::Failed => "failed",
+            Outcome::LeaseHeld => "lease_held",
+        }
+    }
+}
+
+const RECORD_OPS: [&str; 6] = [
+    "fetched", "created", "updated", "deleted", "failed", "skipped",
+];
+
+/// What the scrape format is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4: what `promtool check metrics` reads.
+    Text,
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header asks for it, else the Prometheus text.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+type DurationFamily = Family<TenantLabels, Histogram, fn() -> Histogram>;
+
+/// The daemon's one registry and handles on its families.
+pub struct Metrics {
+    registry: Registry,
+    traffic: Arc<TrafficCollector>,
+    records: Family<RecordLabels, Counter>,
+    cycles: Family<CycleLabels, Counter>,
+    conflicts: Family<TenantLabels, Counter>,
+    cycle_duration: DurationFamily,
+    last_success: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    held_deletes: Family<TenantLabels, Gauge>,
+    outbox: Family<OutboxLabels, Gauge>,
+    /// One scrape at a time: the outbox gauges are refilled at each.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "custsync_build_info",
+            "The running custsync's version, as a label; the value is always 1",
+            build,
+        );
+        let traffic = Arc::new(TrafficCollector::default());
+        registry.register_collector(Box::new(traffic.clone()));
+        let records = Family::default();
+        registry.register(
+            "custsync_records",
+            "Customer records per provider and operation: fetched (listed), created, updated, deleted, failed (a write that did not succeed), skipped (unreadable in a listing)",
+            records.clone(),
+        );
+        let cycles = Family::default();
+        registry.register(
+            "custsync_cycles",
+            "Reconciliation cycles by outcome: converged, not_converged, failed (stopped on a store error), lease_held (another process held the tenant)",
+            cycles.clone(),
+        );
+        let conflicts = Family::default();
+        registry.register(
+            "custsync_conflicts",
+            "Field conflicts resolved by provider priority",
+            conflicts.clone(),
+        );
+        let cycle_duration: DurationFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.25, 2.0, 16)));
+        registry.register(
+            "custsync_cycle_duration_seconds",
+            "Wall time of a reconciliation cycle",
+            cycle_duration.clone(),
+        );
+        let last_success = Family::default();
+        registry.register(
+            "custsync_last_success_timestamp_seconds",
+            "Unix time at which the last converged cycle ended",
+            last_success.clone(),
+        );
+        let held_deletes = Family::default();
+        registry.register(
+            "custsync_held_deletes",
+            "Deletions held by the guard in the last cycle (waiting for --allow-deletes)",
+            held_deletes.clone(),
+        );
+        let outbox = Family::default();
+        registry.register(
+            "custsync_outbox_depth",
+            "Operations in the outbox by provider and state, read at the scrape",
+            outbox.clone(),
+        );
+        Self {
+            registry,
+            traffic,
+            records,
+            cycles,
+            conflicts,
+            cycle_duration,
+            last_success,
+            held_deletes,
+            outbox,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Exposes a provider's request counters under `tenant`, and its record counters
+    /// at zero, so that every series exists before the first cycle ends.
+    pub fn watch(&self, tenant: &str, provider: &str, traffic: Arc<Traffic>) {
+        for op in RECORD_OPS {
+            self.records
+                .get_or_create(&RecordLabels {
+                    tenant: tenant.to_string(),
+                    provider: provider.to_string(),
+                    op,
+                })
+                .inc_by(0);
+        }
+        let mut sources = self
+            .traffic
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sources.push((
+            ProviderLabels {
+                tenant: tenant.to_string(),
+                provider: provider.to_string(),
+            },
+            traffic,
+        ));
+    }
+
+    /// Adds one finished cycle of `tenant`: its record counts, outcome and duration.
+    pub fn observe_cycle(&self, tenant: &str, report: &Report) {
+        for (provider, p) in &report.providers {
+            let counts = [
+                p.fetched, p.created, p.updated, p.deleted, p.failed, p.skipped,
+            ];
+            for (op, n) in RECORD_OPS.into_iter().zip(counts) {
+                self.records
+                    .get_or_create(&RecordLabels {
+                        tenant: tenant.to_string(),
+                        provider: provider.clone(),
+                        op,
+                    })
+                    .inc_by(n);
+            }
+        }
+        let t = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        self.conflicts.get_or_create(&t).inc_by(report.conflicts);
+        self.held_deletes
+            .get_or_create(&t)
+            .set(i64::try_from(report.held_deletes).unwrap_or(i64::MAX));
+        self.cycle_duration
+            .get_or_create(&t)
+            .observe(report.duration_secs);
+        let outcome = if report.converged {
+            let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+            self.last_success.get_or_create(&t).set(now);
+            Outcome::Converged
+        } else {
+            Outcome::NotConverged
+        };
+        self.count_cycle(tenant, outcome);
+    }
+
+    /// Counts a cycle of `tenant` by how it ended.
+    pub fn count_cycle(&self, tenant: &str, outcome: Outcome) {
+        self.cycles
+            .get_or_create(&CycleLabels {
+                tenant: tenant.to_string(),
+                outcome: outcome.metric_label(),
+            })
+            .inc();
+    }
+
+    /// The exposition, with the outbox gauges of `tenant` set from `depth` (rows of
+    /// provider, state, count) when the store could be read (else left as they were).
+    pub fn encode(
+        &self,
+        format: Format,
+        tenant: &str,
+        depth: Option<&[(String, String, i64)]>,
+    ) -> Result<String, std::fmt::Error> {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(depth) = depth {
+            self.outbox.clear();
+            for (provider, state, n) in depth {
+                self.outbox
+                    .get_or_create(&OutboxLabels {
+                        tenant: tenant.to_string(),
+                        provider: provider.clone(),
+                        state: state.clone(),
+                    })
+                    .set(*n);
+            }
+        }
+        let mut out = String::new();
+        match format {
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?
+            }
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)?
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The request counters of every watched provider, read from its `Traffic` at each
+/// scrape: they are counted in one place, the shared HTTP client.
+#[derive(Debug, Default)]
+struct TrafficCollector {
+    sources: Mutex<Vec<(ProviderLabels, Arc<Traffic>)>>,
+}
+
+impl Collector for TrafficCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let families: [(&str, &str, fn(&Traffic) -> &AtomicU64); 3] = [
+            (
+                "custsync_http_requests",
+                "HTTP requests sent to a provider, retries included",
+                |t| &t.requests,
+            ),
+            (
+                "custsync_http_retries",
+                "HTTP requests sent again after a failure (connection, timeout, 408, 429, 5xx)",
+                |t| &t.retries,
+            ),
+            (
+                "custsync_http_throttled",
+                "429 Too Many Requests answers from a provider, and requests not sent because the provider asked to wait too long",
+                |t| &t.throttled,
+            ),
+        ];
+        for (name, help, counter) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, traffic) in sources.iter() {
+                let value = ConstCounter::new(Traffic::get(counter(traffic)));
+                value.encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::report::ProviderReport;
+    use std::sync::atomic::Ordering;
+
+    fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn counters_add_up_across_cycles_and_traffic_is_read_live() {
+        let m = Metrics::new();
+        let traffic = Arc::new(Traffic::default());
+        m.watch("default", "store", traffic.clone());
+        traffic.requests.fetch_add(3, Ordering::Relaxed);
+        let mut report = Report {
+            converged: true,
+            duration_secs: 0.5,
+            ..Report::default()
+        };
+        report.providers.insert(
+            "store".into(),
+            ProviderReport {
+                created: 2,
+                ..ProviderReport::default()
+            },
+        );
+        m.observe_cycle("default", &report);
+        m.observe_cycle("default", &report);
+        let rows = [("store".to_string(), "pending".to_string(), 4)];
+        let text = m.encode(Format::Text, "default", Some(&rows)).unwrap();
+        let at = |p| sample(&text, p);
+        assert_eq!(
+            at("custsync_http_requests_total{tenant=\"default\",provider=\"store\"}"),
+            Some("3"),
+            "{text}"
+        );
+        assert_eq!(
+            at("custsync_records_total{tenant=\"default\",provider=\"store\",op=\"created\"}"),
+            Some("4"),
+            "{text}"
+        );
+        assert_eq!(
+            at("custsync_cycles_total{tenant=\"default\",outcome=\"converged\"}"),
+            Some("2")
+        );
+        assert_eq!(
+            at("custsync_outbox_depth{tenant=\"default\",provider=\"store\",state=\"pending\"}"),
+            Some("4")
+        );
+        assert_eq!(
+            at("custsync_cycle_duration_seconds_count{tenant=\"default\"}"),
+            Some("2")
+        );
+        // A state emptied since the last scrape goes away; an unreadable store keeps it.
+        let text = m.encode(Format::Text, "default", None).unwrap();
+        assert!(text.contains("state=\"pending\""), "{text}");
+        let text = m.encode(Format::Text, "default", Some(&[])).unwrap();
+        assert!(!text.contains("state=\"pending\""), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_is_served_to_who_asks_for_it() {
+        let m = Metrics::new();
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text;version=1.0.0,text/plain")),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::from_accept(None), Format::Text);
+        let text = m.encode(Format::OpenMetrics, "default", None).unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
