@@ -84,6 +84,9 @@ impl Outcome {
     }
 }
 
+/// The states of an outbox row (`migrations/`): each has a gauge, zero when empty.
+const OUTBOX_STATES: [&str; 4] = ["pending", "in_flight", "failed", "parked"];
+
 const RECORD_OPS: [&str; 6] = [
     "fetched", "created", "updated", "deleted", "failed", "skipped",
 ];
@@ -292,6 +295,19 @@ impl Metrics {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(depth) = depth {
             self.outbox.clear();
+            let watched = self.traffic.sources.lock().unwrap_or_else(|p| p.into_inner());
+            for (labels, _) in watched.iter().filter(|(l, _)| l.tenant == tenant) {
+                for state in OUTBOX_STATES {
+                    self.outbox
+                        .get_or_create(&OutboxLabels {
+                            tenant: tenant.to_string(),
+                            provider: labels.provider.clone(),
+                            state: state.to_string(),
+                        })
+                        .set(0);
+                }
+            }
+            drop(watched);
             for (provider, state, n) in depth {
                 self.outbox
                     .get_or_create(&OutboxLabels {
@@ -328,17 +344,17 @@ impl Collector for TrafficCollector {
         let families: [(&str, &str, fn(&Traffic) -> &AtomicU64); 3] = [
             (
                 "custsync_http_requests",
-                "HTTP requests sent to a provider, retries included",
+                "HTTP requests sent to a provider, retries included.",
                 |t| &t.requests,
             ),
             (
                 "custsync_http_retries",
-                "HTTP requests sent again after a failure (connection, timeout, 408, 429, 5xx)",
+                "HTTP requests sent again after a failure (connection, timeout, 408, 429, 5xx).",
                 |t| &t.retries,
             ),
             (
                 "custsync_http_throttled",
-                "429 Too Many Requests answers from a provider, and requests not sent because the provider asked to wait too long",
+                "429 Too Many Requests answers from a provider, and requests not sent because the provider asked to wait too long.",
                 |t| &t.throttled,
             ),
         ];
@@ -410,11 +426,12 @@ mod tests {
             at("custsync_cycle_duration_seconds_count{tenant=\"default\"}"),
             Some("2")
         );
-        // A state emptied since the last scrape goes away; an unreadable store keeps it.
+        // A state emptied since the last scrape reads 0; an unreadable store keeps it.
+        let pending = "custsync_outbox_depth{tenant=\"default\",provider=\"store\",state=\"pending\"}";
         let text = m.encode(Format::Text, "default", None).unwrap();
-        assert!(text.contains("state=\"pending\""), "{text}");
+        assert_eq!(sample(&text, pending), Some("4"), "{text}");
         let text = m.encode(Format::Text, "default", Some(&[])).unwrap();
-        assert!(!text.contains("state=\"pending\""), "{text}");
+        assert_eq!(sample(&text, pending), Some("0"), "{text}");
     }
 
     #[test]
