@@ -122,7 +122,9 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
             Ok(Err(held)) => {
                 // Another process reconciles this tenant now: try again next tick.
                 tracing::warn!(tenant = %engine.tenant, holder = %held.worker, "lease held elsewhere: skipping this tick");
-                shared.metrics.count_cycle(&engine.tenant, Outcome::LeaseHeld);
+                shared
+                    .metrics
+                    .count_cycle(&engine.tenant, Outcome::LeaseHeld);
             }
             Ok(Ok(report)) => {
                 log_cycle(&engine.tenant, &report);

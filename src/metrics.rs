@@ -174,7 +174,7 @@ impl Metrics {
             conflicts.clone(),
         );
         let cycle_duration: DurationFamily =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.25, 2.0, 16)));
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.25, 2.0, 18)));
         registry.register(
             "custsync_cycle_duration_seconds",
             "Wall time of a reconciliation cycle",
@@ -295,7 +295,11 @@ impl Metrics {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(depth) = depth {
             self.outbox.clear();
-            let watched = self.traffic.sources.lock().unwrap_or_else(|p| p.into_inner());
+            let watched = self
+                .traffic
+                .sources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for (labels, _) in watched.iter().filter(|(l, _)| l.tenant == tenant) {
                 for state in OUTBOX_STATES {
                     self.outbox
@@ -331,6 +335,9 @@ impl Metrics {
     }
 }
 
+/// One of a `Traffic`'s counters.
+type TrafficCounter = fn(&Traffic) -> &AtomicU64;
+
 /// The request counters of every watched provider, read from its `Traffic` at each
 /// scrape: they are counted in one place, the shared HTTP client.
 #[derive(Debug, Default)]
@@ -341,7 +348,7 @@ struct TrafficCollector {
 impl Collector for TrafficCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        let families: [(&str, &str, fn(&Traffic) -> &AtomicU64); 3] = [
+        let families: [(&str, &str, TrafficCounter); 3] = [
             (
                 "custsync_http_requests",
                 "HTTP requests sent to a provider, retries included.",
@@ -427,7 +434,8 @@ mod tests {
             Some("2")
         );
         // A state emptied since the last scrape reads 0; an unreadable store keeps it.
-        let pending = "custsync_outbox_depth{tenant=\"default\",provider=\"store\",state=\"pending\"}";
+        let pending =
+            "custsync_outbox_depth{tenant=\"default\",provider=\"store\",state=\"pending\"}";
         let text = m.encode(Format::Text, "default", None).unwrap();
         assert_eq!(sample(&text, pending), Some("4"), "{text}");
         let text = m.encode(Format::Text, "default", Some(&[])).unwrap();
@@ -438,7 +446,9 @@ mod tests {
     fn openmetrics_is_served_to_who_asks_for_it() {
         let m = Metrics::new();
         assert_eq!(
-            Format::from_accept(Some("application/openmetrics-text;version=1.0.0,text/plain")),
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain"
+            )),
             Format::OpenMetrics
         );
         assert_eq!(Format::from_accept(None), Format::Text);

@@ -53,7 +53,10 @@ async fn until_logged(
             return obj;
         }
     }
-    panic!("the daemon ended before logging {message:?}:\n{}", seen.join("\n"));
+    panic!(
+        "the daemon ended before logging {message:?}:\n{}",
+        seen.join("\n")
+    );
 }
 
 /// Reads the exposition line by line as the Prometheus text format (0.0.4) says:
@@ -189,7 +192,9 @@ async fn the_daemons_metrics_parse_as_prometheus_text_with_help_type_and_labels(
     assert!(cycle["created"].as_u64().unwrap() >= 1, "{cycle:?}");
     assert!(cycle["requests"].as_u64().unwrap() > 0, "{cycle:?}");
 
-    let resp = reqwest::get(format!("http://{listen}/metrics")).await.unwrap();
+    let resp = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
     assert!(
@@ -201,7 +206,11 @@ async fn the_daemons_metrics_parse_as_prometheus_text_with_help_type_and_labels(
     // The format, read strictly: HELP and TYPE on every family, no interleaving.
     let types = strict_families(&text);
     for (name, kind) in &types {
-        assert_eq!(kind == "counter", name.ends_with("_total"), "{name}: {kind}");
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name}: {kind}"
+        );
     }
     for family in [
         "custsync_build_info",
@@ -289,7 +298,12 @@ async fn the_daemons_metrics_parse_as_prometheus_text_with_help_type_and_labels(
         .iter()
         .filter(|l| l.contains("\"message\":\"cycle finished\""))
         .count();
-    assert_eq!(cycles, 1, "one summary line per cycle:\n{}", seen.join("\n"));
+    assert_eq!(
+        cycles,
+        1,
+        "one summary line per cycle:\n{}",
+        seen.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
