@@ -361,7 +361,7 @@ impl Collector for TrafficCollector {
             ),
             (
                 "custsync_http_throttled",
-                "429 Too Many Requests answers from a provider, and requests not sent because the provider asked to wait too long.",
+                "429 Too Many Requests answers received from a provider.",
                 |t| &t.throttled,
             ),
         ];

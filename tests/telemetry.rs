@@ -169,6 +169,11 @@ async fn the_daemons_metrics_parse_as_prometheus_text_with_help_type_and_labels(
         Some("Mon"),
         None,
     ));
+    // One 429 from Nuvemshop, so the throttle and retry counters move too.
+    f.sb.nuvemshop
+        .server
+        .faults
+        .push(custsync::sandbox::faults::Fault::Status(429));
     // One cycle at start, the next one in 2099; any free port.
     f.sync = "schedule = \"0 0 0 1 1 * 2099\"\n[server]\nlisten = \"127.0.0.1:0\"\n".into();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"))
@@ -256,6 +261,14 @@ async fn the_daemons_metrics_parse_as_prometheus_text_with_help_type_and_labels(
             "no request counted for {provider}:\n{text}"
         );
     }
+    assert!(
+        counter(&scrape, "custsync_http_throttled_total", "store") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        counter(&scrape, "custsync_http_retries_total", "store") >= 1.0,
+        "{text}"
+    );
     let created: f64 = scrape
         .samples
         .iter()
