@@ -8,13 +8,14 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+mod traffic;
+use traffic::TrafficCollector;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::providers::http::Traffic;
@@ -335,124 +336,5 @@ impl Metrics {
     }
 }
 
-/// One of a `Traffic`'s counters.
-type TrafficCounter = fn(&Traffic) -> &AtomicU64;
-
-/// The request counters of every watched provider, read from its `Traffic` at each
-/// scrape: they are counted in one place, the shared HTTP client.
-#[derive(Debug, Default)]
-struct TrafficCollector {
-    sources: Mutex<Vec<(ProviderLabels, Arc<Traffic>)>>,
-}
-
-impl Collector for TrafficCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        let families: [(&str, &str, TrafficCounter); 3] = [
-            (
-                "custsync_http_requests",
-                "HTTP requests sent to a provider, retries included.",
-                |t| &t.requests,
-            ),
-            (
-                "custsync_http_retries",
-                "HTTP requests sent again after a failure (connection, timeout, 408, 429, 5xx).",
-                |t| &t.retries,
-            ),
-            (
-                "custsync_http_throttled",
-                "429 Too Many Requests answers received from a provider.",
-                |t| &t.throttled,
-            ),
-        ];
-        for (name, help, counter) in families {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (labels, traffic) in sources.iter() {
-                let value = ConstCounter::new(Traffic::get(counter(traffic)));
-                value.encode(family.encode_family(labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sync::report::ProviderReport;
-    use std::sync::atomic::Ordering;
-
-    fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-    }
-
-    #[test]
-    fn counters_add_up_across_cycles_and_traffic_is_read_live() {
-        let m = Metrics::new();
-        let traffic = Arc::new(Traffic::default());
-        m.watch("default", "store", traffic.clone());
-        traffic.requests.fetch_add(3, Ordering::Relaxed);
-        let mut report = Report {
-            converged: true,
-            duration_secs: 0.5,
-            ..Report::default()
-        };
-        report.providers.insert(
-            "store".into(),
-            ProviderReport {
-                created: 2,
-                ..ProviderReport::default()
-            },
-        );
-        m.observe_cycle("default", &report);
-        m.observe_cycle("default", &report);
-        let rows = [("store".to_string(), "pending".to_string(), 4)];
-        let text = m.encode(Format::Text, "default", Some(&rows)).unwrap();
-        let at = |p| sample(&text, p);
-        assert_eq!(
-            at("custsync_http_requests_total{tenant=\"default\",provider=\"store\"}"),
-            Some("3"),
-            "{text}"
-        );
-        assert_eq!(
-            at("custsync_records_total{tenant=\"default\",provider=\"store\",op=\"created\"}"),
-            Some("4"),
-            "{text}"
-        );
-        assert_eq!(
-            at("custsync_cycles_total{tenant=\"default\",outcome=\"converged\"}"),
-            Some("2")
-        );
-        assert_eq!(
-            at("custsync_outbox_depth{tenant=\"default\",provider=\"store\",state=\"pending\"}"),
-            Some("4")
-        );
-        assert_eq!(
-            at("custsync_cycle_duration_seconds_count{tenant=\"default\"}"),
-            Some("2")
-        );
-        // A state emptied since the last scrape reads 0; an unreadable store keeps it.
-        let pending =
-            "custsync_outbox_depth{tenant=\"default\",provider=\"store\",state=\"pending\"}";
-        let text = m.encode(Format::Text, "default", None).unwrap();
-        assert_eq!(sample(&text, pending), Some("4"), "{text}");
-        let text = m.encode(Format::Text, "default", Some(&[])).unwrap();
-        assert_eq!(sample(&text, pending), Some("0"), "{text}");
-    }
-
-    #[test]
-    fn openmetrics_is_served_to_who_asks_for_it() {
-        let m = Metrics::new();
-        assert_eq!(
-            Format::from_accept(Some(
-                "application/openmetrics-text;version=1.0.0,text/plain"
-            )),
-            Format::OpenMetrics
-        );
-        assert_eq!(Format::from_accept(None), Format::Text);
-        let text = m.encode(Format::OpenMetrics, "default", None).unwrap();
-        assert!(text.ends_with("# EOF\n"), "{text}");
-    }
-}
+mod tests;
