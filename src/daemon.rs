@@ -5,14 +5,14 @@
 //! stops taking new work, lets the requests in flight finish and record their result,
 //! and the process exits 0.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{connect_all, open_store, AppError};
 use crate::cli::Cli;
 use crate::config::Config;
+use crate::metrics::{Format, Metrics, Outcome};
 use crate::store::Store;
-use crate::sync::report::Report;
+use crate::sync::report::{ProviderReport, Report};
 use crate::sync::{Engine, RunOptions};
 
 mod notify;
@@ -53,12 +54,18 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
 #[derive(Default)]
 pub struct Health {
     last: Option<Report>,
-    cycles: u64,
-    failed_cycles: u64,
     store_ok: bool,
 }
 
-type Shared = Arc<(Mutex<Health>, Store)>;
+/// What the endpoints read: health, the store, the metrics and the tenant they count.
+struct Served {
+    health: Mutex<Health>,
+    store: Store,
+    metrics: Metrics,
+    tenant: String,
+}
+
+type Shared = Arc<Served>;
 
 pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     let providers = connect_all(&config)?;
@@ -67,13 +74,19 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
 
-    let shared: Shared = Arc::new((
-        Mutex::new(Health {
+    let metrics = Metrics::new();
+    for c in &engine.providers {
+        metrics.watch(&engine.tenant, &c.provider.name().0, c.provider.traffic());
+    }
+    let shared: Shared = Arc::new(Served {
+        health: Mutex::new(Health {
             store_ok: true,
             ..Health::default()
         }),
-        store.clone(),
-    ));
+        store: store.clone(),
+        metrics,
+        tenant: engine.tenant.clone(),
+    });
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| {
@@ -82,14 +95,18 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
                 config.server.listen
             )
         })?;
-    tracing::info!(listen = %config.server.listen, "health and metrics server up");
+    // The bound address, not the configured one: port 0 picks a free port.
+    let bound = listener
+        .local_addr()
+        .context("the address of the health and metrics server")?;
+    tracing::info!(listen = %bound, "health and metrics server up");
     notify::ready();
     let watchdog = notify::spawn_watchdog();
     tokio::spawn(notify::stopping_when(stop.clone()));
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape))
         .with_state(shared.clone());
     let server_stop = stop.clone();
     let server = tokio::spawn(async move {
@@ -110,32 +127,28 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
             Ok(Err(held)) => {
                 // Another process reconciles this tenant now: try again next tick.
                 tracing::warn!(tenant = %engine.tenant, holder = %held.worker, "lease held elsewhere: skipping this tick");
+                shared
+                    .metrics
+                    .count_cycle(&engine.tenant, Outcome::LeaseHeld);
             }
             Ok(Ok(report)) => {
-                tracing::info!(
-                    run = report.run_id,
-                    converged = report.converged,
-                    "cycle finished"
-                );
-                let mut h = lock(&shared.0);
-                h.cycles += 1;
-                h.failed_cycles += u64::from(!report.converged);
+                log_cycle(&engine.tenant, &report);
+                shared.metrics.observe_cycle(&engine.tenant, &report);
+                let mut h = lock(&shared.health);
                 h.store_ok = true;
                 h.last = Some(report);
             }
             Err(e) => {
-                tracing::error!(error = %e, "cycle failed");
-                let mut h = lock(&shared.0);
-                h.cycles += 1;
-                h.failed_cycles += 1;
-                h.store_ok = false;
+                tracing::error!(tenant = %engine.tenant, error = %e, "cycle failed");
+                shared.metrics.count_cycle(&engine.tenant, Outcome::Failed);
+                lock(&shared.health).store_ok = false;
             }
         }
         let Some(next) = config.sync.schedule.upcoming(Utc).next() else {
             break;
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tracing::info!(next = %next, "sleeping until the next cycle");
+        tracing::info!(next = %next.to_rfc3339(), "sleeping until the next cycle");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => break,
@@ -158,13 +171,38 @@ fn lock(m: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The one line a cycle leaves at info: its outcome and its counts, summed over the
+/// providers (per provider they are in `/metrics` and the stored run).
+fn log_cycle(tenant: &str, r: &Report) {
+    let sum = |count: fn(&ProviderReport) -> u64| r.providers.values().map(count).sum::<u64>();
+    tracing::info!(
+        tenant,
+        run = r.run_id,
+        converged = r.converged,
+        fetched = sum(|p| p.fetched),
+        created = sum(|p| p.created),
+        updated = sum(|p| p.updated),
+        deleted = sum(|p| p.deleted),
+        failed = sum(|p| p.failed),
+        skipped = sum(|p| p.skipped),
+        requests = sum(|p| p.requests),
+        retries = sum(|p| p.retries),
+        throttled = sum(|p| p.throttled),
+        held_deletes = r.held_deletes,
+        conflicts = r.conflicts,
+        errors = r.errors.len(),
+        duration_secs = r.duration_secs,
+        "cycle finished"
+    );
+}
+
 /// Ready while the store is open and the last cycle did not fail outright.
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     let store_ok = sqlx::query("SELECT 1")
-        .execute(shared.1.pool())
+        .execute(shared.store.pool())
         .await
         .is_ok();
-    let h = lock(&shared.0);
+    let h = lock(&shared.health);
     let last_ok = h
         .last
         .as_ref()
@@ -176,73 +214,22 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text exposition of the last cycle and the outbox.
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    let depth = shared.1.outbox_depth().await.unwrap_or_default();
-    let h = lock(&shared.0);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# TYPE custsync_cycles_total counter\ncustsync_cycles_total {}",
-        h.cycles
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE custsync_failed_cycles_total counter\ncustsync_failed_cycles_total {}",
-        h.failed_cycles
-    );
-    if let Some(r) = &h.last {
-        let _ = writeln!(
-            out,
-            "# TYPE custsync_cycle_duration_seconds gauge\ncustsync_cycle_duration_seconds {}",
-            r.duration_secs
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE custsync_last_cycle_converged gauge\ncustsync_last_cycle_converged {}",
-            u8::from(r.converged)
-        );
-        let _ = writeln!(out, "# TYPE custsync_last_cycle_records gauge");
-        for (name, p) in &r.providers {
-            for (op, n) in [
-                ("fetched", p.fetched),
-                ("created", p.created),
-                ("updated", p.updated),
-                ("deleted", p.deleted),
-                ("failed", p.failed),
-                ("skipped", p.skipped),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "custsync_last_cycle_records{{provider=\"{name}\",op=\"{op}\"}} {n}"
-                );
-            }
+/// The registry's exposition, with the outbox depth read from the store now:
+/// Prometheus text, or OpenMetrics to a scraper whose `Accept` asks for it.
+async fn scrape(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+    let depth = match shared.store.outbox_depth().await {
+        Ok(rows) => Some(rows),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the outbox depth");
+            None
         }
-        let _ = writeln!(out, "# TYPE custsync_last_cycle_requests gauge");
-        for (name, p) in &r.providers {
-            let _ = writeln!(
-                out,
-                "custsync_last_cycle_requests{{provider=\"{name}\"}} {}",
-                p.requests
-            );
-            let _ = writeln!(
-                out,
-                "custsync_last_cycle_retries{{provider=\"{name}\"}} {}",
-                p.retries
-            );
-            let _ = writeln!(
-                out,
-                "custsync_last_cycle_throttled{{provider=\"{name}\"}} {}",
-                p.throttled
-            );
-        }
+    };
+    match shared
+        .metrics
+        .encode(format, &shared.tenant, depth.as_deref())
+    {
+        Ok(text) => ([(CONTENT_TYPE, format.content_type())], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-    let _ = writeln!(out, "# TYPE custsync_outbox_depth gauge");
-    for (provider, state, n) in depth {
-        let _ = writeln!(
-            out,
-            "custsync_outbox_depth{{provider=\"{provider}\",state=\"{state}\"}} {n}"
-        );
-    }
-    ([("content-type", "text/plain; version=0.0.4")], out)
 }

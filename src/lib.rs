@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod metrics;
 pub mod model;
 pub mod providers;
 pub mod sandbox;

@@ -158,7 +158,7 @@ async fn the_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
     let metrics = loop {
         if let Ok(r) = client.get(format!("{base}/metrics")).send().await {
             let text = r.text().await.unwrap();
-            if text.contains("custsync_cycles_total 1") {
+            if text.contains("custsync_cycle_duration_seconds_count{tenant=\"default\"} 1") {
                 break text;
             }
         }
@@ -169,7 +169,9 @@ async fn the_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
         tokio::task::yield_now().await;
     };
     assert!(
-        metrics.contains("custsync_last_cycle_records{provider=\"store\",op=\"created\"} 1"),
+        metrics.contains(
+            "custsync_records_total{tenant=\"default\",provider=\"store\",op=\"created\"} 1"
+        ),
         "{metrics}"
     );
     assert_eq!(

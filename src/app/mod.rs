@@ -107,17 +107,27 @@ fn live_progress(cli: &Cli) -> bool {
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
+/// Logs on stderr: readable text on a terminal, or one JSON object a line with
+/// `--log-format json`, as log shippers read it: top-level `timestamp` (RFC 3339,
+/// UTC), `level`, `target`, `message` and the event's own fields.
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(crate::sync::progress::LogWriter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(crate::sync::progress::LogWriter);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(true)
+            .with_timer(tracing_subscriber::fmt::time::ChronoUtc::rfc_3339())
+            .with_ansi(false)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }
 
