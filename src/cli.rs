@@ -89,7 +89,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Check { .. } => "check",
-            Command::Status => "status",
+            Command::Status { .. } => "status",
             Command::Audit { .. } => "audit",
             Command::Forget { .. } => "forget",
             Command::Activity { .. } => "activity",
@@ -112,15 +112,21 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Per provider: cursor, last run and result, outbox depth, last errors.
-    Status,
+    /// Per tenant: its lease and last run; per provider: cursor, last result, outbox
+    /// depth by state, deletes the guard holds (and the flag that releases them), the
+    /// listing error and the last failed or parked operations.
+    Status {
+        /// One JSON document: `{"tenants": {NAME: {"holder": WORKER or null, ...}}}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit trail of merges and writes, as JSON lines.
     Audit {
-        /// Only this provider.
-        #[arg(long)]
+        /// Only this provider (a NAME of the config).
+        #[arg(long, value_name = "NAME")]
         provider: Option<String>,
-        /// Only this action (merge, conflict, create, update, delete, link, tombstone...).
-        #[arg(long)]
+        /// Only this action.
+        #[arg(long, value_name = "ACTION", help = action_help())]
         action: Option<String>,
         /// Only this person.
         #[arg(long)]
@@ -161,6 +167,14 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         customers: usize,
     },
+}
+
+/// `audit --action`'s help: the actions the store writes.
+fn action_help() -> String {
+    format!(
+        "Only this action: {}",
+        crate::store::audit::ACTIONS.join(", ")
+    )
 }
 
 #[cfg(test)]
