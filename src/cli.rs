@@ -241,6 +241,18 @@ mod tests {
     }
 
     #[test]
+    fn status_takes_json_and_audit_lists_its_actions() {
+        let cli = parse("status --json").unwrap();
+        assert!(matches!(cli.command, Some(Command::Status { json: true })));
+        let cli = parse("status").unwrap();
+        assert!(matches!(cli.command, Some(Command::Status { json: false })));
+        let help = parse("audit --help").unwrap_err().to_string();
+        for action in crate::store::audit::ACTIONS {
+            assert!(help.contains(action), "{action}: {help}");
+        }
+    }
+
+    #[test]
     fn forget_has_its_own_dry_run_and_yes() {
         let cli = parse("forget x@example.com --dry-run").unwrap();
         assert!(!cli.dry_run, "not the reconciliation's flag");

@@ -218,11 +218,14 @@ fn run_bare(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, bool) 
     )
 }
 
+/// Arguments, environment, and the line said.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 /// A missing config file is said against what named it: the flag, the variable, or
 /// (neither given) the default path with the two ways to name another.
 #[test]
 fn missing_config_file() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+    let cases: [Case; 3] = [
         (
             &["--config", "/nonexistent/custsync.toml", "--once"],
             &[],

@@ -280,7 +280,7 @@ fn text(name: &str, t: &TenantStatus) -> String {
         }
     }
     out.push('\n');
-    out.push_str(&table(t).to_string());
+    out.push_str(&table(t).trim_fmt());
     out.push('\n');
     let held: Vec<_> = t
         .providers
