@@ -331,7 +331,10 @@ fn lease_line(t: &TenantStatus) -> String {
         (Some(l), None) if l.holder_gone => {
             format!("lease free ({}'s process is gone)", l.worker)
         }
-        (Some(l), None) => format!("lease free ({}'s expired at {})", l.worker, l.expires_at),
+        (Some(l), None) => format!(
+            "lease free (held by {} until {}: expired)",
+            l.worker, l.expires_at
+        ),
     }
 }
 
