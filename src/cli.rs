@@ -6,10 +6,18 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+/// `custsync --version`: the crate's version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CUSTSYNC_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "custsync",
-    version,
+    version = VERSION,
     about = "Keeps one customer list true across Nuvemshop, Ecwid, Malomo, Partial.ly and Sendwithus"
 )]
 pub struct Cli {
@@ -36,6 +44,11 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// How `--dry-run` prints its plan on stdout: lines a person reads, or one JSON
+    /// document for machines.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text, value_name = "FORMAT")]
+    pub plan_format: PlanFormat,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -64,6 +77,7 @@ impl Cli {
             ("--dry-run", cli.dry_run),
             ("--report", cli.report.is_some()),
             ("--allow-deletes", !cli.allow_deletes.is_empty()),
+            ("--plan-format", cli.plan_format != PlanFormat::Text),
         ];
         let Some((flag, _)) = given.iter().find(|(_, set)| *set) else {
             return Ok(cli);
@@ -94,8 +108,16 @@ impl Command {
             Command::Forget { .. } => "forget",
             Command::Activity { .. } => "activity",
             Command::Demo { .. } => "demo",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -167,6 +189,26 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         customers: usize,
     },
+    /// Print a shell completion script (e.g. `custsync completions bash >
+    /// /etc/bash_completion.d/custsync`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `custsync man | man -l -`.
+    Man,
+}
+
+impl Cli {
+    /// Writes the completion script of `shell` for the whole command line.
+    pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+        clap_complete::generate(shell, &mut Cli::command(), "custsync", out);
+    }
+
+    /// Writes the manual page, subcommands included.
+    pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        clap_mangen::Man::new(Cli::command()).render(out)
+    }
 }
 
 /// `audit --action`'s help: the actions the store writes.

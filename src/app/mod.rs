@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command, LogFormat, PlanFormat};
 use crate::config::{Config, ConfigError, StorePath};
 use crate::model::ProviderName;
 use crate::providers;
@@ -53,8 +53,12 @@ pub fn one_line(e: &anyhow::Error) -> String {
 
 pub fn main(cli: Cli) -> ExitCode {
     // The demo shows its own progress; its log keeps to errors unless RUST_LOG says more.
+    // A `--once` on a terminal draws bars and a summary: its log keeps to warnings,
+    // so that no line says again what a bar shows.
     let level = if matches!(cli.command, Some(Command::Demo { .. })) {
         "error"
+    } else if live_progress(&cli) {
+        "warn"
     } else {
         "info"
     };
@@ -82,12 +86,33 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout; a reader that went away (`| head`) is no error.
+fn print_all(text: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("custsync: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// True when a reconciliation draws live progress: `--once` or `--dry-run`, with text
+/// logs, on a terminal.
+fn live_progress(cli: &Cli) -> bool {
+    cli.command.is_none()
+        && (cli.once || cli.dry_run)
+        && cli.log_format == LogFormat::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::sync::progress::LogWriter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
@@ -100,6 +125,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     let config = match &cli.command {
         // The demo needs no configuration: it makes its own.
         Some(Command::Demo { customers }) => return crate::demo::run(*customers).await,
+        // What describes the command line needs no configuration either.
+        Some(Command::Completions { shell }) => {
+            let mut text = Vec::new();
+            Cli::completions(*shell, &mut text);
+            return Ok(print_all(&text));
+        }
+        Some(Command::Man) => {
+            let mut text = Vec::new();
+            Cli::man(&mut text).context("the manual page")?;
+            return Ok(print_all(&text));
+        }
         _ => load_config(cli.config.as_deref())?,
     };
     match &cli.command {
@@ -118,6 +154,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
         }
         Some(Command::Activity { email }) => person::activity(&config, email).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
+        Some(Command::Completions { .. } | Command::Man) => Ok(ExitCode::SUCCESS),
         Some(Command::Audit {
             provider,
             action,
@@ -237,8 +274,7 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
         dry_run: cli.dry_run,
         allow_deletes: cli.allow_deletes.iter().cloned().collect::<HashSet<_>>(),
         mode: if cli.dry_run { "dry-run" } else { "once" },
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr())
-            .then(crate::sync::progress::lines),
+        progress: live_progress(cli).then(crate::sync::progress::bars),
     };
     let stop = CancellationToken::new();
     let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
@@ -254,7 +290,14 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
     };
     signals.abort();
     store.close().await;
-    finish_once(outcome, cli.report.as_deref(), cli.dry_run)
+    if opts.progress.is_some() {
+        crate::sync::progress::finish_bars();
+        if let Ok(report) = &outcome {
+            eprint!("{}", report.summary());
+        }
+    }
+    let plan = cli.dry_run.then_some(cli.plan_format);
+    finish_once(outcome, cli.report.as_deref(), plan)
 }
 
 /// The end of `--once` and `--dry-run`: the report is written (also, as far as it
@@ -263,7 +306,7 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
 fn finish_once(
     outcome: Result<Report, RunFailed>,
     report_path: Option<&Path>,
-    dry_run: bool,
+    plan: Option<PlanFormat>,
 ) -> Result<ExitCode, AppError> {
     let (report, failure) = match outcome {
         Ok(report) => (report, None),
@@ -277,8 +320,14 @@ fn finish_once(
         return Err(anyhow::Error::new(error).context("reconciliation").into());
     }
     written.transpose()?;
-    if dry_run {
-        print!("{}", report.plan_text());
+    match plan {
+        Some(PlanFormat::Text) => print!("{}", report.plan_text()),
+        Some(PlanFormat::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"plan": report.plan}))
+                .context("the plan")?
+        ),
+        None => {}
     }
     tracing::info!(
         run = report.run_id,
@@ -396,7 +445,7 @@ mod tests {
             error: disk_full(),
             report: Box::new(report),
         };
-        let e = finish_once(Err(failed), Some(&path), false).unwrap_err();
+        let e = finish_once(Err(failed), Some(&path), None).unwrap_err();
         assert!(matches!(e, AppError::Other(_)), "exit 1: {e}");
         assert!(
             e.to_string().starts_with("reconciliation: database: "),
@@ -412,7 +461,7 @@ mod tests {
             error: disk_full(),
             report: Box::default(),
         };
-        let e = finish_once(Err(failed), Some(&nowhere), false).unwrap_err();
+        let e = finish_once(Err(failed), Some(&nowhere), None).unwrap_err();
         assert!(e.to_string().contains("No space left on device"), "{e}");
     }
 }

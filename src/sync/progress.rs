@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// One step of a reconciliation.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,4 +71,101 @@ pub fn lines() -> Progress {
             let _ = writeln!(err, "{line}");
         }
     })
+}
+
+/// The bars on the terminal while a `--once` runs, if any: log lines are written
+/// above them (see `LogWriter`), never through them.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Live bars on stderr, one per provider: its listing (records so far), then its
+/// push (operations done of those planned). Draws nothing off a terminal.
+pub fn bars() -> Progress {
+    let multi = BARS
+        .get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+        .clone();
+    let rows: Mutex<HashMap<String, ProgressBar>> = Mutex::new(HashMap::new());
+    let listing =
+        ProgressStyle::with_template("  {prefix:<12} {spinner} listing: {pos} record(s) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let pushing =
+        ProgressStyle::with_template("  {prefix:<12} [{bar:30}] {pos}/{len} pushed {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    Arc::new(move |e: &Event| {
+        let mut rows = rows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut row = |provider: &str| {
+            rows.entry(provider.to_string())
+                .or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::no_length().with_style(listing.clone()));
+                    bar.set_prefix(provider.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                })
+                .clone()
+        };
+        match e {
+            Event::Listed { provider, fetched } => row(provider).set_position(*fetched),
+            Event::ListingDone {
+                provider,
+                fetched,
+                ok,
+            } => {
+                let bar = row(provider);
+                bar.set_position(*fetched);
+                bar.disable_steady_tick();
+                bar.set_message(if *ok { "done" } else { "INCOMPLETE" });
+                bar.tick();
+            }
+            Event::Planned { ops } => {
+                let _ = multi.println(format!("  plan: {ops} operation(s) to push"));
+            }
+            Event::Pushed {
+                provider,
+                done,
+                total,
+            } => {
+                let bar = row(provider);
+                if bar.length().is_none() {
+                    bar.set_style(pushing.clone());
+                    bar.set_message("");
+                }
+                bar.set_length(*total);
+                bar.set_position(*done);
+                if done >= total {
+                    bar.finish();
+                }
+            }
+        }
+    })
+}
+
+/// Clears the bars once the run is over, so that what follows starts on a clean line.
+pub fn finish_bars() {
+    if let Some(multi) = BARS.get() {
+        let _ = multi.clear();
+    }
+}
+
+/// Where log lines go: stderr, above the bars while they are drawn.
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match BARS.get() {
+            Some(multi) => multi.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
 }

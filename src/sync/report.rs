@@ -105,6 +105,31 @@ impl Report {
         out
     }
 
+    /// What a person at a terminal reads at the end of a run: the table, the verdict,
+    /// and the errors (the first few).
+    pub fn summary(&self) -> String {
+        const SHOWN: usize = 10;
+        let mut out = String::from("\n");
+        out.push_str(&self.table());
+        let verdict = match (self.dry_run, self.converged) {
+            (true, _) => "dry run: nothing was written",
+            (false, true) => "converged: every provider is in step",
+            (false, false) => "NOT converged: see the errors below and `custsync status`",
+        };
+        out.push_str(&format!("{verdict} ({:.1} s)\n", self.duration_secs));
+        for e in self.errors.iter().take(SHOWN) {
+            let who = e.email.as_deref().or(e.remote_id.as_deref()).unwrap_or("");
+            out.push_str(&format!("  {:<12} {who} {}\n", e.provider, e.error));
+        }
+        if self.errors.len() > SHOWN {
+            out.push_str(&format!(
+                "  ... and {} more (the report lists them all: --report PATH)\n",
+                self.errors.len() - SHOWN
+            ));
+        }
+        out
+    }
+
     /// The dry-run plan as lines a person reads.
     pub fn plan_text(&self) -> String {
         if self.plan.is_empty() {
