@@ -103,7 +103,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Check { .. } => "check",
-            Command::Status => "status",
+            Command::Status { .. } => "status",
             Command::Audit { .. } => "audit",
             Command::Forget { .. } => "forget",
             Command::Activity { .. } => "activity",
@@ -134,15 +134,21 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Per provider: cursor, last run and result, outbox depth, last errors.
-    Status,
+    /// Per tenant: its lease and last run; per provider: cursor, last result, outbox
+    /// depth by state, deletes the guard holds (and the flag that releases them), the
+    /// listing error and the last failed or parked operations.
+    Status {
+        /// One JSON document: `{"tenants": {NAME: {"holder": WORKER or null, ...}}}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit trail of merges and writes, as JSON lines.
     Audit {
-        /// Only this provider.
-        #[arg(long)]
+        /// Only this provider (a NAME of the config).
+        #[arg(long, value_name = "NAME")]
         provider: Option<String>,
-        /// Only this action (merge, conflict, create, update, delete, link, tombstone...).
-        #[arg(long)]
+        /// Only this action.
+        #[arg(long, value_name = "ACTION", help = action_help())]
         action: Option<String>,
         /// Only this person.
         #[arg(long)]
@@ -211,6 +217,14 @@ impl Cli {
     }
 }
 
+/// `audit --action`'s help: the actions the store writes.
+fn action_help() -> String {
+    format!(
+        "Only this action: {}",
+        crate::store::audit::ACTIONS.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +286,18 @@ mod tests {
             parse("--once --dry-run --report r.json --allow-deletes a --allow-deletes b").unwrap();
         assert!(cli.once && cli.dry_run && cli.command.is_none());
         assert_eq!(cli.allow_deletes, ["a", "b"]);
+    }
+
+    #[test]
+    fn status_takes_json_and_audit_lists_its_actions() {
+        let cli = parse("status --json").unwrap();
+        assert!(matches!(cli.command, Some(Command::Status { json: true })));
+        let cli = parse("status").unwrap();
+        assert!(matches!(cli.command, Some(Command::Status { json: false })));
+        let help = parse("audit --help").unwrap_err().to_string();
+        for action in crate::store::audit::ACTIONS {
+            assert!(help.contains(action), "{action}: {help}");
+        }
     }
 
     #[test]

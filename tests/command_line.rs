@@ -178,7 +178,7 @@ async fn a_database_that_cannot_be_used_is_one_line_naming_store_url() {
     for db in [text_file.clone(), text_file.join("sub").join("c.db")] {
         let config = config_with_store(&f, &db);
         // (Where no file exists yet, a dry run plans on an empty copy and `status` says
-        // that no run has been made: both are tried only where the file exists.)
+        // there is no database yet: both are tried only where the file exists.)
         let looks: &[&[&str]] = if db.exists() {
             &[&["--dry-run"], &["status"]]
         } else {

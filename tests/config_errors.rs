@@ -196,16 +196,68 @@ fn allow_deletes_names_a_provider() {
     );
 }
 
+/// Runs the binary in an empty directory with no `CUSTSYNC*` variable but `env`.
+fn run_bare(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custsync"));
+    cmd.args(args).current_dir(dir.path());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CUSTSYNC") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let made = std::fs::read_dir(dir.path()).unwrap().next().is_some();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        made,
+    )
+}
+
+/// Arguments, environment, and the line said.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+/// A missing config file is said against what named it: the flag, the variable, or
+/// (neither given) the default path with the two ways to name another.
 #[test]
 fn missing_config_file() {
-    let out = Command::new(env!("CARGO_BIN_EXE_custsync"))
-        .args(["--config", "/nonexistent/custsync.toml", "--once"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("--config"), "{stderr}");
+    let cases: [Case; 3] = [
+        (
+            &["--config", "/nonexistent/custsync.toml", "--once"],
+            &[],
+            "config error: --config: file not found: /nonexistent/custsync.toml",
+        ),
+        (
+            &["status"],
+            &[("CUSTSYNC_CONFIG", "/nonexistent/env.toml")],
+            "config error: CUSTSYNC_CONFIG: file not found: /nonexistent/env.toml",
+        ),
+        (
+            &["status"],
+            &[],
+            "config error: config/custsync.toml: not found (give --config PATH or set CUSTSYNC_CONFIG)",
+        ),
+    ];
+    for (args, env, said) in cases {
+        let (code, stderr, made) = run_bare(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim_end(), said, "{args:?} {env:?}");
+        assert!(!made, "{args:?} {env:?}: a file was made");
+    }
+    // The flag wins over the variable, and is the one named.
+    let (code, stderr, _) = run_bare(
+        &["--config", "/nonexistent/flag.toml", "status"],
+        &[("CUSTSYNC_CONFIG", "/nonexistent/env.toml")],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--config: file not found: /nonexistent/flag.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -18,12 +18,12 @@ fn keys() -> String {
 }
 
 /// The status table's row of one provider, split on whitespace:
-/// `[name, kind, result, pending, inflight, failed, parked, cursor]`.
+/// `[name, kind, result, pending, in_flight, failed, parked, held, cursor]`.
 fn row<'a>(status: &'a str, provider: &str) -> Vec<&'a str> {
     status
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|cols| cols.first() == Some(&provider) && cols.len() >= 8)
+        .find(|cols| cols.first() == Some(&provider) && cols.len() >= 9)
         .unwrap_or_else(|| panic!("no row for {provider} in:\n{status}"))
 }
 
@@ -62,7 +62,7 @@ async fn status_shows_each_providers_cursor_result_outbox_and_last_errors() {
         "{out}"
     );
     assert!(
-        store[7].starts_with("20"),
+        store[8].starts_with("20"),
         "Nuvemshop's cursor is a time: {out}"
     );
     let shipping = row(&out, "shipping");
@@ -72,7 +72,7 @@ async fn status_shows_each_providers_cursor_result_outbox_and_last_errors() {
         malomo_creates.to_string(),
         "failed creates: {out}"
     );
-    assert_eq!(shipping[7], "-", "Malomo has no cursor: {out}");
+    assert_eq!(shipping[8], "-", "Malomo has no cursor: {out}");
     assert_eq!(row(&out, "storefront")[2], "failing", "{out}");
     assert_eq!(row(&out, "email")[2], "ok", "{out}");
     let errors = out.split("last errors:").nth(1).unwrap_or("");

@@ -1,12 +1,18 @@
 //! The commands that look without changing anything: `check`, `status`, `audit`.
+//! They never make a database: where there is none yet they say so and exit 1.
+
+mod status;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{connect_all, open_store, provider_reason, AppError};
-use crate::config::{Config, StorePath};
-use crate::store::audit::AuditFilter;
+pub use status::status;
+
+use super::{connect_all, provider_reason, unusable_store, AppError};
+use crate::config::{Config, ConfigError, StorePath};
+use crate::store::audit::{AuditFilter, ACTIONS};
+use crate::store::Store;
 
 /// `check`: the config is valid (always), and each enabled provider answers one cheap
 /// authenticated request (unless offline).
@@ -47,115 +53,54 @@ pub async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError>
     })
 }
 
-/// `status`: per provider, its cursor, the last run and its result, the outbox depth
-/// by state and the last errors.
-pub async fn status(config: &Config) -> Result<ExitCode, AppError> {
-    if let StorePath::File(p) = &config.store.path {
-        if !p.exists() {
-            println!(
-                "no database yet at {} (no reconciliation has run)",
-                p.display()
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    let store = open_store(&config.store.path).await?;
-    let cursors = store.cursors().await.context("cursors")?;
-    let depth = store.outbox_depth().await.context("outbox")?;
-    let runs = store.last_runs(1).await.context("runs")?;
-    let failed = store.failed_ops(10).await.context("outbox")?;
-    let last = runs.first();
-    match last {
-        Some(r) => println!(
-            "last run: #{} {} ({}), started {}, finished {}",
-            r.id,
-            r.status,
-            r.mode,
-            r.started_at,
-            r.finished_at.as_deref().unwrap_or("-")
-        ),
-        None => println!("last run: none"),
-    }
-    println!();
-    println!(
-        "{:<14} {:<10} {:<8} {:>8} {:>8} {:>8} {:>8}  cursor",
-        "provider", "kind", "result", "pending", "inflight", "failed", "parked"
-    );
-    for p in &config.providers {
-        let count = |state: &str| {
-            depth
-                .iter()
-                .find(|(n, s, _)| n == &p.name.0 && s == state)
-                .map_or(0, |(_, _, c)| *c)
-        };
-        let result = last
-            .and_then(|r| r.report.as_ref())
-            .and_then(|rep| rep.get("providers")?.get(&p.name.0).cloned())
-            .map(|pr| {
-                if pr.get("listing_error").is_some_and(|e| !e.is_null())
-                    || pr.get("failed").and_then(|f| f.as_u64()).unwrap_or(0) > 0
-                {
-                    "failing"
-                } else {
-                    "ok"
-                }
-            })
-            .unwrap_or(if p.enabled { "-" } else { "disabled" });
-        let cursor = cursors
-            .iter()
-            .find(|(n, _, _)| n == &p.name.0)
-            .map(|(_, v, _)| v.as_str())
-            .unwrap_or("-");
-        println!(
-            "{:<14} {:<10} {:<8} {:>8} {:>8} {:>8} {:>8}  {}",
-            p.name.0,
-            p.kind,
-            result,
-            count("pending"),
-            count("in_flight"),
-            count("failed"),
-            count("parked"),
-            cursor
-        );
-    }
-    let listing_errors: Vec<(String, String)> = last
-        .and_then(|r| r.report.as_ref())
-        .and_then(|rep| rep.get("providers")?.as_object().cloned())
-        .map(|providers| {
-            providers
-                .into_iter()
-                .filter_map(|(name, p)| Some((name, p.get("listing_error")?.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !failed.is_empty() || !listing_errors.is_empty() {
-        println!();
-        println!("last errors:");
-        for (name, error) in &listing_errors {
-            println!("  {name} listing: {error}");
-        }
-        for f in failed {
-            println!(
-                "  {} {} {} [{}] attempts={} next={}: {}",
-                f.provider,
-                f.op,
-                f.email.as_deref().unwrap_or("?"),
-                f.state,
-                f.attempts,
-                f.next_attempt_at.as_deref().unwrap_or("-"),
-                f.last_error.as_deref().unwrap_or("")
-            );
-        }
-    }
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
-}
-
+/// `audit`: the trail as JSON lines. A `--provider` that the config does not name or
+/// an `--action` the store never writes is bad usage (exit 2), not an empty answer.
 pub async fn audit(config: &Config, filter: &AuditFilter) -> Result<ExitCode, AppError> {
-    let store = open_store(&config.store.path).await?;
+    if let Some(name) = &filter.provider {
+        if config.provider(name).is_none() {
+            let known: Vec<&str> = config.providers.iter().map(|p| p.name.0.as_str()).collect();
+            return Err(ConfigError::new(
+                "--provider",
+                format!(
+                    "no provider named {name:?} in the config (known: {})",
+                    known.join(", ")
+                ),
+            )
+            .into());
+        }
+    }
+    if let Some(action) = &filter.action {
+        if !ACTIONS.contains(&action.as_str()) {
+            return Err(ConfigError::new(
+                "--action",
+                format!("unknown action {action:?} (one of: {})", ACTIONS.join(", ")),
+            )
+            .into());
+        }
+    }
+    let store = open_existing_store(&config.store.path).await?;
     for line in store.audit(filter).await.context("audit")? {
         println!("{line}");
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the configured database for a command that only reads; where there is none
+/// yet, one line (exit 1) and no file made.
+pub(super) async fn open_existing_store(path: &StorePath) -> Result<Store, AppError> {
+    match Store::open_existing(path).await {
+        Ok(Some(store)) => Ok(store),
+        Ok(None) => {
+            let at = match path {
+                StorePath::File(p) => p.display().to_string(),
+                StorePath::Memory => ":memory:".into(),
+            };
+            Err(anyhow::anyhow!("no database at {at} yet: run custsync --once first").into())
+        }
+        Err(e) => Err(match unusable_store(&e) {
+            Some(why) => ConfigError::new("store.url", why).into(),
+            None => AppError::Other(anyhow::Error::new(e)),
+        }),
+    }
 }

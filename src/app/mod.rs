@@ -150,7 +150,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     };
     match &cli.command {
         Some(Command::Check { offline }) => inspect::check(&config, *offline).await,
-        Some(Command::Status) => inspect::status(&config).await,
+        Some(Command::Status { json }) => inspect::status(&config, *json).await,
         Some(Command::Forget {
             email,
             dry_run,
@@ -197,20 +197,32 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
 }
 
 /// `--config`, else `$CUSTSYNC_CONFIG`, else `config/custsync.toml` (which may be
-/// absent when the environment carries the whole configuration).
+/// absent when the environment carries the whole configuration). A file that is not
+/// there is said against what named it: the flag, the variable, or the default path
+/// with the two ways to name another.
 pub fn load_config(flag: Option<&Path>) -> Result<Config, ConfigError> {
-    let (path, required) = match (flag, std::env::var_os("CUSTSYNC_CONFIG")) {
-        (Some(p), _) => (p.to_path_buf(), true),
-        (None, Some(env)) => (PathBuf::from(env), true),
+    let (path, required, named_by) = match (flag, std::env::var_os("CUSTSYNC_CONFIG")) {
+        (Some(p), _) => (p.to_path_buf(), true, Some("--config")),
+        (None, Some(env)) => (PathBuf::from(env), true, Some("CUSTSYNC_CONFIG")),
         (None, None) => {
             let env_has_providers = std::env::vars_os()
                 .any(|(k, _)| k.to_string_lossy().starts_with("CUSTSYNC__PROVIDERS__"));
             (
                 PathBuf::from(crate::config::DEFAULT_PATH),
                 !env_has_providers,
+                None,
             )
         }
     };
+    if required && !path.exists() {
+        return Err(match named_by {
+            Some(key) => ConfigError::new(key, format!("file not found: {}", path.display())),
+            None => ConfigError::new(
+                crate::config::DEFAULT_PATH,
+                "not found (give --config PATH or set CUSTSYNC_CONFIG)",
+            ),
+        });
+    }
     Config::load(&path, required)
 }
 

@@ -93,6 +93,21 @@ impl AuditEntry {
     }
 }
 
+/// Every action the store writes into the audit trail (`AuditEntry::new`'s first
+/// argument), in the order a record meets them; `audit --action` takes only these.
+pub const ACTIONS: &[&str] = &[
+    "merge.initial",
+    "merge",
+    "conflict",
+    "link",
+    "create",
+    "update",
+    "vanished",
+    "tombstone",
+    "delete",
+    "forget",
+];
+
 /// Filters of `custsync audit`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

@@ -92,6 +92,25 @@ impl std::fmt::Display for HeldBy {
 
 impl std::error::Error for HeldBy {}
 
+/// A tenant's lease as read for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    pub worker: String,
+    pub expires_at: String,
+    pub released: bool,
+    /// Its holder's process is seen to be gone (it ran on this host): free at once.
+    pub holder_gone: bool,
+}
+
+impl LeaseState {
+    /// Someone holds it now: not given back, its holder not gone, not expired.
+    pub fn is_held(&self) -> bool {
+        !self.released
+            && !self.holder_gone
+            && parse_time(&self.expires_at).is_some_and(|t| t > Utc::now())
+    }
+}
+
 /// What a claim of outbox work must show: the tenant and the token of its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -225,6 +244,16 @@ impl Store {
             token: r.get(4),
             expires_at: r.get(5),
             released: r.get::<i64, _>(6) != 0,
+        }))
+    }
+
+    /// The lease of `tenant` as `status` shows it; `None` when it was never taken.
+    pub async fn lease_state(&self, tenant: &str) -> Result<Option<LeaseState>> {
+        Ok(self.lease_row(tenant).await?.map(|r| LeaseState {
+            holder_gone: !r.released && r.holder.is_gone(),
+            worker: r.holder.worker,
+            expires_at: r.expires_at,
+            released: r.released,
         }))
     }
 

@@ -127,6 +127,60 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a database that already exists, for the commands that only read
+    /// (`status`, `audit`, `activity`): `Ok(None)` where there is none yet, and no file
+    /// is made. Migrations still missing are applied, under the same lock as `open`.
+    pub async fn open_existing(path: &StorePath) -> Result<Option<Store>> {
+        let StorePath::File(p) = path else {
+            return Store::open(path).await.map(Some);
+        };
+        match std::fs::metadata(p) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })
+            }
+        }
+        let mut lock_path = p.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let io = |source| StoreError::Io {
+            path: lock_path.display().to_string(),
+            source,
+        };
+        let file = create_private(&lock_path)?;
+        let migration_lock = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
+        // Gone between the look and the open: SQLite says so, it makes nothing.
+        let opts = SqliteConnectOptions::new()
+            .filename(p)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: describe(path),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        drop(migration_lock);
+        Ok(Some(Store { pool }))
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -202,6 +256,26 @@ impl Store {
                     .and_then(|s| serde_json::from_str(&s).ok()),
             })
             .collect())
+    }
+
+    /// The newest run that stored a report (a run still going, or killed, has none).
+    pub async fn last_reported_run(&self) -> Result<Option<RunRow>> {
+        let row = sqlx::query(
+            "SELECT id, started_at, finished_at, mode, status, report FROM runs
+             WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| RunRow {
+            id: r.get(0),
+            started_at: r.get(1),
+            finished_at: r.get(2),
+            mode: r.get(3),
+            status: r.get(4),
+            report: r
+                .get::<Option<String>, _>(5)
+                .and_then(|s| serde_json::from_str(&s).ok()),
+        }))
     }
 
     pub async fn cursor(&self, provider: &ProviderName) -> Result<Option<String>> {
