@@ -90,7 +90,8 @@ impl Kind {
 
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: a width or alignment asked for is kept.
+        f.pad(self.as_str())
     }
 }
 

@@ -210,7 +210,12 @@ async fn status_shows_who_holds_the_lease_while_a_once_runs() {
 async fn read_only_commands_on_a_missing_database_say_so_and_make_none() {
     let w = Five::start().await;
     let db = w.db_path();
-    for args in [&["status"][..], &["status", "--json"], &["audit"]] {
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["audit"],
+        &["activity", "ann@example.com"],
+    ] {
         let run = w.run(args).await;
         assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
         assert_eq!(

@@ -292,7 +292,7 @@ pub async fn activity(
     use crate::sync::{activity, DEFAULT_TENANT};
     let email =
         Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
-    let store = open_store(&config.store.path).await?;
+    let store = super::inspect::open_existing_store(&config.store.path).await?;
     let Some((customer, _)) = store.person(&email).await.context("store")? else {
         store.close().await;
         eprintln!("custsync: no customer with this email is known");

@@ -469,6 +469,7 @@ impl Engine {
         if share > self.config.sync.max_delete_fraction && !opts.allow_deletes.contains(&name.0) {
             tracing::warn!(provider = %name, vanished = vanished.len(), share, "deletes held by the guard");
             report.held_deletes += vanished.len() as u64;
+            report.provider(&name.0).held_deletes += vanished.len() as u64;
             report.error(
                 &name.0,
                 None,

@@ -17,6 +17,8 @@ pub struct ProviderReport {
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// Deletions seen in this provider's listing that the guard holds.
+    pub held_deletes: u64,
     /// The listing of this provider failed this run: nothing was pushed to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listing_error: Option<String>,
