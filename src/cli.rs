@@ -110,6 +110,7 @@ impl Command {
             Command::Demo { .. } => "demo",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
+            Command::Sandbox { .. } => "sandbox",
         }
     }
 }
@@ -191,6 +192,17 @@ pub enum Command {
     /// Start the five sandbox emulators, seed them and run one reconciliation (no account
     /// and no config needed).
     Demo {
+        /// Generated people on top of the documents' example customers.
+        #[arg(long, default_value_t = 300)]
+        customers: usize,
+    },
+    /// Start the five sandbox emulators with the demo's data and a ready configuration,
+    /// and keep them running until Ctrl-C, so that every command can be tried with no
+    /// account.
+    Sandbox {
+        /// Where the configuration and its database are written.
+        #[arg(long, default_value = "custsync-sandbox", value_name = "DIR")]
+        dir: PathBuf,
         /// Generated people on top of the documents' example customers.
         #[arg(long, default_value_t = 300)]
         customers: usize,

@@ -87,12 +87,13 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
         metrics,
         tenant: engine.tenant.clone(),
     });
+    // A port that is taken or not ours is the configuration's to fix: exit 2.
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} ([server].listen)",
-                config.server.listen
+        .map_err(|e| {
+            crate::config::ConfigError::new(
+                "server.listen",
+                format!("cannot listen on {}: {e}", config.server.listen),
             )
         })?;
     // The bound address, not the configured one: port 0 picks a free port.

@@ -117,7 +117,7 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
 }
 
 /// The demo polls activity and keeps one Sendwithus group in step (DESIGN 14).
-const ACTIVITY: &str = "
+pub(crate) const ACTIVITY: &str = "
 [activity]
 enabled = true
 customers_per_cycle = 1000
@@ -130,7 +130,7 @@ when = { accepts_marketing = true }
 
 /// Gives the Malomo customer of the document (Johnny) a few events, the document's
 /// among them. Answers his email.
-fn seed_events(s: &Sandboxes) -> String {
+pub(crate) fn seed_events(s: &Sandboxes) -> String {
     let email = "johnny@rosevideo.com";
     if let Some(johnny) = s.malomo.by_email(email).first() {
         for (n, (id, label)) in [

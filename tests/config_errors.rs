@@ -287,3 +287,15 @@ fn env_overrides_apply() {
     );
     assert_eq!(o.code, Some(0), "{}", o.stderr);
 }
+
+#[test]
+fn a_listen_port_already_taken_exits_2_naming_server_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = format!("{GOOD}\n[server]\nlisten = \"{addr}\"\n");
+    // The daemon: no --once.
+    let o = run_with(&config, &[], &[]);
+    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
+    let last = o.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("server.listen"), "{}", o.stderr);
+}

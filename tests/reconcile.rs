@@ -320,3 +320,33 @@ async fn the_delete_guard_holds_mass_deletes_until_allowed() {
     assert_eq!(w.once().await.code, 0);
     assert_eq!(w.writes() + other.log().writes().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_plan_shows_each_fields_old_and_new_value_in_text_and_json() {
+    let w = seeded().await;
+    assert_eq!(w.once().await.code, 0);
+    let ann_m = w.malomo.by_email("ann@example.com")[0].id.clone();
+    w.malomo
+        .edit(&ann_m, |c| c.last_name = Some("Lee-Park".into()));
+    w.clear_logs();
+
+    let text = w.run(&["--dry-run"]).await;
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.contains("\"Ann Lee\" -> \"Ann Lee-Park\""),
+        "{}",
+        text.stdout
+    );
+    let json = w.run(&["--dry-run", "--plan-format", "json"]).await;
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("one JSON document");
+    let ops = doc["plan"].as_array().expect("a plan");
+    let update = ops
+        .iter()
+        .find(|op| op["provider"] == "store" && op["op"] == "update")
+        .unwrap_or_else(|| panic!("an update of the store: {doc:#}"));
+    let change = &update["changes"][0];
+    assert_eq!(change["from"], json!("Ann Lee"), "{doc:#}");
+    assert_eq!(change["to"], json!("Ann Lee-Park"), "{doc:#}");
+    assert_eq!(w.writes(), 0, "a dry run writes nothing");
+}

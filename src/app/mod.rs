@@ -4,6 +4,7 @@
 
 mod inspect;
 mod person;
+mod sandbox;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -135,6 +136,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     let config = match &cli.command {
         // The demo needs no configuration: it makes its own.
         Some(Command::Demo { customers }) => return crate::demo::run(*customers).await,
+        Some(Command::Sandbox { dir, customers }) => return sandbox::run(dir, *customers).await,
         // What describes the command line needs no configuration either.
         Some(Command::Completions { shell }) => {
             let mut text = Vec::new();
@@ -168,7 +170,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
             refresh,
         }) => person::activity(&config, email, *json, *refresh).await,
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
-        Some(Command::Completions { .. } | Command::Man) => Ok(ExitCode::SUCCESS),
+        Some(Command::Completions { .. } | Command::Man | Command::Sandbox { .. }) => {
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Audit {
             provider,
             action,
