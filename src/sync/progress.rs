@@ -77,6 +77,9 @@ pub fn lines() -> Progress {
 /// above them (see `LogWriter`), never through them.
 static BARS: OnceLock<MultiProgress> = OnceLock::new();
 
+/// The bars drawn, by provider, so that the end of the run can leave them as they are.
+static ROWS: Mutex<Vec<ProgressBar>> = Mutex::new(Vec::new());
+
 /// Live bars on stderr, one per provider: its listing (records so far), then its
 /// push (operations done of those planned). Draws nothing off a terminal.
 pub fn bars() -> Progress {
@@ -84,6 +87,9 @@ pub fn bars() -> Progress {
         .get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
         .clone();
     let rows: Mutex<HashMap<String, ProgressBar>> = Mutex::new(HashMap::new());
+    // Per provider: (operations of the passes before this one, the last `done` seen).
+    // A run pushes twice when answers brought data to merge; the bar counts both.
+    let passes: Mutex<HashMap<String, (u64, u64, u64)>> = Mutex::new(HashMap::new());
     let listing =
         ProgressStyle::with_template("  {prefix:<12} {spinner} listing: {pos} record(s) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
@@ -99,6 +105,9 @@ pub fn bars() -> Progress {
                     let bar = multi.add(ProgressBar::no_length().with_style(listing.clone()));
                     bar.set_prefix(provider.to_string());
                     bar.enable_steady_tick(Duration::from_millis(120));
+                    ROWS.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(bar.clone());
                     bar
                 })
                 .clone()
@@ -129,20 +138,26 @@ pub fn bars() -> Progress {
                     bar.set_style(pushing.clone());
                     bar.set_message("");
                 }
-                bar.set_length(*total);
-                bar.set_position(*done);
-                if done >= total {
-                    bar.finish();
+                let mut passes = passes.lock().unwrap_or_else(|p| p.into_inner());
+                let (base, last_done, last_total) =
+                    passes.entry(provider.clone()).or_insert((0, 0, 0));
+                if *done < *last_done {
+                    *base += *last_total;
                 }
+                (*last_done, *last_total) = (*done, *total);
+                bar.set_length(*base + *total);
+                bar.set_position(*base + *done);
             }
         }
     })
 }
 
-/// Clears the bars once the run is over, so that what follows starts on a clean line.
+/// Leaves the bars as they ended (no more ticking), so that the summary printed next
+/// follows them.
 pub fn finish_bars() {
-    if let Some(multi) = BARS.get() {
-        let _ = multi.clear();
+    for bar in ROWS.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        bar.disable_steady_tick();
+        bar.abandon();
     }
 }
 
