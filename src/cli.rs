@@ -1,4 +1,4 @@
-//! The command line (DESIGN section 2, a contract): flags of the reconciliation and
+//! The command line (design document, section 2, a contract): flags of the reconciliation and
 //! the subcommands.
 
 use std::path::PathBuf;
