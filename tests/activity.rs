@@ -187,6 +187,14 @@ async fn events_are_read_once_and_no_page_twice(link_header: bool) {
         table.stdout
     );
     assert_eq!(table.stdout.lines().count(), 9, "{}", table.stdout);
+
+    // `status` says how far behind polling is: every customer with a stream was read.
+    let status = f.run(&["status", "--json"]).await;
+    assert_eq!(status.code, 0, "{}", status.why());
+    let doc: Value = serde_json::from_str(&status.stdout).expect("status --json");
+    let lag = &doc["tenants"]["default"]["activity"];
+    assert!(lag["customers"].as_u64().unwrap_or(0) > 0, "{doc:#}");
+    assert_eq!(lag["never_refreshed"], json!(0), "{doc:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,6 +228,8 @@ async fn the_daemons_metrics_parse_as_prometheus_text_with_help_type_and_labels(
         "custsync_last_success_timestamp_seconds",
         "custsync_held_deletes",
         "custsync_outbox_depth",
+        "custsync_activity_events_total",
+        "custsync_group_changes_total",
     ] {
         assert!(types.contains_key(family), "no {family}:\n{text}");
     }

@@ -46,6 +46,12 @@ struct RecordLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    tenant: String,
+    change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CycleLabels {
     tenant: String,
     outcome: &'static str,
@@ -130,6 +136,8 @@ pub struct Metrics {
     last_success: Family<TenantLabels, Gauge<f64, AtomicU64>>,
     held_deletes: Family<TenantLabels, Gauge>,
     outbox: Family<OutboxLabels, Gauge>,
+    events: Family<TenantLabels, Counter>,
+    group_changes: Family<GroupLabels, Counter>,
     /// One scrape at a time: the outbox gauges are refilled at each.
     scrape: Mutex<()>,
 }
@@ -199,7 +207,21 @@ impl Metrics {
             "Operations in the outbox by provider and state, read at the scrape",
             outbox.clone(),
         );
+        let events = Family::default();
+        registry.register(
+            "custsync_activity_events",
+            "Activity events read from the providers' streams (Malomo events, Sendwithus logs)",
+            events.clone(),
+        );
+        let group_changes = Family::default();
+        registry.register(
+            "custsync_group_changes",
+            "Sendwithus group memberships custsync changed, by change: added or removed",
+            group_changes.clone(),
+        );
         Self {
+            events,
+            group_changes,
             registry,
             traffic,
             records,
@@ -259,6 +281,20 @@ impl Metrics {
             tenant: tenant.to_string(),
         };
         self.conflicts.get_or_create(&t).inc_by(report.conflicts);
+        self.events
+            .get_or_create(&t)
+            .inc_by(report.activity.events_fetched);
+        for (change, n) in [
+            ("added", report.groups.added),
+            ("removed", report.groups.removed),
+        ] {
+            self.group_changes
+                .get_or_create(&GroupLabels {
+                    tenant: tenant.to_string(),
+                    change,
+                })
+                .inc_by(n);
+        }
         self.held_deletes
             .get_or_create(&t)
             .set(i64::try_from(report.held_deletes).unwrap_or(i64::MAX));

@@ -46,6 +46,9 @@ struct TenantStatus {
     results_from_run: Option<i64>,
     held_deletes: u64,
     providers: IndexMap<String, ProviderStatus>,
+    /// How far behind activity polling is, when `[activity]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activity: Option<crate::store::activity::ActivityLag>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +100,14 @@ struct Failure {
 /// `status`: exit 0 with the picture; exit 1 with one line where there is no database.
 pub async fn status(config: &Config, json: bool) -> Result<ExitCode, AppError> {
     let store = open_existing_store(&config.store.path).await?;
-    let read = tenant_status(&store, DEFAULT_TENANT, &config.providers).await;
+    let mut read = tenant_status(&store, DEFAULT_TENANT, &config.providers).await;
+    if let (Ok(tenant), true) = (&mut read, config.activity.enabled) {
+        tenant.activity = Some(
+            crate::sync::activity::lag(&store, DEFAULT_TENANT, config)
+                .await
+                .context("activity")?,
+        );
+    }
     store.close().await;
     let doc = StatusDoc {
         tenants: IndexMap::from([(DEFAULT_TENANT.to_string(), read?)]),
@@ -108,6 +118,9 @@ pub async fn status(config: &Config, json: bool) -> Result<ExitCode, AppError> {
     } else {
         for (name, tenant) in &doc.tenants {
             print!("{}", text(name, tenant));
+            if let Some(lag) = &tenant.activity {
+                println!("{}", lag.line());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -139,6 +152,7 @@ async fn tenant_status(
         );
     }
     Ok(TenantStatus {
+        activity: None,
         holder: lease.as_ref().and_then(held_by),
         lease_expires_at: lease
             .as_ref()
