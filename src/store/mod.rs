@@ -69,29 +69,46 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 impl Store {
     /// Opens (creating if missing, with mode 0600) and migrates the database.
     pub async fn open(path: &StorePath) -> Result<Store> {
-        // Two processes starting at once on a new database would both apply the
-        // migrations (sqlx does not lock SQLite): an exclusive lock on a file beside
-        // the database lets one migrate at a time. Not on the database file itself:
-        // closing any descriptor of it would drop SQLite's own (POSIX) locks.
-        let (opts, migration_lock) = match path {
-            StorePath::Memory => (SqliteConnectOptions::from_str("sqlite::memory:")?, None),
+        match path {
+            StorePath::Memory => {
+                Store::connect(path, SqliteConnectOptions::from_str("sqlite::memory:")?).await
+            }
             StorePath::File(p) => {
                 create_private(p)?;
-                let mut lock_path = p.clone().into_os_string();
-                lock_path.push(".lock");
-                let lock_path = std::path::PathBuf::from(lock_path);
-                let io = |source| StoreError::Io {
-                    path: lock_path.display().to_string(),
-                    source,
-                };
-                let file = create_private(&lock_path)?;
-                let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-                    .await
-                    .map_err(|e| io(std::io::Error::other(e)))?
-                    .map_err(io)?;
-                (SqliteConnectOptions::new().filename(p), Some(file))
+                let _lock = migration_lock(p).await?;
+                Store::connect(path, SqliteConnectOptions::new().filename(p)).await
             }
+        }
+    }
+
+    /// Opens a database that already exists, for the commands that only read
+    /// (`status`, `audit`, `activity`): `Ok(None)` where there is none yet, and no file
+    /// is made. Migrations still missing are applied, under the same lock as `open`.
+    pub async fn open_existing(path: &StorePath) -> Result<Option<Store>> {
+        let StorePath::File(p) = path else {
+            return Store::open(path).await.map(Some);
         };
+        match std::fs::metadata(p) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })
+            }
+        }
+        let _lock = migration_lock(p).await?;
+        // Gone between the look and the open: SQLite says so, it makes nothing.
+        let opts = SqliteConnectOptions::new()
+            .filename(p)
+            .create_if_missing(false);
+        Store::connect(path, opts).await.map(Some)
+    }
+
+    /// Connects with custsync's settings, migrates, and brings stored emails to one
+    /// form; the caller holds the migration lock where there is a file.
+    async fn connect(path: &StorePath, opts: SqliteConnectOptions) -> Result<Store> {
         let opts = opts
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -123,62 +140,7 @@ impl Store {
                 "emails held in two forms by two customers were left as they are"
             );
         }
-        drop(migration_lock);
         Ok(store)
-    }
-
-    /// Opens a database that already exists, for the commands that only read
-    /// (`status`, `audit`, `activity`): `Ok(None)` where there is none yet, and no file
-    /// is made. Migrations still missing are applied, under the same lock as `open`.
-    pub async fn open_existing(path: &StorePath) -> Result<Option<Store>> {
-        let StorePath::File(p) = path else {
-            return Store::open(path).await.map(Some);
-        };
-        match std::fs::metadata(p) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    path: p.display().to_string(),
-                    source,
-                })
-            }
-        }
-        let mut lock_path = p.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock_path = std::path::PathBuf::from(lock_path);
-        let io = |source| StoreError::Io {
-            path: lock_path.display().to_string(),
-            source,
-        };
-        let file = create_private(&lock_path)?;
-        let migration_lock = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)?;
-        // Gone between the look and the open: SQLite says so, it makes nothing.
-        let opts = SqliteConnectOptions::new()
-            .filename(p)
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: describe(path),
-                source,
-            })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        drop(migration_lock);
-        Ok(Some(Store { pool }))
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -325,6 +287,26 @@ fn describe(path: &StorePath) -> String {
         StorePath::Memory => ":memory:".into(),
         StorePath::File(p) => p.display().to_string(),
     }
+}
+
+/// Two processes starting at once on a new database would both apply the migrations
+/// (sqlx does not lock SQLite): an exclusive lock on `DB.lock` beside the database
+/// lets one migrate at a time, held until the returned file is dropped. Not on the
+/// database file itself: closing any descriptor of it would drop SQLite's own (POSIX)
+/// locks.
+async fn migration_lock(db: &Path) -> Result<std::fs::File> {
+    let mut lock_path = db.to_path_buf().into_os_string();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let io = |source| StoreError::Io {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let file = create_private(&lock_path)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)
 }
 
 /// Creates the database file readable by its owner only, before SQLite opens it.

@@ -297,28 +297,4 @@ impl Store {
             })
             .collect())
     }
-
-    /// Failed and parked operations, most recent first.
-    pub async fn failed_ops(&self, limit: i64) -> Result<Vec<FailedOp>> {
-        let rows = sqlx::query(
-            "SELECT o.provider, c.email, o.op, o.state, o.attempts, o.last_error, o.next_attempt_at
-             FROM outbox o JOIN customers c ON c.id = o.customer_id
-             WHERE o.state IN ('failed', 'parked') ORDER BY o.updated_at DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| FailedOp {
-                provider: r.get(0),
-                email: r.get(1),
-                op: r.get(2),
-                state: r.get(3),
-                attempts: r.get(4),
-                last_error: r.get(5),
-                next_attempt_at: r.get(6),
-            })
-            .collect())
-    }
 }
