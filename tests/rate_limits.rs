@@ -14,6 +14,10 @@ mod five;
 
 use std::time::Duration;
 
+/// The tests here measure wall time against a floor: run side by side on two cores,
+/// each would also measure the others. One at a time.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 use custsync::sandbox::nuvemshop;
 use five::Five;
 
@@ -29,6 +33,7 @@ fn floor(traffic: &[(&str, usize, usize)], per_second: f64, burst: usize) -> Dur
 /// fixed costs of a run (start, listing, merge: a few tenths of a second) stay small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_limit_draws_no_429_and_keeps_to_the_floor() {
+    let _alone = ALONE.lock().await;
     const PER_SECOND: f64 = 25.0;
     const BURST: u32 = 5;
     let mut w = Five::start().await;
@@ -80,6 +85,7 @@ async fn the_configured_limit_draws_no_429_and_keeps_to_the_floor() {
 /// every answer can keep custsync inside the bucket, and they must.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nuvemshop_budget_headers_keep_custsync_inside_its_bucket() {
+    let _alone = ALONE.lock().await;
     const SIZE: u32 = 10;
     const DRAIN: f64 = 25.0;
     let mut w = Five::with_nuvemshop(nuvemshop::Options {
@@ -123,6 +129,7 @@ async fn nuvemshop_budget_headers_keep_custsync_inside_its_bucket() {
 /// Real time: the limiter keeps its own clock (about 1.3 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_held_by_a_429_leave_spaced_by_the_limiter() {
+    let _alone = ALONE.lock().await;
     use custsync::config::Config;
     use custsync::providers::{connect, ListRequest};
     use custsync::sandbox::faults::Fault;
