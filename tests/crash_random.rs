@@ -36,23 +36,6 @@ fn seed() -> u64 {
         .unwrap_or(SEED)
 }
 
-/// Every delete request any provider received, as `provider METHOD path`.
-fn deletes(w: &Five) -> Vec<String> {
-    w.logs()
-        .iter()
-        .flat_map(|(name, log)| {
-            log.writes()
-                .into_iter()
-                .filter(|r| {
-                    r.method == "DELETE"
-                        || r.path.contains("/delete_customer/")
-                        || r.path.starts_with("/customer/gdpr_remove/")
-                })
-                .map(move |r| format!("{name} {} {}", r.method, r.path))
-        })
-        .collect()
-}
-
 /// What fails at random everywhere: server errors, a 429, answers slower than the
 /// timeout, cut and truncated answers, and writes made whose answers are lost.
 fn transport_faults() -> Vec<Rule> {
@@ -162,7 +145,7 @@ async fn random_kills_under_random_faults_never_delete_or_duplicate() {
         if kill_after_writes(&w, &mut child, writes, seed).await {
             killed += 1;
         }
-        let d = deletes(&w);
+        let d = w.deletes();
         assert!(
             d.is_empty(),
             "seed {seed}, round {round}: {} delete request(s), first {:?}",
@@ -195,7 +178,7 @@ async fn random_kills_under_random_faults_never_delete_or_duplicate() {
             run.why()
         );
     }
-    let d = deletes(&w);
+    let d = w.deletes();
     assert!(
         d.is_empty(),
         "seed {seed}: {} delete request(s), first {:?}",

@@ -44,15 +44,6 @@ fn requests_by(five: &Five, agent: &str) -> usize {
         .sum()
 }
 
-fn deletes(five: &Five) -> Vec<String> {
-    five.write_lines()
-        .into_iter()
-        .filter(|l| {
-            l.contains(" DELETE ") || l.contains("gdpr_remove") || l.contains("delete_customer")
-        })
-        .collect()
-}
-
 /// Provider keys naming the process by its User-Agent.
 fn keys(agent: &str, per_second: f64) -> String {
     format!("rate_limit = {{ per_second = {per_second}, burst = 10 }}\nuser_agent = \"{agent}\"\n")
@@ -99,10 +90,10 @@ async fn two_once_on_a_fresh_database_share_nothing_and_break_nothing() {
         );
         assert!(!log.contains("migration"), "the migrations raced:\n{log}");
     }
-    assert!(deletes(&five).is_empty(), "{:?}", deletes(&five));
+    assert!(five.deletes().is_empty(), "{:?}", five.deletes());
     assert!(five.duplicates().is_empty(), "{:?}", five.duplicates());
     converged_and_quiet(&five, &everyone).await;
-    assert!(deletes(&five).is_empty(), "{:?}", deletes(&five));
+    assert!(five.deletes().is_empty(), "{:?}", five.deletes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +145,7 @@ async fn a_once_beside_a_busy_daemon_sends_nothing_and_says_who_holds_the_lease(
     five.sb.clear_logs();
     // Right after a kill the lease is free: its holder is gone.
     converged_and_quiet(&five, &everyone).await;
-    assert!(deletes(&five).is_empty(), "{:?}", deletes(&five));
+    assert!(five.deletes().is_empty(), "{:?}", five.deletes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +217,7 @@ async fn a_process_paused_past_its_lease_writes_nothing_once_resumed() {
     );
     assert_eq!(status.code(), Some(1), "{}", five.log_text("paused.log"));
     assert!(five.duplicates().is_empty(), "{:?}", five.duplicates());
-    assert!(deletes(&five).is_empty(), "{:?}", deletes(&five));
+    assert!(five.deletes().is_empty(), "{:?}", five.deletes());
     five.provider_keys = keys("custsync-check", 1000.0);
     converged_and_quiet(&five, &everyone).await;
 }

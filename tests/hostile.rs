@@ -53,25 +53,8 @@ async fn converged(n: usize) -> (Five, BTreeSet<String>) {
     (w, everyone)
 }
 
-/// Every delete request any provider received, as `provider METHOD path`.
-fn deletes(w: &Five) -> Vec<String> {
-    w.logs()
-        .iter()
-        .flat_map(|(name, log)| {
-            log.writes()
-                .into_iter()
-                .filter(|r| {
-                    r.method == "DELETE"
-                        || r.path.contains("/delete_customer/")
-                        || r.path.starts_with("/customer/gdpr_remove/")
-                })
-                .map(move |r| format!("{name} {} {}", r.method, r.path))
-        })
-        .collect()
-}
-
 fn assert_no_deletes(w: &Five, when: &str) {
-    let d = deletes(w);
+    let d = w.deletes();
     assert!(
         d.is_empty(),
         "{when}: {} delete request(s) reached the providers, first {:?}",

@@ -28,15 +28,7 @@ impl Evil {
     pub async fn start() -> std::io::Result<Evil> {
         let log = RequestLog::default();
         let router = Router::new().fallback(answer).with_state(log.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let (addr, stop, task) = super::serve(router).await?;
         Ok(Evil {
             addr,
             log,

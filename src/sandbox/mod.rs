@@ -108,6 +108,23 @@ impl RequestLog {
     }
 }
 
+/// Serves `router` on 127.0.0.1 with a free port until the token is cancelled:
+/// the address, the token, and the serving task.
+pub(super) async fn serve(
+    router: Router,
+) -> std::io::Result<(SocketAddr, CancellationToken, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await;
+    });
+    Ok((addr, stop, task))
+}
+
 /// A running emulator: its address and how to stop it. Dropping it stops the server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -135,15 +152,7 @@ impl Server {
                 (log.clone(), prefix),
                 record,
             ));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let (addr, stop, task) = serve(router).await?;
         Ok(Server {
             addr,
             log,

@@ -205,19 +205,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RunRow {
-                id: r.get(0),
-                started_at: r.get(1),
-                finished_at: r.get(2),
-                mode: r.get(3),
-                status: r.get(4),
-                report: r
-                    .get::<Option<String>, _>(5)
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-            })
-            .collect())
+        Ok(rows.into_iter().map(|r| run_row(&r)).collect())
     }
 
     /// The newest run that stored a report (a run still going, or killed, has none).
@@ -228,16 +216,7 @@ impl Store {
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| RunRow {
-            id: r.get(0),
-            started_at: r.get(1),
-            finished_at: r.get(2),
-            mode: r.get(3),
-            status: r.get(4),
-            report: r
-                .get::<Option<String>, _>(5)
-                .and_then(|s| serde_json::from_str(&s).ok()),
-        }))
+        Ok(row.map(|r| run_row(&r)))
     }
 
     pub async fn cursor(&self, provider: &ProviderName) -> Result<Option<String>> {
@@ -280,6 +259,20 @@ pub struct RunRow {
     pub mode: String,
     pub status: String,
     pub report: Option<serde_json::Value>,
+}
+
+/// A `runs` row read as `id, started_at, finished_at, mode, status, report`.
+fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get(0),
+        started_at: r.get(1),
+        finished_at: r.get(2),
+        mode: r.get(3),
+        status: r.get(4),
+        report: r
+            .get::<Option<String>, _>(5)
+            .and_then(|s| serde_json::from_str(&s).ok()),
+    }
 }
 
 fn describe(path: &StorePath) -> String {

@@ -301,6 +301,23 @@ impl Five {
             .collect()
     }
 
+    /// Every delete request any provider received, as `provider METHOD path`.
+    pub fn deletes(&self) -> Vec<String> {
+        self.logs()
+            .iter()
+            .flat_map(|(name, log)| {
+                log.writes()
+                    .into_iter()
+                    .filter(|r| {
+                        r.method == "DELETE"
+                            || r.path.contains("/delete_customer/")
+                            || r.path.starts_with("/customer/gdpr_remove/")
+                    })
+                    .map(move |r| format!("{name} {} {}", r.method, r.path))
+            })
+            .collect()
+    }
+
     /// `provider: email` for every email a provider holds more than once.
     pub fn duplicates(&self) -> Vec<String> {
         self.holdings()
