@@ -107,18 +107,6 @@ impl Listed {
     }
 }
 
-/// One event of a person's activity in a provider (an order shipped, an email opened).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Activity {
-    pub at: Option<DateTime<Utc>>,
-    /// The provider's own type or status (`ShopifyOrderFulfilled`, `opened`).
-    pub kind: String,
-    /// A line for a person (`Order #1000 fulfilled`, `Order Confirmation`).
-    pub label: String,
-    /// The event as the provider sent it.
-    pub raw: serde_json::Value,
-}
-
 /// One event of a person's stream in a provider, with the provider's id for it (the
 /// key that keeps it once in the store).
 #[derive(Debug, Clone, PartialEq)]
@@ -330,15 +318,6 @@ pub trait Provider: Send + Sync {
         Err(ProviderError::unsupported(
             self.name(),
             "cannot look customers up by email",
-        ))
-    }
-
-    /// The record's read-only activity stream (Malomo events, Sendwithus email logs).
-    async fn activity(&self, id: &RemoteId) -> Result<Vec<Activity>, ProviderError> {
-        let _ = id;
-        Err(ProviderError::unsupported(
-            self.name(),
-            "has no activity stream",
         ))
     }
 

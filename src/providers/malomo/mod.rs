@@ -140,64 +140,6 @@ impl Provider for Malomo {
         }
     }
 
-    async fn activity(&self, id: &RemoteId) -> Result<Vec<super::Activity>, ProviderError> {
-        let base = format!("/customers/{}/events", urlencode(&id.0));
-        let mut path = base.clone();
-        let mut out = Vec::new();
-        // The same cursor contract as the customer list: Link rel="next", else
-        // next=<id of the last event>, until an empty page.
-        loop {
-            let resp = self.http.send(Request::get(path.clone())).await?;
-            self.http.expect_success(&resp)?;
-            let events: Option<Vec<serde_json::Value>> = self.http.decode(&resp.body)?;
-            let events = events.unwrap_or_default();
-            let Some(last) = events
-                .last()
-                .and_then(|e| e.get("id"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-            else {
-                return Ok(out);
-            };
-            let next = match resp.header("link").and_then(link_next) {
-                Some(link) => self.http.relative(&link),
-                None => Some(format!("{base}?next={}", urlencode(&last))),
-            };
-            // A cursor that does not move would loop for ever: stop there.
-            if next.as_deref() == Some(path.as_str()) {
-                return Ok(out);
-            }
-            out.extend(events.into_iter().map(|e| {
-                super::Activity {
-                    at: e
-                        .get("created_at")
-                        .and_then(|v| v.as_str())
-                        .and_then(super::dates::parse_date)
-                        .or_else(|| {
-                            e.get("timestamp")
-                                .and_then(|v| v.as_i64())
-                                .and_then(super::dates::from_epoch)
-                        }),
-                    kind: e
-                        .get("type")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("event")
-                        .to_string(),
-                    label: e
-                        .get("label")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string(),
-                    raw: e,
-                }
-            }));
-            match next {
-                Some(n) => path = n,
-                None => return Ok(out),
-            }
-        }
-    }
-
     fn has_events(&self) -> bool {
         true
     }

@@ -133,47 +133,6 @@ impl Provider for Sendwithus {
         Ok(env.customer.map(mapping::to_record).into_iter().collect())
     }
 
-    /// The customer's email logs (`GET /customers/{email}/logs`); the id is the email.
-    async fn activity(&self, id: &RemoteId) -> Result<Vec<super::Activity>, ProviderError> {
-        let resp = self
-            .http
-            .send(Request::get(format!(
-                "/customers/{}/logs",
-                urlencode(&id.0)
-            )))
-            .await?;
-        if resp.status.as_u16() == 404 {
-            return Ok(Vec::new());
-        }
-        self.http.expect_success(&resp)?;
-        let body: serde_json::Value = self.http.decode(&resp.body)?;
-        let logs = body
-            .get("logs")
-            .and_then(|l| l.as_array())
-            .cloned()
-            .unwrap_or_default();
-        Ok(logs
-            .into_iter()
-            .map(|l| super::Activity {
-                at: l
-                    .get("created")
-                    .and_then(|v| v.as_i64())
-                    .and_then(super::dates::from_epoch),
-                kind: l
-                    .get("status")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("email")
-                    .to_string(),
-                label: l
-                    .get("email_name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                raw: l,
-            })
-            .collect())
-    }
-
     fn has_events(&self) -> bool {
         true
     }
