@@ -200,6 +200,23 @@ struct RawProvider {
 pub enum StorePath {
     File(PathBuf),
     Memory,
+    Postgres(PgUrl),
+}
+
+/// A PostgreSQL URL (TEMPORARY until the tenants branch lands).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl(String);
+
+impl PgUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::store::redact(&self.0))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -767,6 +784,9 @@ pub fn parse_base_url(text: &str) -> Result<Url, String> {
 /// directory, `sqlite:///var/lib/custsync/c.db` absolute, `sqlite::memory:` in memory.
 pub fn parse_store_url(text: &str) -> Result<StorePath, ConfigError> {
     let bad = || ConfigError::new("store.url", format!("expected sqlite://PATH, got {text:?}"));
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(StorePath::Postgres(PgUrl(text.to_string())));
+    }
     if text == "sqlite::memory:" {
         return Ok(StorePath::Memory);
     }
@@ -927,7 +947,10 @@ mod tests {
             parse_store_url("sqlite://data/c.db").unwrap(),
             StorePath::File("data/c.db".into())
         );
-        assert!(parse_store_url("postgres://x").is_err());
+        assert!(matches!(
+            parse_store_url("postgres://x"),
+            Ok(StorePath::Postgres(_))
+        ));
     }
 }
 

@@ -69,7 +69,7 @@ type Shared = Arc<Served>;
 
 pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     let providers = connect_all(&config)?;
-    let store = open_store(&config.store.path).await?;
+    let store = open_store(&config.store.path, None).await?;
     let engine = Engine::new(config.clone(), store.clone(), providers);
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));

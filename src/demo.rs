@@ -53,7 +53,7 @@ pub async fn run(customers: usize) -> Result<ExitCode, AppError> {
     }
     println!("seeded: the documents' example customers + {people} generated people, overlapping across providers\n");
 
-    let store = open_store(&StorePath::File(db.clone())).await?;
+    let store = open_store(&StorePath::File(db.clone()), None).await?;
     let engine = Engine::new(config.clone(), store.clone(), connect_all(&config)?);
     let stop = CancellationToken::new();
     let opts = RunOptions {

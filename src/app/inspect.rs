@@ -89,12 +89,13 @@ pub async fn audit(config: &Config, filter: &AuditFilter) -> Result<ExitCode, Ap
 /// Opens the configured database for a command that only reads; where there is none
 /// yet, one line (exit 1) and no file made.
 pub(super) async fn open_existing_store(path: &StorePath) -> Result<Store, AppError> {
-    match Store::open_existing(path).await {
+    match Store::open_existing(path, None).await {
         Ok(Some(store)) => Ok(store),
         Ok(None) => {
             let at = match path {
                 StorePath::File(p) => p.display().to_string(),
                 StorePath::Memory => ":memory:".into(),
+                StorePath::Postgres(url) => format!("{url:?}"),
             };
             Err(anyhow::anyhow!("no database at {at} yet: run custsync --once first").into())
         }

@@ -279,13 +279,10 @@ pub async fn take_lease(
 /// One reconciliation (`--once`, `--dry-run`): exit 0 converged, 1 not.
 async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
     let providers = connect_all(&config)?;
-    let _dry_dir;
     let store = if cli.dry_run {
-        let (dir, store) = dry_run_store(&config.store.path).await?;
-        _dry_dir = dir;
-        store
+        dry_run_store(&config.store.path, None).await?
     } else {
-        open_store(&config.store.path).await?
+        open_store(&config.store.path, None).await?
     };
     let engine = Engine::new(config.clone(), store.clone(), providers);
     let opts = RunOptions {
@@ -381,8 +378,8 @@ pub fn provider_reason(provider: &ProviderName, e: &providers::ProviderError) ->
 /// Opens the configured database. One that cannot be used where `[store].url` points
 /// (a directory that cannot be made, a file that is no SQLite database, no permission)
 /// is a configuration error naming `store.url`.
-pub async fn open_store(path: &StorePath) -> Result<Store, AppError> {
-    Store::open(path)
+pub async fn open_store(path: &StorePath, tenant: Option<&str>) -> Result<Store, AppError> {
+    Store::open(path, tenant)
         .await
         .map_err(|e| match unusable_store(&e) {
             Some(why) => ConfigError::new("store.url", why).into(),
@@ -399,10 +396,15 @@ fn unusable_store(e: &StoreError) -> Option<String> {
             path,
             source: sqlx::Error::Database(db),
         } => {
+            // PostgreSQL: a refused login or a database that does not exist.
+            let code = db.code()?;
+            if matches!(&*code, "28000" | "28P01" | "3D000") {
+                return Some(format!("cannot use {path}: {}", db.message()));
+            }
             // SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
             // (primary codes: the low byte of SQLite's extended code). A busy or locked
             // database is not the configuration's fault.
-            let code = db.code()?.parse::<i32>().ok()? & 0xff;
+            let code = code.parse::<i32>().ok()? & 0xff;
             matches!(code, 3 | 8 | 11 | 14 | 26)
                 .then(|| format!("cannot use {path} as the database: {}", db.message()))
         }
@@ -410,25 +412,15 @@ fn unusable_store(e: &StoreError) -> Option<String> {
     }
 }
 
-/// A dry run plans on a throwaway copy of the database, so the real one records
-/// nothing; with no database yet, on a new empty one.
-async fn dry_run_store(path: &StorePath) -> Result<(tempfile::TempDir, Store), AppError> {
-    let dir = tempfile::tempdir().context("temporary directory for the dry run")?;
-    let copy = dir.path().join("dry-run.db");
-    if let StorePath::File(real) = path {
-        if real.exists() {
-            let store = open_store(path).await?;
-            store
-                .copy_to(&copy)
-                .await
-                .context("copying the database for the dry run")?;
-            store.close().await;
-        }
-    }
-    let store = Store::open(&StorePath::File(copy))
+/// A dry run plans on a throwaway copy of the tenant's store, so the real one
+/// records nothing; with no store yet, on a new empty one. Closing it removes it.
+async fn dry_run_store(path: &StorePath, tenant: Option<&str>) -> Result<Store, AppError> {
+    Store::dry_copy(path, tenant)
         .await
-        .context("the dry run's copy of the database")?;
-    Ok((dir, store))
+        .map_err(|e| match unusable_store(&e) {
+            Some(why) => ConfigError::new("store.url", why).into(),
+            None => AppError::Other(anyhow::Error::new(e).context("the dry run's copy of the store")),
+        })
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub async fn forget(
     // A dry run leaves a missing database missing: there is nothing in it to purge.
     let store = match &config.store.path {
         StorePath::File(p) if opts.dry_run && !p.exists() => None,
-        path => Some(open_store(path).await?),
+        path => Some(open_store(path, None).await?),
     };
     let known = match &store {
         Some(store) => store.person(&email).await.context("store")?,
@@ -94,7 +94,7 @@ pub async fn forget(
     }
     let store = match store {
         Some(store) => store,
-        None => open_store(&config.store.path).await?,
+        None => open_store(&config.store.path, None).await?,
     };
     if ask {
         let question = format!("Erase {} everywhere? [y/N] ", email.as_str());

@@ -76,15 +76,16 @@ pub struct Membership {
     pub member: bool,
 }
 
-/// The live links of `providers` of customers not tombstoned, with their marks.
+/// The live links of `providers` (a JSON list at `$2`) of customers not tombstoned,
+/// with their marks.
 const STREAMS: &str = "
     SELECT l.customer_id AS cid, l.provider AS provider, l.remote_id AS remote_id,
            m.cursor AS cursor, COALESCE(m.refreshed_at, '') AS refreshed
     FROM links l JOIN customers c ON c.id = l.customer_id
     LEFT JOIN activity_marks m
-      ON m.tenant = ?1 AND m.provider = l.provider AND m.customer_id = l.customer_id
+      ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
     WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
-      AND l.provider IN (SELECT value FROM json_each(?2))";
+      AND l.provider IN ";
 
 impl Store {
     /// Up to `limit` customers with a stream in `providers`, least recently read first
@@ -98,10 +99,11 @@ impl Store {
     ) -> Result<Vec<(CustomerId, Vec<Stream>)>> {
         let names: Vec<&str> = providers.iter().map(|p| p.0.as_str()).collect();
         let sql = format!(
-            "WITH cand AS ({STREAMS} AND (?3 IS NULL OR l.customer_id = ?3)),
-             picked AS (SELECT cid, MIN(refreshed) AS r FROM cand GROUP BY cid ORDER BY r, cid LIMIT ?4)
+            "WITH cand AS ({STREAMS}{} AND ($3 IS NULL OR l.customer_id = $3)),
+             picked AS (SELECT cid, MIN(refreshed) AS r FROM cand GROUP BY cid ORDER BY r, cid LIMIT $4)
              SELECT cand.cid, provider, remote_id, cursor FROM cand JOIN picked ON picked.cid = cand.cid
-             ORDER BY picked.r, cand.cid, provider"
+             ORDER BY picked.r, cand.cid, provider",
+            self.texts(2)
         );
         let rows = sqlx::query(&sql)
             .bind(tenant)
@@ -143,7 +145,7 @@ impl Store {
         for e in events {
             new += sqlx::query(
                 "INSERT INTO activity (tenant, provider, customer_id, remote_id, type, label, occurred_at, raw, fetched_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (tenant, provider, remote_id) DO NOTHING",
             )
             .bind(tenant)
@@ -162,7 +164,7 @@ impl Store {
         let newest = events.iter().filter_map(|e| e.at).max().map(time_text);
         sqlx::query(
             "INSERT INTO activity_marks (tenant, provider, customer_id, cursor, newest_at, refreshed_at)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
                cursor = excluded.cursor,
                newest_at = CASE WHEN excluded.newest_at > COALESCE(newest_at, '')
@@ -190,7 +192,7 @@ impl Store {
         customer: CustomerId,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = excluded.refreshed_at",
         )
         .bind(tenant)
@@ -206,7 +208,7 @@ impl Store {
     pub async fn timeline(&self, tenant: &str, customer: CustomerId) -> Result<Vec<TimelineEvent>> {
         let rows = sqlx::query(
             "SELECT provider, remote_id, type, label, occurred_at, raw FROM activity
-             WHERE tenant = ? AND customer_id = ?
+             WHERE tenant = $1 AND customer_id = $2
              ORDER BY occurred_at IS NULL, occurred_at DESC, id DESC",
         )
         .bind(tenant)
@@ -235,11 +237,12 @@ impl Store {
     ) -> Result<ActivityLag> {
         let names: Vec<&str> = providers.iter().map(|p| p.0.as_str()).collect();
         let sql = format!(
-            "WITH cand AS ({STREAMS})
+            "WITH cand AS ({STREAMS}{})
              SELECT COUNT(DISTINCT cid),
                     COUNT(DISTINCT CASE WHEN refreshed = '' THEN cid END),
                     MIN(NULLIF(refreshed, ''))
-             FROM cand"
+             FROM cand",
+            self.texts(2)
         );
         let row = sqlx::query(&sql)
             .bind(tenant)
@@ -265,8 +268,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT c.id, l.remote_id, c.fields, c.tombstoned_at IS NOT NULL
              FROM links l JOIN customers c ON c.id = l.customer_id
-             WHERE l.provider = ? AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.id > ?
-             ORDER BY c.id LIMIT ?",
+             WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.id > $2
+             ORDER BY c.id LIMIT $3",
         )
         .bind(&provider.0)
         .bind(after)
@@ -280,7 +283,7 @@ impl Store {
         let mut known: HashMap<i64, HashMap<String, (RemoteId, bool)>> = HashMap::new();
         for r in sqlx::query(
             "SELECT customer_id, group_id, remote_id, member FROM group_members
-             WHERE tenant = ? AND provider = ? AND customer_id BETWEEN ? AND ?",
+             WHERE tenant = $1 AND provider = $2 AND customer_id BETWEEN $3 AND $4",
         )
         .bind(tenant)
         .bind(&provider.0)
@@ -323,7 +326,7 @@ impl Store {
         for m in rows {
             sqlx::query(
                 "INSERT INTO group_members (tenant, provider, group_id, customer_id, remote_id, member, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (tenant, provider, group_id, customer_id) DO UPDATE SET
                    remote_id = excluded.remote_id, member = excluded.member, updated_at = excluded.updated_at",
             )
@@ -365,14 +368,14 @@ mod tests {
 
     /// Customers 1..=3 (`c3` tombstoned), linked to `ship` and `email`; `c4` only to `store`.
     async fn store() -> Store {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         for (id, email, tomb) in [
             (1, "a@example.com", false),
             (2, "b@example.com", false),
             (3, "c@example.com", true),
             (4, "d@example.com", false),
         ] {
-            sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at, tombstoned_at) VALUES (?, ?, '{}', 'x', 'x', ?)")
+            sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at, tombstoned_at) VALUES ($1, $2, '{}', 'x', 'x', $3)")
                 .bind(id)
                 .bind(email)
                 .bind(tomb.then_some("x"))
@@ -385,7 +388,7 @@ mod tests {
                 &["ship", "email"]
             };
             for p in providers {
-                sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES (?, ?, ?, '{}')")
+                sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ($1, $2, $3, '{}')")
                     .bind(p)
                     .bind(format!("{p}-{id}"))
                     .bind(id)

@@ -2,8 +2,8 @@
 //! `custsync audit` prints as JSON lines.
 
 use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Row, Transaction};
 
 use super::{now_text, Result, RunId, Store};
 use crate::model::{CustomerId, ProviderName};
@@ -18,7 +18,7 @@ pub struct AuditEntry {
 
 /// The statement that stores one entry; [`AuditEntry::bind`] gives its parameters.
 pub(super) const INSERT: &str =
-    "INSERT INTO audit (run_id, at, customer_id, provider, action, detail) VALUES (?, ?, ?, ?, ?, ?)";
+    "INSERT INTO audit (run_id, at, customer_id, provider, action, detail) VALUES ($1, $2, $3, $4, $5, $6)";
 
 impl AuditEntry {
     pub fn new(
@@ -35,7 +35,7 @@ impl AuditEntry {
         }
     }
 
-    pub async fn insert(&self, tx: &mut Transaction<'_, Sqlite>, run: RunId) -> Result<()> {
+    pub async fn insert(&self, tx: &mut Transaction<'_, Any>, run: RunId) -> Result<()> {
         self.bind(sqlx::query(INSERT), run)
             .execute(&mut **tx)
             .await?;
@@ -45,7 +45,7 @@ impl AuditEntry {
     /// Stores `entries` in their order with one statement.
     pub async fn insert_all(
         entries: &[&AuditEntry],
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         run: RunId,
     ) -> Result<()> {
         if entries.is_empty() {
@@ -64,12 +64,20 @@ impl AuditEntry {
                 ])
             })
             .collect();
-        sqlx::query(
-            "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
-             SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                    json_extract(value, '$[3]'), json_extract(value, '$[4]')
-             FROM json_each(?) ORDER BY key",
-        )
+        let sql = match super::backend_of(tx) {
+            super::Backend::Sqlite => {
+                "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
+                 SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                        json_extract(value, '$[3]'), json_extract(value, '$[4]')
+                 FROM json_each($2) ORDER BY key"
+            }
+            super::Backend::Postgres => {
+                "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
+                 SELECT $1, e.value->>0, (e.value->>1)::BIGINT, e.value->>2, e.value->>3, e.value->>4
+                 FROM json_array_elements($2::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key"
+            }
+        };
+        sqlx::query(sql)
         .bind(run.0)
         .bind(serde_json::Value::Array(rows).to_string())
         .execute(&mut **tx)
@@ -81,9 +89,9 @@ impl AuditEntry {
     /// (one round trip to SQLite instead of several).
     pub(super) fn bind<'q>(
         &self,
-        q: Query<'q, Sqlite, SqliteArguments<'q>>,
+        q: Query<'q, Any, AnyArguments<'q>>,
         run: RunId,
-    ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    ) -> Query<'q, Any, AnyArguments<'q>> {
         q.bind(run.0)
             .bind(now_text())
             .bind(self.customer.map(|c| c.0))
@@ -124,9 +132,9 @@ impl Store {
         let rows = sqlx::query(
             "SELECT a.id, a.run_id, a.at, a.customer_id, c.email, a.provider, a.action, a.detail
              FROM audit a LEFT JOIN customers c ON c.id = a.customer_id
-             WHERE (?1 IS NULL OR a.provider = ?1) AND (?2 IS NULL OR a.action = ?2)
-               AND (?3 IS NULL OR c.email = ?3) AND (?4 IS NULL OR a.run_id = ?4)
-             ORDER BY a.id LIMIT ?5",
+             WHERE ($1 IS NULL OR a.provider = $1) AND ($2 IS NULL OR a.action = $2)
+               AND ($3 IS NULL OR c.email = $3) AND ($4 IS NULL OR a.run_id = $4)
+             ORDER BY a.id LIMIT $5",
         )
         .bind(&f.provider)
         .bind(&f.action)

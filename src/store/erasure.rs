@@ -15,7 +15,7 @@ impl Store {
         &self,
         email: &Email,
     ) -> Result<Option<(CustomerId, Vec<(ProviderName, RemoteId)>)>> {
-        let Some(row) = sqlx::query("SELECT id FROM customers WHERE email = ?")
+        let Some(row) = sqlx::query("SELECT id FROM customers WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&self.pool)
             .await?
@@ -24,7 +24,7 @@ impl Store {
         };
         let id: i64 = row.get(0);
         let links =
-            sqlx::query("SELECT provider, remote_id FROM links WHERE customer_id = ? AND gone = 0")
+            sqlx::query("SELECT provider, remote_id FROM links WHERE customer_id = $1 AND gone = 0")
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?
@@ -38,8 +38,8 @@ impl Store {
     /// (operations in the outbox, audit entries).
     pub async fn erasure_extent(&self, id: CustomerId) -> Result<(i64, i64)> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE customer_id = ?1),
-                    (SELECT COUNT(*) FROM audit WHERE customer_id = ?1)",
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE customer_id = $1),
+                    (SELECT COUNT(*) FROM audit WHERE customer_id = $1)",
         )
         .bind(id.0)
         .fetch_one(&self.pool)
@@ -53,21 +53,21 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let now = now_text();
         let hash = email_hash(email);
-        let id: Option<i64> = sqlx::query("SELECT id FROM customers WHERE email = ?")
+        let id: Option<i64> = sqlx::query("SELECT id FROM customers WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| r.get(0));
         let id = match id {
             Some(id) => id,
-            None => sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at) VALUES (NULL, '{}', ?, ?)")
+            None => sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at) VALUES (NULL, '{}', $1, $2) RETURNING id")
                 .bind(&now)
                 .bind(&now)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?
-                .last_insert_rowid(),
+                .get(0),
         };
-        sqlx::query("UPDATE customers SET email = NULL, email_hash = ?, fields = '{}', tombstoned_at = COALESCE(tombstoned_at, ?) WHERE id = ?")
+        sqlx::query("UPDATE customers SET email = NULL, email_hash = $1, fields = '{}', tombstoned_at = COALESCE(tombstoned_at, $2) WHERE id = $3")
             .bind(&hash)
             .bind(&now)
             .bind(id)
@@ -75,29 +75,29 @@ impl Store {
             .await?;
         // Links go too (a Sendwithus remote id is the email): a record left in a provider
         // that cannot delete is recognized by the hash when it is listed again.
-        sqlx::query("DELETE FROM links WHERE customer_id = ?")
+        sqlx::query("DELETE FROM links WHERE customer_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM outbox WHERE customer_id = ?")
+        sqlx::query("DELETE FROM outbox WHERE customer_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         // The person's activity and what custsync knew of their groups (DESIGN 14).
         for table in ["activity", "activity_marks", "group_members"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE customer_id = $1"))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("UPDATE audit SET detail = '{\"erased\":true}' WHERE customer_id = ?")
+        sqlx::query("UPDATE audit SET detail = '{\"erased\":true}' WHERE customer_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE runs SET report = replace(report, ?, '[erased]') WHERE instr(report, ?) > 0",
+            "UPDATE runs SET report = replace(report, $1, '[erased]')
+             WHERE replace(report, $1, '[erased]') <> report",
         )
-        .bind(email.as_str())
         .bind(email.as_str())
         .execute(&mut *tx)
         .await?;
@@ -111,10 +111,22 @@ impl Store {
         .await?;
         tx.commit().await?;
         // Deleted rows linger in free pages and in the write-ahead log until rewritten.
-        sqlx::query("VACUUM").execute(&self.pool).await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
+        match self.backend {
+            super::Backend::Sqlite => {
+                sqlx::query("VACUUM").execute(&self.pool).await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&self.pool)
+                    .await?;
+            }
+            super::Backend::Postgres => {
+                // Rewrites the tables the person was in, so no dead row keeps them.
+                sqlx::query(
+                    "VACUUM FULL customers, links, outbox, audit, runs, activity, activity_marks, group_members",
+                )
+                .execute(&self.pool)
+                .await?;
+            }
+        }
         Ok(())
     }
 }

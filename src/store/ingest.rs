@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::links::{email_hash, json, projection, Duplicate, Observed};
 use super::{now_text, parse_time, time_text, Result, RunId, Store};
@@ -53,9 +53,10 @@ impl Store {
         seen.flush(&mut tx).await?;
         if !present.is_empty() {
             let present: Vec<&str> = present.iter().map(|r| r.0.as_str()).collect();
-            sqlx::query(
-                "UPDATE links SET seen_run = ? WHERE provider = ? AND remote_id IN (SELECT value FROM json_each(?))",
-            )
+            sqlx::query(&format!(
+            "UPDATE links SET seen_run = $1 WHERE provider = $2 AND remote_id IN {}",
+            self.texts(3)
+        ))
             .bind(run.0)
             .bind(&provider.0)
             .bind(json(&present))
@@ -90,15 +91,16 @@ struct PageState {
 
 impl PageState {
     async fn load(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         provider: &ProviderName,
         observed: &[Observed],
     ) -> Result<PageState> {
         let ids: Vec<&str> = observed.iter().map(|o| o.record.id.0.as_str()).collect();
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT l.remote_id, l.snapshot, c.tombstoned_at FROM links l JOIN customers c ON c.id = l.customer_id
-             WHERE l.provider = ? AND l.remote_id IN (SELECT value FROM json_each(?))",
-        )
+             WHERE l.provider = $1 AND l.remote_id IN {}",
+            super::texts(super::backend_of(conn), 2)
+        ))
         .bind(&provider.0)
         .bind(json(&ids))
         .fetch_all(&mut *conn)
@@ -129,13 +131,14 @@ impl PageState {
 
     async fn load_people(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         observed: &[Observed],
     ) -> Result<()> {
         let emails: Vec<&str> = observed.iter().map(|o| o.email.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT email, id, tombstoned_at FROM customers WHERE email IN (SELECT value FROM json_each(?))",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT email, id, tombstoned_at FROM customers WHERE email IN {}",
+            super::texts(super::backend_of(conn), 1)
+        ))
         .bind(json(&emails))
         .fetch_all(&mut *conn)
         .await?;
@@ -144,9 +147,10 @@ impl PageState {
             self.customers.insert(r.get(0), (r.get(1), tombstoned));
         }
         let hashes: Vec<String> = observed.iter().map(|o| email_hash(&o.email)).collect();
-        let rows = sqlx::query(
-            "SELECT email_hash FROM customers WHERE email IS NULL AND email_hash IN (SELECT value FROM json_each(?))",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT email_hash FROM customers WHERE email IS NULL AND email_hash IN {}",
+            super::texts(super::backend_of(conn), 1)
+        ))
         .bind(json(&hashes))
         .fetch_all(&mut *conn)
         .await?;
@@ -184,13 +188,14 @@ impl<'a> Seen<'a> {
         self.ids.push(id);
     }
 
-    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
         if self.ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE links SET seen_run = ?, observed = NULL WHERE provider = ? AND remote_id IN (SELECT value FROM json_each(?))",
-        )
+        sqlx::query(&format!(
+            "UPDATE links SET seen_run = $1, observed = NULL WHERE provider = $2 AND remote_id IN {}",
+            super::texts(super::backend_of(conn), 3)
+        ))
         .bind(self.run.0)
         .bind(&self.provider.0)
         .bind(json(&self.ids))
@@ -203,13 +208,13 @@ impl<'a> Seen<'a> {
 
 /// A known record that changed: its `listed` state is kept for the merge.
 async fn observe(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     provider: &ProviderName,
     run: RunId,
     o: &Observed,
     listed: &Projection,
 ) -> Result<()> {
-    sqlx::query("UPDATE links SET seen_run = ?, observed = ?, observed_at = ? WHERE provider = ? AND remote_id = ?")
+    sqlx::query("UPDATE links SET seen_run = $1, observed = $2, observed_at = $3 WHERE provider = $4 AND remote_id = $5")
         .bind(run.0)
         .bind(json(listed))
         .bind(time_text(o.time))
@@ -220,20 +225,25 @@ async fn observe(
     Ok(())
 }
 
-const INSERT_LINK: &str = "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?)";
+const INSERT_LINK: &str = "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// A new, empty customer and its first link, answering the customer's id.
-const INSERT_CUSTOMER_AND_LINK: &str =
-    "INSERT INTO customers (email, fields, updated_at, created_at) VALUES (?, '{}', ?, ?);
+/// SQLite runs the two statements as one query; PostgreSQL one statement with a CTE.
+const INSERT_CUSTOMER_AND_LINK: [&str; 2] = [
+    "INSERT INTO customers (email, fields, updated_at, created_at) VALUES ($1, '{}', $2, $3);
      INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
-     VALUES (?, ?, last_insert_rowid(), ?, ?, ?) RETURNING customer_id";
+     VALUES ($4, $5, last_insert_rowid(), $6, $7, $8) RETURNING customer_id",
+    "WITH c AS (INSERT INTO customers (email, fields, updated_at, created_at) VALUES ($1, '{}', $2, $3) RETURNING id)
+     INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
+     SELECT $4, $5, c.id, $6, $7, $8 FROM c RETURNING customer_id",
+];
 
 /// Links a record whose remote id is not linked yet to the customer with its email,
 /// created empty if there is none (not for a tombstoned or forgotten person). A second
 /// record of the same provider with the same email is a duplicate; the most recently
 /// updated one is linked while neither has been merged yet.
 async fn link_new(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     provider: &ProviderName,
     run: RunId,
     o: &Observed,
@@ -248,7 +258,7 @@ async fn link_new(
             // A new customer has no links yet (links always point at a customer that
             // exists): customer and link are written at once.
             let now = now_text();
-            let rows = sqlx::query(INSERT_CUSTOMER_AND_LINK)
+            let rows = sqlx::query(INSERT_CUSTOMER_AND_LINK[super::backend_of(conn) as usize])
                 .bind(email)
                 .bind(&now)
                 .bind(&now)
@@ -271,14 +281,14 @@ async fn link_new(
 /// `link_new` for a person who has a customer already, maybe with a record of this
 /// provider linked.
 async fn link_to_existing(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     provider: &ProviderName,
     run: RunId,
     o: &Observed,
     customer_id: i64,
     page: &mut PageState,
 ) -> Result<Option<Duplicate>> {
-    let other = sqlx::query("SELECT remote_id, snapshot, observed_at, gone FROM links WHERE provider = ? AND customer_id = ?")
+    let other = sqlx::query("SELECT remote_id, snapshot, observed_at, gone FROM links WHERE provider = $1 AND customer_id = $2")
         .bind(&provider.0)
         .bind(customer_id)
         .fetch_optional(&mut *conn)
@@ -299,7 +309,7 @@ async fn link_to_existing(
                 email: o.email.clone(),
             }));
         }
-        sqlx::query("DELETE FROM links WHERE provider = ? AND remote_id = ?")
+        sqlx::query("DELETE FROM links WHERE provider = $1 AND remote_id = $2")
             .bind(&provider.0)
             .bind(&other_id.0)
             .execute(&mut *conn)
@@ -356,7 +366,7 @@ mod tests {
 
     /// `(remote_id, customer_id, first name observed, seen_run)` of a provider's links.
     async fn links(s: &Store, provider: &str) -> Vec<(String, i64, Option<String>, i64)> {
-        let rows = sqlx::query("SELECT remote_id, customer_id, observed, seen_run FROM links WHERE provider = ? ORDER BY remote_id")
+        let rows = sqlx::query("SELECT remote_id, customer_id, observed, seen_run FROM links WHERE provider = $1 ORDER BY remote_id")
             .bind(provider)
             .fetch_all(s.pool())
             .await
@@ -392,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_of_one_page_see_the_links_made_before_them_in_it() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let run = s.begin_run("once").await.unwrap();
         let p = ProviderName("p".into());
         let page = [
@@ -423,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_known_record_unchanged_is_marked_seen_and_a_changed_one_is_kept_for_the_merge() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());
         let run = s.begin_run("once").await.unwrap();
         let first = [rec("a1", "x@e.co", "Ann", 1), rec("b1", "y@e.co", "Bob", 1)];
@@ -451,7 +461,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_field_the_answer_did_not_carry_keeps_the_snapshots_value() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());
         let run = s.begin_run("once").await.unwrap();
         let mut first = rec("a1", "x@e.co", "Ann", 1);
@@ -481,7 +491,7 @@ mod tests {
 
     #[tokio::test]
     async fn tombstoned_and_forgotten_people_are_not_linked_again() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());
         let run = s.begin_run("once").await.unwrap();
         s.ingest_page(&p, run, &[rec("a1", "x@e.co", "Ann", 1)], &[])
@@ -491,7 +501,7 @@ mod tests {
             .execute(s.pool())
             .await
             .unwrap();
-        sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at, email_hash) VALUES (NULL, '{}', 'now', 'now', ?)")
+        sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at, email_hash) VALUES (NULL, '{}', 'now', 'now', $1)")
             .bind(email_hash(&Email::parse("f@e.co").unwrap()))
             .execute(s.pool())
             .await

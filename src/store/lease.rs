@@ -118,8 +118,8 @@ pub struct Fence {
     pub token: i64,
 }
 
-/// The SQL condition that a fence still holds, with three binds: tenant, token, now.
-pub const FENCE_HOLDS: &str = "EXISTS (SELECT 1 FROM leases WHERE tenant = ? AND token = ? AND released = 0 AND expires_at > ?)";
+/// The SQL condition that a fence still holds: tenant at `$3`, token at `$4`, now at `$1`.
+pub const FENCE_HOLDS: &str = "EXISTS (SELECT 1 FROM leases WHERE tenant = $3 AND token = $4 AND released = 0 AND expires_at > $1)";
 
 /// A lease held by this process. It is renewed in the background until `release`;
 /// `lost` is cancelled when a renewal finds it taken over or expired.
@@ -165,7 +165,7 @@ impl Store {
                 None => {
                     let inserted = sqlx::query(
                         "INSERT INTO leases (tenant, worker, host, pid, started, token, acquired_at, renewed_at, expires_at, released)
-                         VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, 0) ON CONFLICT (tenant) DO NOTHING",
+                         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, 0) ON CONFLICT (tenant) DO NOTHING",
                     )
                     .bind(tenant)
                     .bind(&holder.worker)
@@ -192,9 +192,9 @@ impl Store {
                         }));
                     }
                     let taken = sqlx::query(
-                        "UPDATE leases SET worker = ?, host = ?, pid = ?, started = ?, token = token + 1,
-                         acquired_at = ?, renewed_at = ?, expires_at = ?, released = 0
-                         WHERE tenant = ? AND token = ?",
+                        "UPDATE leases SET worker = $1, host = $2, pid = $3, started = $4, token = token + 1,
+                         acquired_at = $5, renewed_at = $6, expires_at = $7, released = 0
+                         WHERE tenant = $8 AND token = $9",
                     )
                     .bind(&holder.worker)
                     .bind(&holder.host)
@@ -229,7 +229,7 @@ impl Store {
 
     async fn lease_row(&self, tenant: &str) -> Result<Option<LeaseRow>> {
         let row = sqlx::query(
-            "SELECT worker, host, pid, started, token, expires_at, released FROM leases WHERE tenant = ?",
+            "SELECT worker, host, pid, started, token, expires_at, released FROM leases WHERE tenant = $1",
         )
         .bind(tenant)
         .fetch_optional(&self.pool)
@@ -274,7 +274,7 @@ impl Store {
         let now = Utc::now();
         let expires = time_text(now + chrono::Duration::from_std(ttl).unwrap_or_default());
         let n = sqlx::query(
-            "UPDATE leases SET renewed_at = ?, expires_at = ? WHERE tenant = ? AND token = ? AND released = 0",
+            "UPDATE leases SET renewed_at = $1, expires_at = $2 WHERE tenant = $3 AND token = $4 AND released = 0",
         )
         .bind(time_text(now))
         .bind(expires)
@@ -389,7 +389,7 @@ impl Lease {
     pub async fn release(&self) {
         self.renewer.abort();
         let fence = &self.state.fence;
-        let _ = sqlx::query("UPDATE leases SET released = 1 WHERE tenant = ? AND token = ?")
+        let _ = sqlx::query("UPDATE leases SET released = 1 WHERE tenant = $1 AND token = $2")
             .bind(&fence.tenant)
             .bind(fence.token)
             .execute(&self.state.store.pool)
@@ -425,7 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_holder_at_a_time_and_the_token_grows() {
-        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let store = Store::open(&StorePath::Memory, None).await.unwrap();
         let ttl = Duration::from_secs(30);
         let a = store
             .acquire_lease("default", &other("a"), ttl)
@@ -456,7 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over() {
-        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let store = Store::open(&StorePath::Memory, None).await.unwrap();
         let a = store
             .acquire_lease("default", &other("a"), Duration::from_secs(30))
             .await
@@ -482,7 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_holder_on_this_host_frees_the_lease_at_once() {
-        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let store = Store::open(&StorePath::Memory, None).await.unwrap();
         let mut dead = Holder::this_process(Some("dead"));
         dead.started = Some(-1); // not this process's start time: a reused pid
         let _a = store
@@ -500,7 +500,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_taken_over_while_this_process_slept_lets_no_write_out() {
-        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let store = Store::open(&StorePath::Memory, None).await.unwrap();
         let ttl = Duration::from_secs(1);
         let a = store
             .acquire_lease("default", &other("a"), ttl)

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use super::{audit::AuditEntry, now_text, parse_time, Result, RunId, Store};
 use crate::model::{CustomerId, Email, Projection, ProviderName, RemoteId};
@@ -110,8 +110,8 @@ impl Store {
     ) -> Result<Vec<(CustomerId, RemoteId)>> {
         let rows = sqlx::query(
             "SELECT l.customer_id, l.remote_id FROM links l JOIN customers c ON c.id = l.customer_id
-             WHERE l.provider = ? AND l.gone = 0 AND l.snapshot IS NOT NULL
-               AND (l.seen_run IS NULL OR l.seen_run < ?) AND c.tombstoned_at IS NULL",
+             WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL
+               AND (l.seen_run IS NULL OR l.seen_run < $2) AND c.tombstoned_at IS NULL",
         )
         .bind(&provider.0)
         .bind(run.0)
@@ -127,14 +127,20 @@ impl Store {
     /// to another customer (not tombstoned, not forgotten). Emails compare as
     /// [`Email`] holds them, so a change of spelling (case, NFC, punycode) is none.
     pub async fn email_claims(&self) -> Result<Vec<EmailClaim>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(self.sql(
             "SELECT l.customer_id, l.provider, l.remote_id, json_extract(l.observed, '$.email'),
                     json_extract(l.snapshot, '$.email')
              FROM links l JOIN customers c ON c.id = l.customer_id
              WHERE l.observed IS NOT NULL AND l.snapshot IS NOT NULL AND l.gone = 0
                AND c.tombstoned_at IS NULL
                AND json_extract(l.observed, '$.email') IS NOT json_extract(l.snapshot, '$.email')",
-        )
+            "SELECT l.customer_id, l.provider, l.remote_id, l.observed::json->>'email',
+                    l.snapshot::json->>'email'
+             FROM links l JOIN customers c ON c.id = l.customer_id
+             WHERE l.observed IS NOT NULL AND l.snapshot IS NOT NULL AND l.gone = 0
+               AND c.tombstoned_at IS NULL
+               AND (l.observed::json->>'email') IS DISTINCT FROM (l.snapshot::json->>'email')",
+        ))
         .fetch_all(&self.pool)
         .await?;
         let mut moved = Vec::new();
@@ -160,9 +166,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let emails: Vec<&str> = moved.iter().map(|m| m.4.as_str()).collect();
-        let owners: HashMap<String, i64> = sqlx::query(
-            "SELECT email, id FROM customers WHERE email IN (SELECT value FROM json_each(?))",
-        )
+        let owners: HashMap<String, i64> = sqlx::query(&format!(
+            "SELECT email, id FROM customers WHERE email IN {}",
+            self.texts(1)
+        ))
         .bind(json(&emails))
         .fetch_all(&self.pool)
         .await?
@@ -205,7 +212,7 @@ impl Store {
                 continue;
             }
             let moved = sqlx::query(
-                "UPDATE customers SET email = ? WHERE id = ? AND NOT EXISTS (SELECT 1 FROM customers WHERE email = ?)",
+                "UPDATE customers SET email = $1 WHERE id = $2 AND NOT EXISTS (SELECT 1 FROM customers WHERE email = $3)",
             )
             .bind(email.as_str())
             .bind(id)
@@ -222,7 +229,7 @@ impl Store {
     /// How many live, merged links a provider has (the base of the delete guard).
     pub async fn linked_count(&self, provider: &ProviderName) -> Result<i64> {
         let n = sqlx::query(
-            "SELECT COUNT(*) FROM links WHERE provider = ? AND gone = 0 AND snapshot IS NOT NULL",
+            "SELECT COUNT(*) FROM links WHERE provider = $1 AND gone = 0 AND snapshot IS NOT NULL",
         )
         .bind(&provider.0)
         .fetch_one(&self.pool)
@@ -244,7 +251,7 @@ impl Store {
         let now = now_text();
         for (customer, remote) in gone {
             sqlx::query(
-                "UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?",
+                "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id = $2",
             )
             .bind(&provider.0)
             .bind(&remote.0)
@@ -252,7 +259,7 @@ impl Store {
             .await?;
             if tombstone {
                 sqlx::query(
-                    "UPDATE customers SET tombstoned_at = ? WHERE id = ? AND tombstoned_at IS NULL",
+                    "UPDATE customers SET tombstoned_at = $1 WHERE id = $2 AND tombstoned_at IS NULL",
                 )
                 .bind(&now)
                 .bind(customer.0)
@@ -281,7 +288,7 @@ impl Store {
     ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
-            "SELECT id, email, fields, updated_at, tombstoned_at FROM customers WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, email, fields, updated_at, tombstoned_at FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -294,7 +301,7 @@ impl Store {
         let mut links: HashMap<i64, Vec<LinkRow>> = HashMap::new();
         let link_rows = sqlx::query(
             "SELECT customer_id, provider, remote_id, snapshot, observed, observed_at, gone
-             FROM links WHERE customer_id BETWEEN ? AND ?",
+             FROM links WHERE customer_id BETWEEN $1 AND $2",
         )
         .bind(first)
         .bind(last)
@@ -317,7 +324,7 @@ impl Store {
         let mut maybe: HashMap<i64, HashSet<ProviderName>> = HashMap::new();
         let mut open: HashSet<i64> = HashSet::new();
         let op_rows = sqlx::query(
-            "SELECT customer_id, provider, state, op, maybe_applied FROM outbox WHERE customer_id BETWEEN ? AND ?",
+            "SELECT customer_id, provider, state, op, maybe_applied FROM outbox WHERE customer_id BETWEEN $1 AND $2",
         )
         .bind(first)
         .bind(last)
@@ -388,11 +395,14 @@ impl Store {
             .flat_map(|(_, u)| u.merged.iter().map(|(p, r)| (p.0.as_str(), r.0.as_str())))
             .collect();
         if !merged.is_empty() {
-            sqlx::query(
+            sqlx::query(self.sql(
                 "UPDATE links SET snapshot = observed, observed = NULL
                  WHERE observed IS NOT NULL AND (provider, remote_id) IN
-                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-            )
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1))",
+                "UPDATE links SET snapshot = observed, observed = NULL
+                 WHERE observed IS NOT NULL AND (provider, remote_id) IN
+                   (SELECT e->>0, e->>1 FROM json_array_elements($1::json) AS e)",
+            ))
             .bind(json(&merged))
             .execute(&mut *tx)
             .await?;
@@ -408,23 +418,21 @@ impl Store {
 /// Writes a customer's new canonical record. False when its new email belongs to
 /// another customer: then the record is written with the email it had.
 async fn save_fields(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     id: CustomerId,
     fields: &Projection,
     now: &str,
 ) -> Result<bool> {
     const UPDATE: &str =
-        "UPDATE customers SET fields = ?, updated_at = ?, email = COALESCE(?, email) WHERE id = ?";
+        "UPDATE customers SET fields = $1, updated_at = $2, email = COALESCE($3, email) WHERE id = $4";
     let email = fields.email();
     if let Some(e) = &email {
         // The usual case in one statement: the email is nobody else's.
         let done = sqlx::query(&format!(
-            "{UPDATE} AND NOT EXISTS (SELECT 1 FROM customers WHERE email = ? AND id != ?)"
+            "{UPDATE} AND NOT EXISTS (SELECT 1 FROM customers WHERE email = $3 AND id != $4)"
         ))
         .bind(json(fields))
         .bind(now)
-        .bind(e.as_str())
-        .bind(id.0)
         .bind(e.as_str())
         .bind(id.0)
         .execute(&mut **tx)
@@ -434,7 +442,7 @@ async fn save_fields(
         }
     }
     let taken = match &email {
-        Some(e) => sqlx::query("SELECT 1 FROM customers WHERE email = ? AND id != ?")
+        Some(e) => sqlx::query("SELECT 1 FROM customers WHERE email = $1 AND id != $2")
             .bind(e.as_str())
             .bind(id.0)
             .fetch_optional(&mut **tx)
@@ -444,7 +452,7 @@ async fn save_fields(
     };
     let mut fields = fields.clone();
     if taken || email.is_none() {
-        let current: Option<String> = sqlx::query("SELECT email FROM customers WHERE id = ?")
+        let current: Option<String> = sqlx::query("SELECT email FROM customers WHERE id = $1")
             .bind(id.0)
             .fetch_one(&mut **tx)
             .await?
@@ -466,7 +474,7 @@ async fn save_fields(
 /// that may have reached its provider keeps that mark, so it is looked up before it
 /// is sent again.
 async fn replace_ops(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     run: RunId,
     updates: &[(CustomerId, &CustomerUpdate)],
     now: &str,
@@ -474,20 +482,23 @@ async fn replace_ops(
     let ids: Vec<i64> = updates.iter().map(|(id, _)| id.0).collect();
     // What the superseded operations had been through: a new operation of the same
     // customer, provider and kind carries on its attempts, last error and doubt.
-    let earlier: HashMap<OpKey, OpHistory> = sqlx::query(
+    let backend = super::backend_of(tx);
+    let earlier: HashMap<OpKey, OpHistory> = sqlx::query(&format!(
         "SELECT customer_id, provider, op, attempts, maybe_applied, last_error FROM outbox
-         WHERE customer_id IN (SELECT value FROM json_each(?)) AND state IN ('pending', 'failed', 'in_flight')",
-    )
+         WHERE customer_id IN {} AND state IN ('pending', 'failed', 'in_flight')",
+        super::ints(backend, 1)
+    ))
     .bind(json(&ids))
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get::<i64, _>(4) != 0, r.get(5))))
     .collect();
-    sqlx::query(
-        "DELETE FROM outbox WHERE customer_id IN (SELECT value FROM json_each(?))
+    sqlx::query(&format!(
+        "DELETE FROM outbox WHERE customer_id IN {}
            AND state IN ('pending', 'failed', 'in_flight')",
-    )
+        super::ints(backend, 1)
+    ))
     .bind(json(&ids))
     .execute(&mut **tx)
     .await?;
@@ -517,14 +528,24 @@ async fn replace_ops(
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
-                             attempts, last_error, run_id, created_at, updated_at)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                'pending', json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), ?, ?, ?
-         FROM json_each(?) ORDER BY key",
-    )
+    let insert = match backend {
+        super::Backend::Sqlite => {
+            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
+                                 attempts, last_error, run_id, created_at, updated_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    'pending', json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), $1, $2, $3
+             FROM json_each($4) ORDER BY key"
+        }
+        super::Backend::Postgres => {
+            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
+                                 attempts, last_error, run_id, created_at, updated_at)
+             SELECT e.value->>0, (e.value->>1)::BIGINT, e.value->>2, e.value->>3, e.value->>4, e.value->>5,
+                    'pending', (e.value->>6)::BIGINT, (e.value->>7)::BIGINT, e.value->>8, $1, $2, $3
+             FROM json_array_elements($4::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key"
+        }
+    };
+    sqlx::query(insert)
     .bind(run.0)
     .bind(now)
     .bind(now)
@@ -554,15 +575,15 @@ mod tests {
     async fn customer(s: &Store, email: &str) -> CustomerId {
         let now = now_text();
         let id = sqlx::query(
-            "INSERT INTO customers (email, fields, updated_at, created_at) VALUES (?, '{}', ?, ?)",
+            "INSERT INTO customers (email, fields, updated_at, created_at) VALUES ($1, '{}', $2, $3) RETURNING id",
         )
         .bind(email)
         .bind(&now)
         .bind(&now)
-        .execute(s.pool())
+        .fetch_one(s.pool())
         .await
         .unwrap()
-        .last_insert_rowid();
+        .get(0);
         CustomerId(id)
     }
 
@@ -578,7 +599,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replan_replaces_open_operations_and_keeps_a_doubtful_create_doubtful() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let run = s.begin_run("once").await.unwrap();
         let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
         for (provider, customer, state, maybe) in [
@@ -586,7 +607,7 @@ mod tests {
             ("q", a, "pending", 0),
             ("r", b, "parked", 1),
         ] {
-            sqlx::query("INSERT INTO outbox (provider, customer_id, op, payload, changed, state, maybe_applied, created_at, updated_at) VALUES (?, ?, 'create', '{}', '[]', ?, ?, 'x', 'x')")
+            sqlx::query("INSERT INTO outbox (provider, customer_id, op, payload, changed, state, maybe_applied, created_at, updated_at) VALUES ($1, $2, 'create', '{}', '[]', $3, $4, 'x', 'x')")
                 .bind(provider)
                 .bind(customer.0)
                 .bind(state)
@@ -643,14 +664,14 @@ mod tests {
 
     #[tokio::test]
     async fn emails_stored_in_the_older_form_are_put_in_the_present_one() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let old = customer(&s, "ann@ex\u{e4}mple.com").await;
         customer(&s, "jose\u{301}@x.co").await;
         customer(&s, "jos\u{e9}@x.co").await; // both forms held: left as it is
         customer(&s, "plain@x.co").await;
         let left = s.renormalize_emails().await.unwrap();
         assert_eq!(left, ["jose\u{301}@x.co"]);
-        let email: String = sqlx::query("SELECT email FROM customers WHERE id = ?")
+        let email: String = sqlx::query("SELECT email FROM customers WHERE id = $1")
             .bind(old.0)
             .fetch_one(s.pool())
             .await
@@ -662,7 +683,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_listed_with_another_customers_email_is_a_claim() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
         let email = |e: &str| json(&Projection::new().with(Field::Email, Some(e)));
         for (provider, listed) in [
@@ -671,7 +692,7 @@ mod tests {
             ("r", "c@e.co"), // nobody's: an ordinary email change
             ("s", "a@e.co"), // unchanged
         ] {
-            sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot, observed) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot, observed) VALUES ($1, $2, $3, $4, $5)")
                 .bind(provider)
                 .bind(format!("{provider}1"))
                 .bind(a.0)
@@ -696,7 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_email_another_customer_has_is_refused_and_the_rest_is_saved() {
-        let s = Store::open(&StorePath::Memory).await.unwrap();
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let run = s.begin_run("once").await.unwrap();
         let (a, b) = (customer(&s, "a@e.co").await, customer(&s, "b@e.co").await);
         let fields = |email: &str, name: &str| {

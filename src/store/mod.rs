@@ -1,9 +1,13 @@
-//! The SQLite store: opening it (WAL, mode 0600, migrations), runs and cursors.
+//! The store: SQLite (the embedded default) or PostgreSQL, one engine over both.
 //!
-//! Owns: every SQL statement custsync runs. Links and customers are in `links.rs`,
-//! the outbox in `outbox.rs`, the audit trail in `audit.rs`. All access goes through
-//! one connection, so SQLite's single writer is never contended; no transaction is
-//! ever held across a network call.
+//! Owns: every SQL statement custsync runs, and the only knowledge of which database
+//! it talks to. Links and customers are in `links.rs`, the outbox in `outbox.rs`, the
+//! audit trail in `audit.rs`, leases in `lease.rs`. A `Store` is one tenant's data:
+//! on SQLite its own file (the configured one for the single merchant, a sibling
+//! `NAME` file per tenant), on PostgreSQL its own schema, beside the `custsync` schema
+//! holding every tenant's lease. Statements are written once, with `$N` parameters
+//! both databases read; the few that differ are picked by [`Backend`]. No
+//! transaction is ever held across a network call.
 
 pub mod activity;
 pub mod audit;
@@ -13,13 +17,14 @@ pub mod lease;
 pub mod links;
 pub mod outbox;
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::config::StorePath;
 use crate::model::ProviderName;
@@ -47,10 +52,27 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunId(pub i64);
 
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// Removes a dry run's copy when the last clone goes.
+    _copy: Option<Arc<Copy>>,
 }
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static PG_TENANT_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static PG_CLUSTER_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres-cluster");
+
+/// The PostgreSQL schema of the leases, which every tenant's connections also see.
+pub const CLUSTER_SCHEMA: &str = "custsync";
 
 pub fn now_text() -> String {
     time_text(Utc::now())
@@ -66,73 +88,180 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
+/// A tenant's PostgreSQL schema: `t_` and the name with `_` written `__` and `-`
+/// written `_h` (so two names never share a schema), hashed where that is longer
+/// than PostgreSQL's 63-byte identifiers.
+pub fn tenant_schema(tenant: &str) -> String {
+    let mut s = String::from("t_");
+    for c in tenant.chars() {
+        match c {
+            '_' => s.push_str("__"),
+            '-' => s.push_str("_h"),
+            c if c.is_ascii_alphanumeric() => s.push(c.to_ascii_lowercase()),
+            c => s.push_str(&format!("_x{:x}", c as u32)),
+        }
+    }
+    if s.len() > 63 {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(tenant.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        s.truncate(40);
+        s.push_str("_z");
+        s.push_str(&hex);
+    }
+    s
+}
+
+/// The SQLite file of a tenant: the configured file itself for the single merchant
+/// (`None`), `custsync.NAME.db` beside `custsync.db` for a named tenant.
+pub fn tenant_file(base: &Path, tenant: Option<&str>) -> PathBuf {
+    let Some(name) = tenant else {
+        return base.to_path_buf();
+    };
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "custsync".into());
+    let file = match base.extension() {
+        Some(ext) => format!("{stem}.{name}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{name}"),
+    };
+    base.with_file_name(file)
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
 impl Store {
-    /// Opens (creating if missing, with mode 0600) and migrates the database.
-    pub async fn open(path: &StorePath) -> Result<Store> {
+    /// Opens (creating if missing, with mode 0600) and migrates a tenant's store;
+    /// `tenant` is `None` for the single merchant of a config without `[tenants]`.
+    pub async fn open(path: &StorePath, tenant: Option<&str>) -> Result<Store> {
         match path {
-            StorePath::Memory => {
-                Store::connect(path, SqliteConnectOptions::from_str("sqlite::memory:")?).await
-            }
-            StorePath::File(p) => {
-                create_private(p)?;
-                let _lock = migration_lock(p).await?;
-                Store::connect(path, SqliteConnectOptions::new().filename(p)).await
+            StorePath::Memory => Store::open_sqlite(None, true).await,
+            StorePath::File(p) => Store::open_sqlite(Some(&tenant_file(p, tenant)), true).await,
+            StorePath::Postgres(url) => {
+                Store::open_postgres(url.expose(), tenant.unwrap_or(DEFAULT_TENANT)).await
             }
         }
     }
 
-    /// Opens a database that already exists, for the commands that only read
-    /// (`status`, `audit`, `activity`): `Ok(None)` where there is none yet, and no file
-    /// is made. Migrations still missing are applied, under the same lock as `open`.
-    pub async fn open_existing(path: &StorePath) -> Result<Option<Store>> {
-        let StorePath::File(p) = path else {
-            return Store::open(path).await.map(Some);
-        };
-        match std::fs::metadata(p) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
+    /// Opens a store that already exists, for the commands that only read (`status`,
+    /// `audit`, `activity`): `Ok(None)` where there is none yet, and nothing is made.
+    /// Migrations still missing are applied, under the same lock as `open`.
+    pub async fn open_existing(path: &StorePath, tenant: Option<&str>) -> Result<Option<Store>> {
+        match path {
+            StorePath::Memory => Store::open(path, tenant).await.map(Some),
+            StorePath::File(p) => {
+                let p = tenant_file(p, tenant);
+                match std::fs::metadata(&p) {
+                    Ok(_) => Store::open_sqlite(Some(&p), false).await.map(Some),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(StoreError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    }),
+                }
+            }
+            StorePath::Postgres(url) => {
+                let tenant = tenant.unwrap_or(DEFAULT_TENANT);
+                if !postgres_schema_exists(url.expose(), tenant).await? {
+                    return Ok(None);
+                }
+                Store::open_postgres(url.expose(), tenant).await.map(Some)
+            }
+        }
+    }
+
+    /// SQLite: WAL, one connection in this process (SQLite has one writer; nothing
+    /// can cut it, so it is not pinged before each use), migrations under `DB.lock`.
+    async fn open_sqlite(file: Option<&Path>, create: bool) -> Result<Store> {
+        install_drivers();
+        let (url, describe, _lock) = match file {
+            None => ("sqlite::memory:".to_string(), ":memory:".to_string(), None),
+            Some(p) => {
+                if create {
+                    create_private(p)?;
+                }
+                let lock = migration_lock(p).await?;
+                let abs = std::path::absolute(p).map_err(|source| StoreError::Io {
                     path: p.display().to_string(),
                     source,
-                })
+                })?;
+                let encoded = percent_encoding::utf8_percent_encode(
+                    &abs.to_string_lossy(),
+                    PATH_ESCAPES,
+                )
+                .to_string();
+                // `rw`: a file gone between the look and the open is an error, not new.
+                (
+                    format!("sqlite://{encoded}?mode=rw"),
+                    p.display().to_string(),
+                    Some(lock),
+                )
             }
-        }
-        let _lock = migration_lock(p).await?;
-        // Gone between the look and the open: SQLite says so, it makes nothing.
-        let opts = SqliteConnectOptions::new()
-            .filename(p)
-            .create_if_missing(false);
-        Store::connect(path, opts).await.map(Some)
-    }
-
-    /// Connects with custsync's settings, migrates, and brings stored emails to one
-    /// form; the caller holds the migration lock where there is a file.
-    async fn connect(path: &StorePath, opts: SqliteConnectOptions) -> Result<Store> {
-        let opts = opts
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        // One connection, in this process: nothing can cut it, so it is not pinged
-        // before each use (sqlx's default), which would double the round trips to
-        // SQLite's thread.
-        let pool = SqlitePoolOptions::new()
+        };
+        let opts: AnyConnectOptions = url.parse().map_err(|source| StoreError::Open {
+            path: describe.clone(),
+            source,
+        })?;
+        let pool = AnyPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {
-                path: describe(path),
+                path: describe,
                 source,
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let store = Store { pool };
-        // Emails stored before NFC and ASCII domains: one form for every lookup. A
-        // data migration, so under the same lock.
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Store::ready(pool, Backend::Sqlite, None).await
+    }
+
+    /// PostgreSQL: the tenant's schema (made, with the leases' schema, under an
+    /// advisory lock, so workers starting together do not race), then a pool whose
+    /// connections see that schema first and the leases' schema after.
+    async fn open_postgres(url: &str, tenant: &str) -> Result<Store> {
+        install_drivers();
+        let schema = tenant_schema(tenant);
+        ensure_postgres_schemas(url, &schema).await?;
+        let opts = postgres_options(url, &[&schema, CLUSTER_SCHEMA])?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: redact(url),
+                source,
+            })?;
+        PG_TENANT_MIGRATIONS.run(&pool).await?;
+        Store::ready(pool, Backend::Postgres, None).await
+    }
+
+    /// Brings stored emails to one form for every lookup (emails stored before NFC
+    /// and ASCII domains): a data migration, run under the migrations' lock.
+    async fn ready(pool: AnyPool, backend: Backend, copy: Option<Arc<Copy>>) -> Result<Store> {
+        let store = Store {
+            pool,
+            backend,
+            _copy: copy,
+        };
         let left = store.renormalize_emails().await?;
         if !left.is_empty() {
             tracing::warn!(
@@ -143,31 +272,120 @@ impl Store {
         Ok(store)
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The set of the strings in the JSON list bound at `$n`, for `IN`.
+    pub(crate) fn texts(&self, n: u8) -> String {
+        texts(self.backend, n)
+    }
+
+    /// The set of the integers in the JSON list bound at `$n`, for `IN`.
+    pub(crate) fn ints(&self, n: u8) -> String {
+        ints(self.backend, n)
+    }
+
+    /// The statement for this store's database, where the two differ.
+    pub(crate) fn sql(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Copies the whole database into `target` (a dry run works on such a copy).
-    pub async fn copy_to(&self, target: &Path) -> Result<()> {
-        sqlx::query("VACUUM INTO ?")
-            .bind(target.to_string_lossy().into_owned())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// A copy of a tenant's store for a dry run to work on, gone when closed: on
+    /// SQLite a copy of the file in a temporary directory (an empty store where there
+    /// is none yet), on PostgreSQL a temporary schema filled from the tenant's.
+    pub async fn dry_copy(path: &StorePath, tenant: Option<&str>) -> Result<Store> {
+        match path {
+            StorePath::Memory => Store::open(path, tenant).await,
+            StorePath::File(_) => {
+                let dir = tempfile::tempdir().map_err(|source| StoreError::Io {
+                    path: "temporary directory for the dry run".into(),
+                    source,
+                })?;
+                let copy = dir.path().join("dry-run.db");
+                if let Some(real) = Store::open_existing(path, tenant).await? {
+                    sqlx::query("VACUUM INTO $1")
+                        .bind(copy.to_string_lossy().into_owned())
+                        .execute(&real.pool)
+                        .await?;
+                    real.close().await;
+                }
+                let mut store = Store::open_sqlite(Some(&copy), true).await?;
+                store._copy = Some(Arc::new(Copy::Dir(dir)));
+                Ok(store)
+            }
+            StorePath::Postgres(url) => {
+                let tenant = tenant.unwrap_or(DEFAULT_TENANT);
+                let url = url.expose();
+                let source = tenant_schema(tenant);
+                let copy = format!(
+                    "dry_{}_{}_{:08x}",
+                    Utc::now().timestamp(),
+                    std::process::id(),
+                    rand::random::<u32>()
+                );
+                ensure_postgres_schemas(url, &copy).await?;
+                let opts = postgres_options(url, &[&copy, CLUSTER_SCHEMA])?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|source| StoreError::Open {
+                        path: redact(url),
+                        source,
+                    })?;
+                PG_TENANT_MIGRATIONS.run(&pool).await?;
+                if postgres_schema_exists(url, tenant).await? {
+                    let mut tx = pool.begin().await?;
+                    for table in TABLES {
+                        let copied = format!("INSERT INTO {copy}.{table} SELECT * FROM {source}.{table}");
+                        sqlx::query(&copied).execute(&mut *tx).await?;
+                    }
+                    for table in ["customers", "outbox", "runs", "audit", "activity"] {
+                        let restart = format!(
+                            "SELECT setval(pg_get_serial_sequence('{copy}.{table}', 'id'),
+                                           COALESCE((SELECT MAX(id) FROM {copy}.{table}), 0) + 1, false)"
+                        );
+                        sqlx::query(&restart).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                }
+                let copy = Arc::new(Copy::Schema {
+                    url: url.to_string(),
+                    schema: copy,
+                });
+                Store::ready(pool, Backend::Postgres, Some(copy)).await
+            }
+        }
     }
 
     pub async fn close(&self) {
+        if let Some(Copy::Schema { url, schema }) = self._copy.as_deref() {
+            let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            if let Err(e) = sqlx::query(&drop).execute(&self.pool).await {
+                tracing::warn!(schema, error = %e, "the dry run's copy was not dropped");
+            }
+            let _ = url;
+        }
         self.pool.close().await;
     }
 
     pub async fn begin_run(&self, mode: &str) -> Result<RunId> {
-        let id =
-            sqlx::query("INSERT INTO runs (started_at, mode, status) VALUES (?, ?, 'running')")
-                .bind(now_text())
-                .bind(mode)
-                .execute(&self.pool)
-                .await?
-                .last_insert_rowid();
+        let id = sqlx::query(
+            "INSERT INTO runs (started_at, mode, status) VALUES ($1, $2, 'running') RETURNING id",
+        )
+        .bind(now_text())
+        .bind(mode)
+        .fetch_one(&self.pool)
+        .await?
+        .get(0);
         Ok(RunId(id))
     }
 
@@ -177,7 +395,7 @@ impl Store {
         status: &str,
         report: &serde_json::Value,
     ) -> Result<()> {
-        sqlx::query("UPDATE runs SET finished_at = ?, status = ?, report = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET finished_at = $1, status = $2, report = $3 WHERE id = $4")
             .bind(now_text())
             .bind(status)
             .bind(report.to_string())
@@ -190,7 +408,7 @@ impl Store {
     /// Runs that never finished (the process was killed) are marked as interrupted.
     pub async fn close_interrupted_runs(&self) -> Result<u64> {
         let n = sqlx::query(
-            "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+            "UPDATE runs SET status = 'interrupted', finished_at = $1 WHERE status = 'running'",
         )
         .bind(now_text())
         .execute(&self.pool)
@@ -201,7 +419,7 @@ impl Store {
 
     /// The last finished run: (id, started_at, finished_at, mode, status, report).
     pub async fn last_runs(&self, limit: i64) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query("SELECT id, started_at, finished_at, mode, status, report FROM runs ORDER BY id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT id, started_at, finished_at, mode, status, report FROM runs ORDER BY id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -220,7 +438,7 @@ impl Store {
     }
 
     pub async fn cursor(&self, provider: &ProviderName) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM cursors WHERE provider = ?")
+        let row = sqlx::query("SELECT value FROM cursors WHERE provider = $1")
             .bind(&provider.0)
             .fetch_optional(&self.pool)
             .await?;
@@ -229,7 +447,7 @@ impl Store {
 
     pub async fn set_cursor(&self, provider: &ProviderName, value: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO cursors (provider, value, updated_at) VALUES (?, ?, ?)
+            "INSERT INTO cursors (provider, value, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT(provider) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
         .bind(&provider.0)
@@ -262,7 +480,7 @@ pub struct RunRow {
 }
 
 /// A `runs` row read as `id, started_at, finished_at, mode, status, report`.
-fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+fn run_row(r: &sqlx::any::AnyRow) -> RunRow {
     RunRow {
         id: r.get(0),
         started_at: r.get(1),
@@ -275,11 +493,157 @@ fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
     }
 }
 
-fn describe(path: &StorePath) -> String {
-    match path {
-        StorePath::Memory => ":memory:".into(),
-        StorePath::File(p) => p.display().to_string(),
+/// The set of the strings in the JSON list bound at `$n`, for `IN`.
+pub(crate) fn texts(backend: Backend, n: u8) -> String {
+    match backend {
+        Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+        Backend::Postgres => format!("(SELECT json_array_elements_text(${n}::json))"),
     }
+}
+
+/// The set of the integers in the JSON list bound at `$n`, for `IN`.
+pub(crate) fn ints(backend: Backend, n: u8) -> String {
+    match backend {
+        Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+        Backend::Postgres => format!("(SELECT json_array_elements_text(${n}::json)::BIGINT)"),
+    }
+}
+
+/// Which database a connection talks to.
+pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
+    if conn.backend_name() == "PostgreSQL" {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+/// The tenant of a config without `[tenants]`.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Every table of a tenant's store, parents before children.
+const TABLES: [&str; 9] = [
+    "customers",
+    "links",
+    "cursors",
+    "outbox",
+    "runs",
+    "audit",
+    "activity",
+    "activity_marks",
+    "group_members",
+];
+
+/// What a path needs escaped to sit in a `sqlite://` URL.
+const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'?')
+    .add(b'#')
+    .add(b'%');
+
+/// A dry run's copy, removed with the store.
+enum Copy {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Schema { url: String, schema: String },
+}
+
+/// `postgres://user:***@host/db`: a URL fit for an error message.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "postgres://(unreadable URL)".into(),
+    }
+}
+
+/// Connection options whose sessions see `schemas`, in that order.
+fn postgres_options(url: &str, schemas: &[&str]) -> Result<AnyConnectOptions> {
+    let bad = |e: url::ParseError| StoreError::Open {
+        path: redact(url),
+        source: sqlx::Error::Configuration(e.into()),
+    };
+    let mut u = url::Url::parse(url).map_err(bad)?;
+    u.query_pairs_mut()
+        .append_pair("options", &format!("-c search_path={}", schemas.join(",")));
+    u.as_str().parse().map_err(|source| StoreError::Open {
+        path: redact(url),
+        source,
+    })
+}
+
+/// The pool on the leases' schema of each PostgreSQL store this process uses.
+fn cluster_pools() -> &'static std::sync::Mutex<std::collections::HashMap<String, AnyPool>> {
+    static POOLS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, AnyPool>>> =
+        std::sync::OnceLock::new();
+    POOLS.get_or_init(Default::default)
+}
+
+/// The leases' schema of the PostgreSQL store at `url`, made and migrated on first use.
+pub(crate) async fn cluster_pool(url: &str) -> Result<AnyPool> {
+    install_drivers();
+    if let Some(pool) = cluster_pools().lock().expect("pools").get(url) {
+        return Ok(pool.clone());
+    }
+    let open = |source| StoreError::Open {
+        path: redact(url),
+        source,
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(4)
+        .min_connections(0)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .connect_lazy_with(postgres_options(url, &[CLUSTER_SCHEMA])?);
+    {
+        let mut conn = pool.acquire().await.map_err(open)?;
+        // Workers starting together: one makes the schemas at a time.
+        sqlx::query("SELECT pg_advisory_lock(7311455401)")
+            .execute(&mut *conn)
+            .await?;
+        let made = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {CLUSTER_SCHEMA}"))
+            .execute(&mut *conn)
+            .await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock(7311455401)")
+            .execute(&mut *conn)
+            .await;
+        made?;
+    }
+    PG_CLUSTER_MIGRATIONS.run(&pool).await?;
+    cluster_pools()
+        .lock()
+        .expect("pools")
+        .insert(url.to_string(), pool.clone());
+    Ok(pool)
+}
+
+/// Makes the leases' schema and `schema` where missing.
+async fn ensure_postgres_schemas(url: &str, schema: &str) -> Result<()> {
+    let pool = cluster_pool(url).await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock(7311455401)")
+        .execute(&mut *conn)
+        .await?;
+    let made = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut *conn)
+        .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(7311455401)")
+        .execute(&mut *conn)
+        .await;
+    made?;
+    Ok(())
+}
+
+async fn postgres_schema_exists(url: &str, tenant: &str) -> Result<bool> {
+    let pool = cluster_pool(url).await?;
+    let found = sqlx::query("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+        .bind(tenant_schema(tenant))
+        .fetch_optional(&pool)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Two processes starting at once on a new database would both apply the migrations

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::audit::{self, AuditEntry};
+use super::audit::AuditEntry;
 use super::lease::{Fence, FENCE_HOLDS};
 use super::{now_text, time_text, Result, RunId, Store};
 use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
@@ -40,7 +40,7 @@ pub struct FailedOp {
 
 const OP_COLUMNS: &str = "o.id, o.provider, o.customer_id, c.email, o.op, o.remote_id, o.payload, o.changed, o.attempts, o.maybe_applied";
 
-fn op_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxOp> {
+fn op_from_row(r: &sqlx::any::AnyRow) -> Result<OutboxOp> {
     Ok(OutboxOp {
         id: r.get(0),
         provider: ProviderName(r.get(1)),
@@ -62,7 +62,7 @@ impl Store {
     pub async fn recover_in_flight(&self) -> Result<u64> {
         let n = sqlx::query(
             "UPDATE outbox SET state = 'failed', maybe_applied = CASE WHEN op = 'create' THEN 1 ELSE maybe_applied END,
-             last_error = COALESCE(last_error, 'interrupted while in flight'), updated_at = ?
+             last_error = COALESCE(last_error, 'interrupted while in flight'), updated_at = $1
              WHERE state = 'in_flight'",
         )
         .bind(now_text())
@@ -88,7 +88,7 @@ impl Store {
         };
         let rows = sqlx::query(&format!(
             "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
-             WHERE o.provider = ? AND o.state = 'pending' AND o.id > ? {only} ORDER BY o.id LIMIT ?"
+             WHERE o.provider = $1 AND o.state = 'pending' AND o.id > $2 {only} ORDER BY o.id LIMIT $3"
         ))
         .bind(&provider.0)
         .bind(after)
@@ -122,7 +122,7 @@ impl Store {
 
     pub async fn pending_count(&self, provider: &ProviderName) -> Result<u64> {
         let n: i64 =
-            sqlx::query("SELECT COUNT(*) FROM outbox WHERE provider = ? AND state = 'pending'")
+            sqlx::query("SELECT COUNT(*) FROM outbox WHERE provider = $1 AND state = 'pending'")
                 .bind(&provider.0)
                 .fetch_one(&self.pool)
                 .await?
@@ -146,20 +146,17 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let marks = vec!["?"; ids.len()].join(", ");
         let sql = format!(
-            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = ?
-             WHERE id IN ({marks}) AND state = 'pending' AND {FENCE_HOLDS} RETURNING id"
+            "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1
+             WHERE id IN {} AND state = 'pending' AND {FENCE_HOLDS} RETURNING id",
+            self.ints(2)
         );
         let now = now_text();
-        let mut q = sqlx::query(&sql).bind(&now);
-        for id in ids {
-            q = q.bind(id);
-        }
-        let rows = q
+        let rows = sqlx::query(&sql)
+            .bind(&now)
+            .bind(super::links::json(&ids))
             .bind(&fence.tenant)
             .bind(fence.token)
-            .bind(&now)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -179,13 +176,6 @@ impl Store {
         action: &'static str,
         extras: &[Field],
     ) -> Result<()> {
-        let sql = format!(
-            "DELETE FROM links WHERE provider = ? AND (customer_id = ? OR remote_id = ?);
-             INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run) VALUES (?, ?, ?, ?, ?, ?, ?);
-             DELETE FROM outbox WHERE id = ?;
-             {}",
-            audit::INSERT
-        );
         let mut snapshot = record.projection.clone();
         for f in extras {
             snapshot.set(f.clone(), None::<String>);
@@ -196,41 +186,51 @@ impl Store {
         let detail =
             serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
         let entry = AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail);
-        let q = sqlx::query(&sql)
-            .bind(&op.provider.0)
-            .bind(op.customer.0)
-            .bind(&record.id.0)
-            .bind(&op.provider.0)
-            .bind(&record.id.0)
-            .bind(op.customer.0)
-            .bind(serde_json::to_string(&snapshot)?)
-            .bind(observed)
-            .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
-            .bind(run.0)
-            .bind(op.id);
         let mut tx = self.pool.begin().await?;
-        entry.bind(q, run).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM links WHERE provider = $1 AND (customer_id = $2 OR remote_id = $3)")
+            .bind(&op.provider.0)
+            .bind(op.customer.0)
+            .bind(&record.id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&op.provider.0)
+        .bind(&record.id.0)
+        .bind(op.customer.0)
+        .bind(serde_json::to_string(&snapshot)?)
+        .bind(observed)
+        .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
+        .bind(run.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(op.id)
+            .execute(&mut *tx)
+            .await?;
+        entry.insert(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// A delete went through (or the record was already gone).
     pub async fn complete_delete(&self, run: RunId, op: &OutboxOp) -> Result<()> {
-        let sql = format!(
-            "UPDATE links SET gone = 1, observed = NULL WHERE provider = ? AND remote_id = ?;
-             DELETE FROM outbox WHERE id = ?;
-             {}",
-            audit::INSERT
-        );
         let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
         let entry = AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail);
+        let mut tx = self.pool.begin().await?;
         // Without a remote id no link matches: the UPDATE changes nothing.
-        let q = sqlx::query(&sql)
+        sqlx::query("UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id = $2")
             .bind(&op.provider.0)
             .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
-            .bind(op.id);
-        let mut tx = self.pool.begin().await?;
-        entry.bind(q, run).execute(&mut *tx).await?;
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(op.id)
+            .execute(&mut *tx)
+            .await?;
+        entry.insert(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -245,8 +245,8 @@ impl Store {
         next_attempt: Option<DateTime<Utc>>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET state = ?, last_error = ?, maybe_applied = MAX(maybe_applied, ?), next_attempt_at = ?, updated_at = ?
-             WHERE id = ?",
+            "UPDATE outbox SET state = $1, last_error = $2, maybe_applied = CASE WHEN maybe_applied > $3 THEN maybe_applied ELSE $3 END, next_attempt_at = $4, updated_at = $5
+             WHERE id = $6",
         )
         .bind(if parked { "parked" } else { "failed" })
         .bind(error)
@@ -279,7 +279,7 @@ impl Store {
                         ROW_NUMBER() OVER (PARTITION BY o.provider ORDER BY o.updated_at DESC, o.id DESC) AS n
                  FROM outbox o JOIN customers c ON c.id = o.customer_id
                  WHERE o.state IN ('failed', 'parked'))
-             WHERE n <= ? ORDER BY provider, n",
+             WHERE n <= $1 ORDER BY provider, n",
         )
         .bind(per_provider)
         .fetch_all(&self.pool)

@@ -389,7 +389,7 @@ mod gate_tests {
             swu.api_key()
         ))
         .unwrap();
-        let store = Store::open(&StorePath::Memory).await.unwrap();
+        let store = Store::open(&StorePath::Memory, None).await.unwrap();
         sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (1, 'ann@example.com', '{\"email\":\"ann@example.com\",\"accepts_marketing\":\"true\"}', 'x', 'x')")
             .execute(store.pool())
             .await
