@@ -206,6 +206,17 @@ impl Store {
             path: describe.clone(),
             source,
         })?;
+        let open = |source| StoreError::Open {
+            path: describe.clone(),
+            source,
+        };
+        // A file that is no database fails here at once, where the pool would retry.
+        if file.is_some() {
+            use sqlx::{ConnectOptions, Connection};
+            let mut probe = opts.connect().await.map_err(open)?;
+            probe.execute(SQLITE_SETTINGS).await.map_err(open)?;
+            probe.close().await.map_err(open)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -214,20 +225,12 @@ impl Store {
             .max_lifetime(None)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                    )
-                    .await
-                    .map(|_| ())
+                    conn.execute(SQLITE_SETTINGS).await.map(|_| ())
                 })
             })
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                path: describe,
-                source,
-            })?;
+            .map_err(open)?;
         SQLITE_MIGRATIONS.run(&pool).await?;
         Store::ready(pool, Backend::Sqlite, None).await
     }
@@ -517,6 +520,12 @@ pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
         Backend::Sqlite
     }
 }
+
+/// Every SQLite connection's settings: WAL (a reader never waits for the writer),
+/// NORMAL sync (a commit survives a kill; the README says what survives a power loss),
+/// foreign keys, and a long wait for another process's write.
+const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;";
 
 /// The tenant of a config without `[tenants]`.
 pub const DEFAULT_TENANT: &str = "default";
