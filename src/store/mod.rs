@@ -78,6 +78,13 @@ impl Store {
                 let _lock = migration_lock(p).await?;
                 Store::connect(path, SqliteConnectOptions::new().filename(p)).await
             }
+            // Wired in the PostgreSQL store; until then, said as a database error.
+            StorePath::Postgres(_) => Err(StoreError::Open {
+                path: describe(path),
+                source: sqlx::Error::Configuration(
+                    "the PostgreSQL store is not available yet".into(),
+                ),
+            }),
         }
     }
 
@@ -279,6 +286,7 @@ fn describe(path: &StorePath) -> String {
     match path {
         StorePath::Memory => ":memory:".into(),
         StorePath::File(p) => p.display().to_string(),
+        StorePath::Postgres(url) => url.to_string(),
     }
 }
 
