@@ -396,8 +396,8 @@ mod tests {
             "shop/a".into(),
             "".into(),
         ] {
-            let e = Cli::try_parse_checked(["custsync", "--tenant", bad.as_str(), "status"])
-                .expect_err(&bad);
+            let arg = format!("--tenant={bad}");
+            let e = Cli::try_parse_checked(["custsync", arg.as_str(), "status"]).expect_err(&bad);
             assert_eq!(e.exit_code(), 2, "{bad}");
             let text = e.to_string();
             assert!(
@@ -405,5 +405,7 @@ mod tests {
                 "{bad}: {text}"
             );
         }
+        // Without `=`, a leading dash reads as another flag: bad usage all the same.
+        assert_eq!(parse("--tenant -a status").unwrap_err().exit_code(), 2);
     }
 }

@@ -1188,7 +1188,67 @@ mod tests {
             parse_store_url("sqlite://data/c.db").unwrap(),
             StorePath::File("data/c.db".into())
         );
-        assert!(parse_store_url("postgres://x").is_err());
+        assert!(parse_store_url("mysql://x").is_err());
+        assert_eq!(
+            parse_store_url("sqlite::memory:").unwrap(),
+            StorePath::Memory
+        );
+    }
+
+    #[test]
+    fn postgres_urls_never_show_the_password() {
+        for text in [
+            "postgres://custsync:s3cret@db.internal:5432/custsync",
+            "postgresql://custsync:s3cret@db.internal/custsync?sslmode=require",
+        ] {
+            let StorePath::Postgres(url) = parse_store_url(text).unwrap() else {
+                panic!("{text}: not postgres");
+            };
+            assert_eq!(url.expose(), text);
+            for shown in [
+                url.to_string(),
+                format!("{url:?}"),
+                format!("{:?}", StorePath::Postgres(url.clone())),
+            ] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("custsync:***@db.internal"), "{shown}");
+            }
+        }
+        let url = PgUrl::parse("postgres://u:p%40ss@h/db").unwrap();
+        assert_eq!(url.to_string(), "postgres://u:***@h/db");
+        assert_eq!(url.expose(), "postgres://u:p%40ss@h/db");
+        // No password: nothing to hide; one in the query: hidden too.
+        let url = PgUrl::parse("postgres://custsync@db.internal/custsync").unwrap();
+        assert_eq!(url.to_string(), "postgres://custsync@db.internal/custsync");
+        let url = PgUrl::parse("postgres://u@h/db?password=s3cret&sslmode=require").unwrap();
+        assert!(!url.to_string().contains("s3cret"), "{url}");
+        assert!(url.to_string().contains("password=***"), "{url}");
+        assert!(url.expose().contains("s3cret"));
+        // A socket directory as the host.
+        assert!(PgUrl::parse("postgres:///db?host=/run/postgresql").is_ok());
+        // Bad ones: named store.url, the password nowhere.
+        for text in [
+            "postgres://u:s3cret@/db",
+            "postgres://u:s3cret@[bad/db",
+            "postgresql://u:s3cret@h:notaport/db",
+            "mysql://u:s3cret@h/db",
+            "postgres://u:s3cret@",
+        ] {
+            let e = parse_store_url(text).expect_err(text);
+            assert_eq!(e.key, "store.url", "{text}");
+            assert!(!e.to_string().contains("s3cret"), "{text}: {e}");
+        }
+        let e = err(&format!(
+            "[store]\nurl = \"postgres://u:s3cret@[x/db\"\n{GOOD}"
+        ));
+        assert_eq!(e.key, "store.url");
+        assert!(!format!("{e} {e:?}").contains("s3cret"), "{e}");
+        let c = Config::from_toml(&format!(
+            "[store]\nurl = \"postgres://u:s3cret@h/db\"\n{GOOD}"
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(matches!(c.store.path, StorePath::Postgres(_)));
     }
 }
 

@@ -253,3 +253,353 @@ impl TenantSet {
             .filter_map(|t| t.config.as_ref().err().map(|e| (t.name.as_str(), e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorePath;
+    use crate::model::ProviderName;
+
+    const TOP: &str = r#"
+        [store]
+        url = "sqlite:///var/lib/custsync/c.db"
+        [sync]
+        max_delete_fraction = 0.3
+        push_concurrency = 3
+        [server]
+        listen = "127.0.0.1:9999"
+        [cluster]
+        max_concurrent_tenants = 2
+        [activity]
+        enabled = true
+    "#;
+
+    const SHOP: &str = r#"
+        [providers.store]
+        kind = "nuvemshop"
+        base_url = "http://127.0.0.1:8080/v1/1"
+        api_key = "k2"
+        [providers.ship]
+        kind = "malomo"
+        base_url = "https://api.gomalomo.com"
+        api_key = "k1"
+    "#;
+
+    struct Setup {
+        _root: tempfile::TempDir,
+        root: PathBuf,
+        tenants: PathBuf,
+    }
+
+    /// A config file `custsync.toml` with `[tenants] dir = "tenants"` (relative) under
+    /// a new directory, and the tenant files given.
+    fn setup(top: &str, files: &[(&str, &str)]) -> Setup {
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = root_dir.path().to_path_buf();
+        let tenants = root.join("tenants");
+        std::fs::create_dir(&tenants).unwrap();
+        for (name, text) in files {
+            std::fs::write(tenants.join(name), text).unwrap();
+        }
+        std::fs::write(
+            root.join("custsync.toml"),
+            format!("{top}\n[tenants]\ndir = \"tenants\"\n"),
+        )
+        .unwrap();
+        Setup {
+            _root: root_dir,
+            root,
+            tenants,
+        }
+    }
+
+    impl Setup {
+        fn config(&self) -> Result<Config, ConfigError> {
+            Config::load(&self.root.join("custsync.toml"), true)
+        }
+        fn set(&self) -> TenantSet {
+            self.config().unwrap().tenant_set().unwrap()
+        }
+    }
+
+    fn names(set: &TenantSet) -> Vec<&str> {
+        set.tenants.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn names_follow_the_rule() {
+        for ok in ["a", "0", "shop-a", "shop_a", "a-", "9z", &"a".repeat(63)] {
+            assert!(valid_tenant_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "Shop",
+            "shoP",
+            "shop.a",
+            "shop a",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_tenant_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_tenants_the_top_level_is_default() {
+        let c = Config::from_toml(&format!("{TOP}\n{SHOP}")).unwrap();
+        assert!(c.tenants.is_none());
+        let set = c.tenant_set().unwrap();
+        assert!(!set.configured);
+        assert_eq!(names(&set), [DEFAULT_TENANT]);
+        let only = set.tenants[0].config.as_ref().unwrap();
+        assert_eq!(only.providers.len(), 2);
+        assert_eq!(set.select(&[]).unwrap().len(), 1);
+        assert_eq!(set.select(&["default".into()]).unwrap().len(), 1);
+        assert_eq!(set.select(&["x".into()]).unwrap_err().key, "--tenant");
+        // And no providers at all is still an error there.
+        assert_eq!(Config::from_toml(TOP).unwrap_err().key, "providers");
+    }
+
+    #[test]
+    fn each_file_is_a_tenant_with_the_top_level_around_it() {
+        let s = setup(
+            TOP,
+            &[
+                ("shop-b.toml", SHOP),
+                (
+                    "shop-a.toml",
+                    &format!("[sync]\nmax_delete_fraction = 0.9\n{SHOP}"),
+                ),
+                ("README.md", "not a tenant"),
+                ("shop-c.toml.bak", "not a tenant"),
+            ],
+        );
+        std::fs::create_dir(s.tenants.join("dir.toml")).unwrap();
+        let top = s.config().unwrap();
+        assert!(top.providers.is_empty(), "providers live in the tenants");
+        assert_eq!(top.tenants.as_ref().unwrap().dir, s.root.join("tenants"));
+        let set = top.tenant_set().unwrap();
+        assert!(set.configured);
+        assert_eq!(names(&set), ["shop-a", "shop-b"]);
+        let a = set.get("shop-a").unwrap();
+        assert_eq!(
+            a.file.as_deref(),
+            Some(s.tenants.join("shop-a.toml").as_path())
+        );
+        let a = a.config.as_ref().unwrap();
+        let b = set.get("shop-b").unwrap().config.as_ref().unwrap();
+        // The tenant's [sync] key over the top level's; the others inherited.
+        assert_eq!(a.sync.max_delete_fraction, 0.9);
+        assert_eq!(b.sync.max_delete_fraction, 0.3);
+        assert_eq!(a.sync.push_concurrency, 3);
+        for c in [a, b] {
+            assert_eq!(c.providers.len(), 2);
+            assert_eq!(
+                c.store.path,
+                StorePath::File("/var/lib/custsync/c.db".into())
+            );
+            assert_eq!(c.server.listen.port(), 9999);
+            assert_eq!(c.cluster.max_concurrent_tenants, 2);
+            assert!(c.activity.enabled);
+            assert!(c.tenants.is_none());
+            assert_eq!(
+                c.sync.priority,
+                [ProviderName("store".into()), ProviderName("ship".into())]
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_tenant_hides_no_other() {
+        let s = setup(
+            TOP,
+            &[
+                ("good.toml", SHOP),
+                (
+                    "bad-url.toml",
+                    &SHOP.replace("https://api.gomalomo.com", "http://api.gomalomo.com"),
+                ),
+                ("Upper.toml", SHOP),
+                ("-dash.toml", SHOP),
+                (
+                    "other-table.toml",
+                    &format!("{SHOP}\n[store]\nurl = \"sqlite::memory:\"\n"),
+                ),
+                ("other-key.toml", &format!("name = \"x\"\n{SHOP}")),
+                (
+                    "bad-sync.toml",
+                    &format!("[sync]\nschedule = \"never\"\n{SHOP}"),
+                ),
+                ("sync-key.toml", &format!("[sync]\nfoo = 1\n{SHOP}")),
+                ("empty.toml", ""),
+                ("garbage.toml", "this = = not toml ["),
+            ],
+        );
+        let set = s.set();
+        let good = set.get("good").unwrap();
+        assert!(good.config.is_ok());
+        let key = |name: &str| {
+            let e = set.get(name).unwrap().config.as_ref().unwrap_err();
+            assert!(!e.to_string().contains('\n'), "{e}");
+            e.key.clone()
+        };
+        let file = |name: &str| s.tenants.join(format!("{name}.toml")).display().to_string();
+        assert_eq!(
+            key("bad-url"),
+            format!("{}: providers.ship.base_url", file("bad-url"))
+        );
+        assert_eq!(
+            key("other-table"),
+            format!("{}: store", file("other-table"))
+        );
+        assert_eq!(key("other-key"), format!("{}: name", file("other-key")));
+        assert_eq!(
+            key("bad-sync"),
+            format!("{}: sync.schedule", file("bad-sync"))
+        );
+        assert_eq!(key("sync-key"), format!("{}: sync.foo", file("sync-key")));
+        assert_eq!(key("empty"), format!("{}: providers", file("empty")));
+        assert_eq!(key("garbage"), file("garbage"));
+        assert_eq!(key("Upper"), file("Upper"));
+        assert_eq!(key("-dash"), file("-dash"));
+        let failed: Vec<&str> = set.failed().map(|(n, _)| n).collect();
+        assert_eq!(failed.len(), set.tenants.len() - 1);
+        assert!(!failed.contains(&"good"));
+        // Sorted by name, the bad ones included.
+        let mut sorted = names(&set);
+        sorted.sort();
+        assert_eq!(names(&set), sorted);
+    }
+
+    #[test]
+    fn files_come_and_go_between_reads() {
+        let s = setup(TOP, &[("a.toml", SHOP)]);
+        let top = s.config().unwrap();
+        assert_eq!(names(&top.tenant_set().unwrap()), ["a"]);
+        std::fs::write(s.tenants.join("b.toml"), SHOP).unwrap();
+        assert_eq!(names(&top.tenant_set().unwrap()), ["a", "b"]);
+        std::fs::remove_file(s.tenants.join("a.toml")).unwrap();
+        assert_eq!(names(&top.tenant_set().unwrap()), ["b"]);
+        std::fs::remove_file(s.tenants.join("b.toml")).unwrap();
+        assert!(top.tenant_set().unwrap().tenants.is_empty());
+        std::fs::remove_dir(&s.tenants).unwrap();
+        assert_eq!(top.tenant_set().unwrap_err().key, "tenants.dir");
+    }
+
+    #[test]
+    fn select_by_name() {
+        let s = setup(TOP, &[("a.toml", SHOP), ("b.toml", SHOP), ("c.toml", SHOP)]);
+        let set = s.set();
+        let picked: Vec<&str> = set
+            .select(&["c".into(), "a".into(), "c".into()])
+            .unwrap()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(picked, ["a", "c"]);
+        assert_eq!(set.select(&[]).unwrap().len(), 3);
+        let e = set.select(&["a".into(), "zz".into()]).unwrap_err();
+        assert_eq!(e.key, "--tenant");
+        assert!(
+            e.message.contains("\"zz\"") && e.message.contains("a, b, c"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tenants_and_top_level_providers_do_not_mix() {
+        let s = setup(&format!("{TOP}\n{SHOP}"), &[]);
+        assert_eq!(s.config().unwrap_err().key, "tenants.dir");
+        assert_eq!(
+            Config::from_toml("[tenants]\n").unwrap_err().key,
+            "tenants.dir"
+        );
+        assert_eq!(
+            Config::from_toml("[tenants]\ndir = \"x\"\nfoo = 1\n")
+                .unwrap_err()
+                .key,
+            "tenants.foo"
+        );
+        // Given as text, a relative dir is the working directory's.
+        let c = Config::from_toml("[tenants]\ndir = \"x\"\n").unwrap();
+        assert_eq!(c.tenants.unwrap().dir, PathBuf::from("x"));
+    }
+
+    #[test]
+    fn key_files_are_the_tenant_files_neighbours() {
+        let keyed = SHOP.replace("api_key = \"k1\"", "api_key_file = \"keys/ship\"");
+        let s = setup(TOP, &[("a.toml", &keyed)]);
+        std::fs::create_dir(s.tenants.join("keys")).unwrap();
+        std::fs::write(s.tenants.join("keys/ship"), "secret-k\n").unwrap();
+        let set = s.set();
+        let c = set.get("a").unwrap().config.as_ref().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            c.provider("ship").unwrap().api_key.expose_secret(),
+            "secret-k"
+        );
+        assert!(!format!("{set:?}").contains("secret-k"));
+        std::fs::remove_file(s.tenants.join("keys/ship")).unwrap();
+        let set = s.set();
+        let e = set.get("a").unwrap().config.as_ref().unwrap_err();
+        assert!(
+            e.key.ends_with("a.toml: providers.ship.api_key_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn groups_and_priority_follow_the_tenants_providers() {
+        let top = TOP.replace(
+            "[sync]\n",
+            "[sync]\npriority = [\"email\", \"ship\"]\n",
+        ) + "\n[[groups]]\nprovider = \"email\"\ngroup_id = \"g1\"\nwhen = { accepts_marketing = true }\n";
+        let swu = "[providers.email]\nkind = \"sendwithus\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n";
+        let not_swu = "[providers.email]\nkind = \"ecwid\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n";
+        let s = setup(
+            &top,
+            &[
+                ("with.toml", &format!("{SHOP}\n{swu}")),
+                ("without.toml", SHOP),
+                ("wrong-kind.toml", &format!("{SHOP}\n{not_swu}")),
+                (
+                    "own-priority.toml",
+                    &format!("[sync]\npriority = [\"email\"]\n{SHOP}"),
+                ),
+            ],
+        );
+        let top_config = s.config().unwrap();
+        assert!(top_config.groups.is_empty());
+        let set = top_config.tenant_set().unwrap();
+        let with = set.get("with").unwrap().config.as_ref().unwrap();
+        assert_eq!(with.groups.len(), 1);
+        assert_eq!(with.groups[0].group_id, "g1");
+        assert_eq!(
+            with.sync.priority,
+            ["email", "ship", "store"].map(|n| ProviderName(n.into()))
+        );
+        let without = set.get("without").unwrap().config.as_ref().unwrap();
+        assert!(without.groups.is_empty(), "the rule is skipped");
+        assert_eq!(
+            without.sync.priority,
+            ["ship", "store"].map(|n| ProviderName(n.into()))
+        );
+        let e = set.get("wrong-kind").unwrap().config.as_ref().unwrap_err();
+        assert!(
+            e.key.ends_with("wrong-kind.toml: groups[0].provider"),
+            "{e}"
+        );
+        let e = set
+            .get("own-priority")
+            .unwrap()
+            .config
+            .as_ref()
+            .unwrap_err();
+        assert!(e.key.ends_with("own-priority.toml: sync.priority"), "{e}");
+        // A malformed rule is the top level's error at once.
+        let s = setup(&format!("{TOP}\n[[groups]]\nprovider = \"email\"\n"), &[]);
+        assert_eq!(s.config().unwrap_err().key, "groups[0].group_id");
+    }
+}
