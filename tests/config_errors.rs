@@ -164,8 +164,13 @@ fn bad_values() {
         &GOOD.replace("[sync]", "[sync]\npriority = [\"nope\"]"),
         "sync.priority",
     );
+    // PostgreSQL is a store now (DESIGN 13); another scheme, or a URL with no host, is not.
     assert_config_error(
-        &GOOD.replace("url = \"sqlite://DB\"", "url = \"postgres://x\""),
+        &GOOD.replace("url = \"sqlite://DB\"", "url = \"mysql://x\""),
+        "store.url",
+    );
+    assert_config_error(
+        &GOOD.replace("url = \"sqlite://DB\"", "url = \"postgres://u:pw@/db\""),
         "store.url",
     );
 }
