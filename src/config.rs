@@ -2,8 +2,9 @@
 //! deserialized with unknown keys rejected and validated once at load.
 //!
 //! Owns: the file format, defaults and every check on it. After `Config::load` the
-//! program never checks configuration again. Every failure is a [`ConfigError`]
-//! naming the key, which the binary prints as one line and exits 2.
+//! program never checks configuration again, except the tenant files (DESIGN 13),
+//! read and checked again by [`Config::tenant_set`] (module `tenants`). Every failure
+//! is a [`ConfigError`] naming the key, which the binary prints as one line and exits 2.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -666,7 +667,8 @@ impl RawConfig {
                     "tenants.dir",
                     format!(
                         "[tenants] and top-level [providers.*] ([providers.{name}]) cannot be used together: \
-                         with [tenants], every provider lives in a tenant file"
+                         with [tenants], every provider lives in a tenant file \
+                         (check the file and CUSTSYNC__PROVIDERS__ variables)"
                     ),
                 ));
             }

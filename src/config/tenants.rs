@@ -74,7 +74,7 @@ struct RawTenant {
 }
 
 /// Every tenant of a config, as read now.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TenantSet {
     /// `[tenants]` is configured; `false`: the one tenant is `default`, the top-level
     /// config as it is.
@@ -84,7 +84,7 @@ pub struct TenantSet {
 }
 
 /// One tenant: its name and its effective config, or what is wrong with its file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TenantEntry {
     /// The file stem (for a bad stem too, so that it can be reported), or `default`.
     pub name: String,
