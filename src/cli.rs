@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// `custsync --version`: the crate's version and the commit it was built from.
 pub const VERSION: &str = concat!(
@@ -50,8 +50,29 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = PlanFormat::Text, value_name = "FORMAT")]
     pub plan_format: PlanFormat,
 
+    /// Limit the command to tenant NAME (repeatable; default: every tenant).
+    #[arg(
+        long = "tenant",
+        value_name = "NAME",
+        global = true,
+        action = ArgAction::Append,
+        value_parser = parse_tenant_name
+    )]
+    pub tenants: Vec<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--tenant NAME`: the syntax of a tenant name, checked before any config is read.
+fn parse_tenant_name(s: &str) -> Result<String, String> {
+    if crate::config::valid_tenant_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a tenant name: 1 to 63 of a-z 0-9 _ -, starting with a-z or 0-9"
+        ))
+    }
 }
 
 impl Cli {
@@ -335,5 +356,56 @@ mod tests {
         ));
         let e = parse("--dry-run forget x@example.com").unwrap_err();
         assert!(e.to_string().contains("forget EMAIL --dry-run"), "{e}");
+    }
+
+    #[test]
+    fn tenant_is_global_and_repeatable() {
+        let cli = parse("--once --tenant shop-a --tenant b_2").unwrap();
+        assert_eq!(cli.tenants, ["shop-a", "b_2"]);
+        assert!(parse("").unwrap().tenants.is_empty());
+        for line in [
+            "--tenant a",
+            "--tenant a --dry-run --once",
+            "status --tenant a --json",
+            "--tenant a status",
+            "check --offline --tenant a",
+            "forget x@example.com --tenant a --tenant b",
+            "audit --tenant a --provider p",
+            "activity x@example.com --tenant a",
+        ] {
+            let cli = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(cli.tenants.first().map(String::as_str), Some("a"), "{line}");
+        }
+        let cli = parse("forget x@example.com --tenant a --tenant b").unwrap();
+        assert_eq!(cli.tenants, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_bad_tenant_name_is_bad_usage() {
+        let long_ok = "a".repeat(63);
+        assert_eq!(
+            parse(&format!("--tenant {long_ok}")).unwrap().tenants,
+            [long_ok]
+        );
+        for bad in [
+            "a".repeat(64),
+            "-a".into(),
+            "_a".into(),
+            "Shop".into(),
+            "shop.a".into(),
+            "shop/a".into(),
+            "".into(),
+        ] {
+            let arg = format!("--tenant={bad}");
+            let e = Cli::try_parse_checked(["custsync", arg.as_str(), "status"]).expect_err(&bad);
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            let text = e.to_string();
+            assert!(
+                text.contains("--tenant") && text.contains("not a tenant name"),
+                "{bad}: {text}"
+            );
+        }
+        // Without `=`, a leading dash reads as another flag: bad usage all the same.
+        assert_eq!(parse("--tenant -a status").unwrap_err().exit_code(), 2);
     }
 }

@@ -2,13 +2,16 @@
 //! deserialized with unknown keys rejected and validated once at load.
 //!
 //! Owns: the file format, defaults and every check on it. After `Config::load` the
-//! program never checks configuration again. Every failure is a [`ConfigError`]
-//! naming the key, which the binary prints as one line and exits 2.
+//! program never checks configuration again, except the tenant files (DESIGN 13),
+//! read and checked again by [`Config::tenant_set`] (module `tenants`). Every failure
+//! is a [`ConfigError`] naming the key, which the binary prints as one line and exits 2.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +19,9 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::model::ProviderName;
+
+mod tenants;
+pub use tenants::{valid_tenant_name, TenantEntry, TenantSet, TenantsConfig, DEFAULT_TENANT};
 
 /// A configuration problem: the key it is about and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +134,7 @@ struct RawConfig {
     activity: RawActivity,
     #[serde(default)]
     groups: Vec<RawGroup>,
+    tenants: Option<tenants::RawTenants>,
 }
 
 /// `[activity]` (DESIGN 14).
@@ -139,7 +146,7 @@ struct RawActivity {
 }
 
 /// One `[[groups]]` table (DESIGN 14).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     provider: Option<String>,
@@ -161,7 +168,7 @@ struct RawStore {
     url: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSync {
     schedule: Option<String>,
@@ -195,7 +202,7 @@ struct RawProvider {
     user_agent: Option<String>,
 }
 
-/// Where the SQLite database lives.
+/// Where the database lives: a SQLite file, SQLite in memory, or PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorePath {
     File(PathBuf),
@@ -203,20 +210,93 @@ pub enum StorePath {
     Postgres(PgUrl),
 }
 
-/// A PostgreSQL URL (TEMPORARY until the tenants branch lands).
+/// A `postgres://` or `postgresql://` URL, which may carry a password: `Debug` and
+/// `Display` print it as `***` (in the user info and in a `password=` query
+/// parameter); [`PgUrl::expose`] gives the URL to connect with.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PgUrl(String);
+pub struct PgUrl(Url);
 
 impl PgUrl {
+    /// Parses a `postgres://` or `postgresql://` URL with a host (in the authority or
+    /// as a `host=` parameter). The error never holds the password.
+    pub fn parse(text: &str) -> Result<PgUrl, String> {
+        let shown = redact_url_text(text);
+        let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e}): {shown:?}"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!("not a postgres:// URL: {shown:?}"));
+        }
+        let has_host = url.host_str().is_some_and(|h| !h.is_empty())
+            || url.query_pairs().any(|(k, v)| k == "host" && !v.is_empty());
+        if !has_host {
+            return Err(format!("has no host: {shown:?}"));
+        }
+        Ok(PgUrl(url))
+    }
+
+    /// The full URL, password included: for connecting, never for printing.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.as_str()
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        if url
+            .query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+        {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("password") {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+impl std::fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.redacted())
     }
 }
 
 impl std::fmt::Debug for PgUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::store::redact(&self.0))
+        f.debug_tuple("PgUrl").field(&self.redacted()).finish()
     }
+}
+
+/// Best effort on text that may not even parse: what follows `user:` up to the last
+/// `@` after `://`, and any `password=` value, become `***`.
+fn redact_url_text(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Some(i) = out.find("://") {
+        let start = i + 3;
+        if let Some(at) = out[start..].rfind('@') {
+            let userinfo = &out[start..start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(start + colon + 1..start + at, "***");
+            }
+        }
+    }
+    let lower = out.to_ascii_lowercase();
+    if let Some(i) = lower.find("password=") {
+        let from = i + "password=".len();
+        let to = out[from..].find('&').map_or(out.len(), |j| from + j);
+        out.replace_range(from..to, "***");
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -308,6 +388,19 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub activity: ActivityConfig,
     pub groups: Vec<GroupRule>,
+    /// `[tenants]`, where given: then `providers` and `groups` are empty here and each
+    /// tenant's effective config comes from [`Config::tenant_set`].
+    pub tenants: Option<TenantsConfig>,
+    /// The top-level `[sync]` and `[[groups]]` as written, which each tenant's
+    /// effective config is validated from again.
+    base: Arc<BaseRaw>,
+}
+
+/// What a tenant's effective config is built from, besides the validated sections.
+#[derive(Debug, Default)]
+struct BaseRaw {
+    sync: RawSync,
+    groups: Vec<RawGroup>,
 }
 
 pub const DEFAULT_PATH: &str = "config/custsync.toml";
@@ -340,7 +433,7 @@ impl Config {
             .add_source(env)
             .build()
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Self::from_source(built)
+        Self::from_source(built, path.parent())
     }
 
     /// Parses configuration from TOML text (no environment): tests and the demo.
@@ -349,20 +442,12 @@ impl Config {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .map_err(|e| ConfigError::new("toml", e.to_string()))?;
-        Self::from_source(built)
+        Self::from_source(built, None)
     }
 
-    fn from_source(built: config::Config) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let key = match unknown_field(&inner) {
-                Some(field) if path == "." || path.is_empty() => field,
-                _ => path,
-            };
-            ConfigError::new(key, strip_config_origin(&inner))
-        })?;
-        raw.validate()
+    fn from_source(built: config::Config, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = deserialize(built)?;
+        raw.validate(base)
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
@@ -386,6 +471,19 @@ impl Config {
     }
 }
 
+/// Deserializes a built source, an error naming the key it is about.
+fn deserialize<T: serde::de::DeserializeOwned>(built: config::Config) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(built).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let key = match unknown_field(&inner) {
+            Some(field) if path == "." || path.is_empty() => field,
+            _ => path,
+        };
+        ConfigError::new(key, strip_config_origin(&inner))
+    })
+}
+
 fn unknown_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     rest.split('`').next().map(str::to_string)
@@ -400,15 +498,21 @@ fn strip_config_origin(message: &str) -> String {
         .to_string()
 }
 
-impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
-        let store = StoreConfig {
-            path: parse_store_url(self.store.url.as_deref().unwrap_or("sqlite://custsync.db"))?,
-        };
+/// `[sync]` checked on its own: everything but `priority`, which needs the providers.
+struct SyncScalars {
+    schedule: cron::Schedule,
+    propagate_deletes: bool,
+    max_delete_fraction: f64,
+    conflict_policy: ConflictPolicy,
+    push_concurrency: usize,
+    full_listing_every: Duration,
+}
 
+impl RawSync {
+    fn validate_scalars(&self) -> Result<SyncScalars, ConfigError> {
         let schedule_text = self
-            .sync
             .schedule
+            .clone()
             .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
         let schedule = cron::Schedule::from_str(&schedule_text).map_err(|e| {
             ConfigError::new(
@@ -416,14 +520,14 @@ impl RawConfig {
                 format!("not a cron expression with a seconds field ({e}): {schedule_text:?}"),
             )
         })?;
-        let max_delete_fraction = self.sync.max_delete_fraction.unwrap_or(0.2);
+        let max_delete_fraction = self.max_delete_fraction.unwrap_or(0.2);
         if !(0.0..=1.0).contains(&max_delete_fraction) {
             return Err(ConfigError::new(
                 "sync.max_delete_fraction",
                 "must be between 0 and 1",
             ));
         }
-        let conflict_policy = match self.sync.conflict_policy.as_deref() {
+        let conflict_policy = match self.conflict_policy.as_deref() {
             None | Some("latest") => ConflictPolicy::Latest,
             Some("priority") => ConflictPolicy::Priority,
             Some(other) => {
@@ -433,8 +537,8 @@ impl RawConfig {
                 ))
             }
         };
-        let push_concurrency = self.sync.push_concurrency.unwrap_or(4);
-        let full_hours = self.sync.full_listing_hours.unwrap_or(24.0);
+        let push_concurrency = self.push_concurrency.unwrap_or(4);
+        let full_hours = self.full_listing_hours.unwrap_or(24.0);
         let full_listing_every =
             Duration::try_from_secs_f64(full_hours * 3600.0).map_err(|_| {
                 ConfigError::new(
@@ -448,6 +552,97 @@ impl RawConfig {
                 "must be at least 1",
             ));
         }
+        Ok(SyncScalars {
+            schedule,
+            propagate_deletes: self.propagate_deletes.unwrap_or(true),
+            max_delete_fraction,
+            conflict_policy,
+            push_concurrency,
+            full_listing_every,
+        })
+    }
+
+    /// A tenant's `[sync]` over the top-level one, key by key.
+    fn overlay(&self, over: RawSync) -> RawSync {
+        RawSync {
+            schedule: over.schedule.or_else(|| self.schedule.clone()),
+            propagate_deletes: over.propagate_deletes.or(self.propagate_deletes),
+            max_delete_fraction: over.max_delete_fraction.or(self.max_delete_fraction),
+            conflict_policy: over
+                .conflict_policy
+                .or_else(|| self.conflict_policy.clone()),
+            priority: over.priority.or_else(|| self.priority.clone()),
+            push_concurrency: over.push_concurrency.or(self.push_concurrency),
+            full_listing_hours: over.full_listing_hours.or(self.full_listing_hours),
+        }
+    }
+}
+
+/// How `[sync].priority` names are checked against the providers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PriorityCheck {
+    /// Every name must be a provider (the providers are those of this file).
+    Strict,
+    /// Names that are not providers here are dropped: the top-level priority with
+    /// `[tenants]`, seen from a tenant that lacks some of the providers it names.
+    DropUnknown,
+}
+
+fn validate_priority(
+    raw: Option<Vec<String>>,
+    providers: &[ProviderConfig],
+    check: PriorityCheck,
+) -> Result<Vec<ProviderName>, ConfigError> {
+    let names: Vec<ProviderName> = providers.iter().map(|p| p.name.clone()).collect();
+    let mut priority = Vec::new();
+    for n in raw.unwrap_or_default() {
+        let name = ProviderName(n.clone());
+        if !names.contains(&name) {
+            if check == PriorityCheck::DropUnknown {
+                continue;
+            }
+            return Err(ConfigError::new(
+                "sync.priority",
+                format!("no provider named {n:?}"),
+            ));
+        }
+        if !priority.contains(&name) {
+            priority.push(name);
+        }
+    }
+    for n in names {
+        if !priority.contains(&n) {
+            priority.push(n);
+        }
+    }
+    Ok(priority)
+}
+
+/// The `[providers.*]` tables of one file, checked in order; `key_dir` is where a
+/// relative `api_key_file` is read from (`None`: the working directory).
+fn validate_providers(
+    raw: IndexMap<String, RawProvider>,
+    key_dir: Option<&Path>,
+) -> Result<Vec<ProviderConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "providers",
+            "at least one [providers.NAME] table is required",
+        ));
+    }
+    raw.into_iter()
+        .map(|(name, p)| p.validate(&name, key_dir))
+        .collect()
+}
+
+impl RawConfig {
+    /// `base` is the directory of the config file (`None`: the working directory),
+    /// against which a relative `tenants.dir` is resolved.
+    fn validate(self, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let store = StoreConfig {
+            path: parse_store_url(self.store.url.as_deref().unwrap_or("sqlite://custsync.db"))?,
+        };
+        let scalars = self.sync.validate_scalars()?;
 
         let listen_text = self
             .server
@@ -462,58 +657,83 @@ impl RawConfig {
 
         let cluster = self.cluster.validate()?;
 
-        if self.providers.is_empty() {
-            return Err(ConfigError::new(
-                "providers",
-                "at least one [providers.NAME] table is required",
-            ));
-        }
-        let mut providers = Vec::new();
-        for (name, raw) in self.providers {
-            providers.push(raw.validate(&name)?);
-        }
-
-        let names: Vec<ProviderName> = providers.iter().map(|p| p.name.clone()).collect();
-        let mut priority = Vec::new();
-        for n in self.sync.priority.unwrap_or_default() {
-            let name = ProviderName(n.clone());
-            if !names.contains(&name) {
+        let tenants = match self.tenants {
+            None => None,
+            Some(t) => Some(t.validate(base)?),
+        };
+        let (providers, priority) = if tenants.is_some() {
+            if let Some(name) = self.providers.keys().next() {
                 return Err(ConfigError::new(
-                    "sync.priority",
-                    format!("no provider named {n:?}"),
+                    "tenants.dir",
+                    format!(
+                        "[tenants] and top-level [providers.*] ([providers.{name}]) cannot be used together: \
+                         with [tenants], every provider lives in a tenant file \
+                         (check the file and CUSTSYNC__PROVIDERS__ variables)"
+                    ),
                 ));
             }
-            if !priority.contains(&name) {
-                priority.push(name);
-            }
-        }
-        for n in names {
-            if !priority.contains(&n) {
-                priority.push(n);
-            }
-        }
+            // The rules are checked now, their providers in each tenant.
+            validate_groups(indexed(self.groups.clone()), None)?;
+            let priority = self
+                .sync
+                .priority
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(ProviderName)
+                .collect();
+            (Vec::new(), priority)
+        } else {
+            let providers = validate_providers(self.providers, None)?;
+            let priority = validate_priority(
+                self.sync.priority.clone(),
+                &providers,
+                PriorityCheck::Strict,
+            )?;
+            (providers, priority)
+        };
 
         let activity = self.activity.validate()?;
-        let groups = validate_groups(self.groups, &providers)?;
+        let groups = if tenants.is_some() {
+            Vec::new()
+        } else {
+            validate_groups(indexed(self.groups.clone()), Some(&providers))?
+        };
 
         Ok(Config {
             activity,
             groups,
             store,
-            sync: SyncConfig {
-                schedule,
-                propagate_deletes: self.sync.propagate_deletes.unwrap_or(true),
-                max_delete_fraction,
-                conflict_policy,
-                priority,
-                push_concurrency,
-                full_listing_every,
-            },
+            sync: scalars.with_priority(priority),
             server: ServerConfig { listen },
             cluster,
             providers,
+            tenants,
+            base: Arc::new(BaseRaw {
+                sync: self.sync,
+                groups: self.groups,
+            }),
         })
     }
+}
+
+impl SyncScalars {
+    fn with_priority(self, priority: Vec<ProviderName>) -> SyncConfig {
+        SyncConfig {
+            schedule: self.schedule,
+            propagate_deletes: self.propagate_deletes,
+            max_delete_fraction: self.max_delete_fraction,
+            conflict_policy: self.conflict_policy,
+            priority,
+            push_concurrency: self.push_concurrency,
+            full_listing_every: self.full_listing_every,
+        }
+    }
+}
+
+/// `[[groups]]` with their place in the top-level file, which their keys name.
+fn indexed(groups: Vec<RawGroup>) -> Vec<(usize, RawGroup)> {
+    groups.into_iter().enumerate().collect()
 }
 
 impl RawActivity {
@@ -534,25 +754,29 @@ impl RawActivity {
 
 /// Each `[[groups]]` names a configured sendwithus provider, a group id (once per
 /// provider) and at least one canonical field with a value.
+///
+/// `n` is each rule's place in the file; `providers` `None` checks the rules but not
+/// the providers they name (the top level with `[tenants]`).
 fn validate_groups(
-    raw: Vec<RawGroup>,
-    providers: &[ProviderConfig],
+    raw: Vec<(usize, RawGroup)>,
+    providers: Option<&[ProviderConfig]>,
 ) -> Result<Vec<GroupRule>, ConfigError> {
     use crate::model::Field;
     let mut out: Vec<GroupRule> = Vec::new();
-    for (n, g) in raw.into_iter().enumerate() {
+    for (n, g) in raw {
         let key = |k: &str| format!("groups[{n}].{k}");
         let name = g.provider.ok_or_else(|| {
             ConfigError::new(key("provider"), "missing (a sendwithus provider NAME)")
         })?;
-        match providers.iter().find(|p| p.name.0 == name) {
-            None => {
+        match providers.map(|ps| ps.iter().find(|p| p.name.0 == name)) {
+            None => {}
+            Some(None) => {
                 return Err(ConfigError::new(
                     key("provider"),
                     format!("no provider named {name:?} in the config"),
                 ))
             }
-            Some(p) if p.kind != Kind::Sendwithus => {
+            Some(Some(p)) if p.kind != Kind::Sendwithus => {
                 return Err(ConfigError::new(
                     key("provider"),
                     format!(
@@ -561,7 +785,7 @@ fn validate_groups(
                     ),
                 ))
             }
-            Some(_) => {}
+            Some(Some(_)) => {}
         }
         let group_id = g
             .group_id
@@ -660,7 +884,9 @@ impl RawCluster {
 }
 
 impl RawProvider {
-    fn validate(self, name: &str) -> Result<ProviderConfig, ConfigError> {
+    /// `key_dir`: where a relative `api_key_file` is read from (`None`: the working
+    /// directory, as at the top level).
+    fn validate(self, name: &str, key_dir: Option<&Path>) -> Result<ProviderConfig, ConfigError> {
         let key = |k: &str| format!("providers.{name}.{k}");
         const KINDS: &str = "sendwithus | partially | malomo | nuvemshop | ecwid";
         let kind = match self.kind.as_deref().map(str::trim) {
@@ -688,6 +914,10 @@ impl RawProvider {
             }
             (Some(_), None) => return Err(ConfigError::new(key("api_key"), "is empty")),
             (_, Some(path)) => {
+                let path = match key_dir {
+                    Some(dir) if path.is_relative() => dir.join(path),
+                    _ => path,
+                };
                 read_key_file(&path).map_err(|m| ConfigError::new(key("api_key_file"), m))?
             }
             (None, None) => {
@@ -781,14 +1011,27 @@ pub fn parse_base_url(text: &str) -> Result<Url, String> {
 }
 
 /// `sqlite://custsync.db` and `sqlite://data/c.db` are relative to the working
-/// directory, `sqlite:///var/lib/custsync/c.db` absolute, `sqlite::memory:` in memory.
+/// directory, `sqlite:///var/lib/custsync/c.db` absolute, `sqlite::memory:` in memory;
+/// `postgres://USER:PASSWORD@HOST/DB` (or `postgresql://`) is PostgreSQL. No error
+/// shows a password.
 pub fn parse_store_url(text: &str) -> Result<StorePath, ConfigError> {
-    let bad = || ConfigError::new("store.url", format!("expected sqlite://PATH, got {text:?}"));
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Ok(StorePath::Postgres(PgUrl(text.to_string())));
-    }
+    let bad = || {
+        ConfigError::new(
+            "store.url",
+            format!(
+                "expected sqlite://PATH or postgres://USER@HOST/DB, got {:?}",
+                redact_url_text(text)
+            ),
+        )
+    };
     if text == "sqlite::memory:" {
         return Ok(StorePath::Memory);
+    }
+    let lower = text.trim().to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return PgUrl::parse(text)
+            .map(StorePath::Postgres)
+            .map_err(|m| ConfigError::new("store.url", m));
     }
     let rest = text
         .strip_prefix("sqlite://")
@@ -947,10 +1190,67 @@ mod tests {
             parse_store_url("sqlite://data/c.db").unwrap(),
             StorePath::File("data/c.db".into())
         );
-        assert!(matches!(
-            parse_store_url("postgres://x"),
-            Ok(StorePath::Postgres(_))
+        assert!(parse_store_url("mysql://x").is_err());
+        assert_eq!(
+            parse_store_url("sqlite::memory:").unwrap(),
+            StorePath::Memory
+        );
+    }
+
+    #[test]
+    fn postgres_urls_never_show_the_password() {
+        for text in [
+            "postgres://custsync:s3cret@db.internal:5432/custsync",
+            "postgresql://custsync:s3cret@db.internal/custsync?sslmode=require",
+        ] {
+            let StorePath::Postgres(url) = parse_store_url(text).unwrap() else {
+                panic!("{text}: not postgres");
+            };
+            assert_eq!(url.expose(), text);
+            for shown in [
+                url.to_string(),
+                format!("{url:?}"),
+                format!("{:?}", StorePath::Postgres(url.clone())),
+            ] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("custsync:***@db.internal"), "{shown}");
+            }
+        }
+        let url = PgUrl::parse("postgres://u:p%40ss@h/db").unwrap();
+        assert_eq!(url.to_string(), "postgres://u:***@h/db");
+        assert_eq!(url.expose(), "postgres://u:p%40ss@h/db");
+        // No password: nothing to hide; one in the query: hidden too.
+        let url = PgUrl::parse("postgres://custsync@db.internal/custsync").unwrap();
+        assert_eq!(url.to_string(), "postgres://custsync@db.internal/custsync");
+        let url = PgUrl::parse("postgres://u@h/db?password=s3cret&sslmode=require").unwrap();
+        assert!(!url.to_string().contains("s3cret"), "{url}");
+        assert!(url.to_string().contains("password=***"), "{url}");
+        assert!(url.expose().contains("s3cret"));
+        // A socket directory as the host.
+        assert!(PgUrl::parse("postgres:///db?host=/run/postgresql").is_ok());
+        // Bad ones: named store.url, the password nowhere.
+        for text in [
+            "postgres://u:s3cret@/db",
+            "postgres://u:s3cret@[bad/db",
+            "postgresql://u:s3cret@h:notaport/db",
+            "mysql://u:s3cret@h/db",
+            "postgres://u:s3cret@",
+        ] {
+            let e = parse_store_url(text).expect_err(text);
+            assert_eq!(e.key, "store.url", "{text}");
+            assert!(!e.to_string().contains("s3cret"), "{text}: {e}");
+        }
+        let e = err(&format!(
+            "[store]\nurl = \"postgres://u:s3cret@[x/db\"\n{GOOD}"
         ));
+        assert_eq!(e.key, "store.url");
+        assert!(!format!("{e} {e:?}").contains("s3cret"), "{e}");
+        let c = Config::from_toml(&format!(
+            "[store]\nurl = \"postgres://u:s3cret@h/db\"\n{GOOD}"
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(matches!(c.store.path, StorePath::Postgres(_)));
     }
 }
 

@@ -164,8 +164,13 @@ fn bad_values() {
         &GOOD.replace("[sync]", "[sync]\npriority = [\"nope\"]"),
         "sync.priority",
     );
+    // PostgreSQL is a store now (DESIGN 13); another scheme, or a URL with no host, is not.
     assert_config_error(
-        &GOOD.replace("url = \"sqlite://DB\"", "url = \"postgres://x\""),
+        &GOOD.replace("url = \"sqlite://DB\"", "url = \"mysql://x\""),
+        "store.url",
+    );
+    assert_config_error(
+        &GOOD.replace("url = \"sqlite://DB\"", "url = \"postgres://u:pw@/db\""),
         "store.url",
     );
 }
@@ -298,4 +303,54 @@ fn a_listen_port_already_taken_exits_2_naming_server_listen() {
     assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
     let last = o.stderr.lines().last().unwrap_or_default();
     assert!(last.contains("server.listen"), "{}", o.stderr);
+}
+
+#[test]
+fn check_offline_names_each_bad_tenant_and_lists_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir(&tenants).unwrap();
+    let providers = &GOOD[GOOD.find("[providers.ship]").unwrap()..];
+    std::fs::write(tenants.join("good.toml"), providers).unwrap();
+    std::fs::write(
+        tenants.join("bad-url.toml"),
+        providers.replace("https://api.gomalomo.com", "http://api.gomalomo.com"),
+    )
+    .unwrap();
+    std::fs::write(tenants.join("Bad_Name.toml"), providers).unwrap();
+    std::fs::write(tenants.join("notes.txt"), "ignored").unwrap();
+    let top = &GOOD[..GOOD.find("[providers.ship]").unwrap()];
+    let config = format!("{top}\n[tenants]\ndir = \"{}\"\n", tenants.display());
+    let o = run_with(&config, &["check", "--offline"], &[]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", o.stderr);
+    assert!(
+        lines.iter().any(|l| l.starts_with("tenant bad-url:")
+            && l.contains("bad-url.toml: providers.ship.base_url")),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("tenant Bad_Name:")),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stdout.contains("tenant good: ok"), "{}", o.stdout);
+    assert!(!o.db_created);
+
+    std::fs::remove_file(tenants.join("bad-url.toml")).unwrap();
+    std::fs::remove_file(tenants.join("Bad_Name.toml")).unwrap();
+    let o = run_with(&config, &["check", "--offline"], &[]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("tenant good: ok"), "{}", o.stdout);
+
+    // Both [tenants] and top-level providers: exit 2 naming tenants.dir.
+    let o = run_with(
+        &format!("{GOOD}\n[tenants]\ndir = \"x\"\n"),
+        &["check", "--offline"],
+        &[],
+    );
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("tenants.dir"), "{}", o.stderr);
 }

@@ -18,7 +18,26 @@ use crate::store::Store;
 /// authenticated request (unless offline).
 pub async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError> {
     if offline {
-        println!("config ok: {} provider(s)", config.providers.len());
+        let set = config.tenant_set()?;
+        if !set.configured {
+            println!("config ok: {} provider(s)", config.providers.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Every tenant file is checked: the good ones listed, each bad one a line.
+        let mut bad = 0;
+        for t in &set.tenants {
+            match &t.config {
+                Ok(c) => println!("tenant {}: ok: {} provider(s)", t.name, c.providers.len()),
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("tenant {}: {e}", t.name);
+                }
+            }
+        }
+        if bad > 0 {
+            return Ok(ExitCode::from(2));
+        }
+        println!("config ok: {} tenant(s)", set.tenants.len());
         return Ok(ExitCode::SUCCESS);
     }
     let providers = connect_all(config)?;
@@ -95,7 +114,7 @@ pub(super) async fn open_existing_store(path: &StorePath) -> Result<Store, AppEr
             let at = match path {
                 StorePath::File(p) => p.display().to_string(),
                 StorePath::Memory => ":memory:".into(),
-                StorePath::Postgres(url) => format!("{url:?}"),
+                StorePath::Postgres(url) => url.to_string(),
             };
             Err(anyhow::anyhow!("no database at {at} yet: run custsync --once first").into())
         }
