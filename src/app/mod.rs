@@ -419,7 +419,9 @@ async fn dry_run_store(path: &StorePath, tenant: Option<&str>) -> Result<Store, 
         .await
         .map_err(|e| match unusable_store(&e) {
             Some(why) => ConfigError::new("store.url", why).into(),
-            None => AppError::Other(anyhow::Error::new(e).context("the dry run's copy of the store")),
+            None => {
+                AppError::Other(anyhow::Error::new(e).context("the dry run's copy of the store"))
+            }
         })
 }
 

@@ -1,8 +1,8 @@
 //! The audit trail: every merge decision and every write custsync made, as rows that
 //! `custsync audit` prints as JSON lines.
 
-use sqlx::query::Query;
 use sqlx::any::AnyArguments;
+use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
 use super::{now_text, Result, RunId, Store};
@@ -78,10 +78,10 @@ impl AuditEntry {
             }
         };
         sqlx::query(sql)
-        .bind(run.0)
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut **tx)
-        .await?;
+            .bind(run.0)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 

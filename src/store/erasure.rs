@@ -23,14 +23,15 @@ impl Store {
             return Ok(None);
         };
         let id: i64 = row.get(0);
-        let links =
-            sqlx::query("SELECT provider, remote_id FROM links WHERE customer_id = $1 AND gone = 0")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|r| (ProviderName(r.get(0)), RemoteId(r.get(1))))
-                .collect();
+        let links = sqlx::query(
+            "SELECT provider, remote_id FROM links WHERE customer_id = $1 AND gone = 0",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (ProviderName(r.get(0)), RemoteId(r.get(1))))
+        .collect();
         Ok(Some((CustomerId(id), links)))
     }
 

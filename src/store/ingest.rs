@@ -54,9 +54,9 @@ impl Store {
         if !present.is_empty() {
             let present: Vec<&str> = present.iter().map(|r| r.0.as_str()).collect();
             sqlx::query(&format!(
-            "UPDATE links SET seen_run = $1 WHERE provider = $2 AND remote_id IN {}",
-            self.texts(3)
-        ))
+                "UPDATE links SET seen_run = $1 WHERE provider = $2 AND remote_id IN {}",
+                self.texts(3)
+            ))
             .bind(run.0)
             .bind(&provider.0)
             .bind(json(&present))
@@ -129,11 +129,7 @@ impl PageState {
         Ok(page)
     }
 
-    async fn load_people(
-        &mut self,
-        conn: &mut AnyConnection,
-        observed: &[Observed],
-    ) -> Result<()> {
+    async fn load_people(&mut self, conn: &mut AnyConnection, observed: &[Observed]) -> Result<()> {
         let emails: Vec<&str> = observed.iter().map(|o| o.email.as_str()).collect();
         let rows = sqlx::query(&format!(
             "SELECT email, id, tombstoned_at FROM customers WHERE email IN {}",

@@ -189,11 +189,9 @@ impl Store {
                     path: p.display().to_string(),
                     source,
                 })?;
-                let encoded = percent_encoding::utf8_percent_encode(
-                    &abs.to_string_lossy(),
-                    PATH_ESCAPES,
-                )
-                .to_string();
+                let encoded =
+                    percent_encoding::utf8_percent_encode(&abs.to_string_lossy(), PATH_ESCAPES)
+                        .to_string();
                 // `rw`: a file gone between the look and the open is an error, not new.
                 (
                     format!("sqlite://{encoded}?mode=rw"),
@@ -224,9 +222,7 @@ impl Store {
             .idle_timeout(None)
             .max_lifetime(None)
             .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(SQLITE_SETTINGS).await.map(|_| ())
-                })
+                Box::pin(async move { conn.execute(SQLITE_SETTINGS).await.map(|_| ()) })
             })
             .connect_with(opts)
             .await
@@ -348,7 +344,8 @@ impl Store {
                 if postgres_schema_exists(url, tenant).await? {
                     let mut tx = pool.begin().await?;
                     for table in TABLES {
-                        let copied = format!("INSERT INTO {copy}.{table} SELECT * FROM {source}.{table}");
+                        let copied =
+                            format!("INSERT INTO {copy}.{table} SELECT * FROM {source}.{table}");
                         sqlx::query(&copied).execute(&mut *tx).await?;
                     }
                     for table in ["customers", "outbox", "runs", "audit", "activity"] {
@@ -587,8 +584,9 @@ fn postgres_options(url: &str, schemas: &[&str]) -> Result<AnyConnectOptions> {
 
 /// The pool on the leases' schema of each PostgreSQL store this process uses.
 fn cluster_pools() -> &'static std::sync::Mutex<std::collections::HashMap<String, AnyPool>> {
-    static POOLS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, AnyPool>>> =
-        std::sync::OnceLock::new();
+    static POOLS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, AnyPool>>,
+    > = std::sync::OnceLock::new();
     POOLS.get_or_init(Default::default)
 }
 

@@ -187,12 +187,14 @@ impl Store {
             serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
         let entry = AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM links WHERE provider = $1 AND (customer_id = $2 OR remote_id = $3)")
-            .bind(&op.provider.0)
-            .bind(op.customer.0)
-            .bind(&record.id.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM links WHERE provider = $1 AND (customer_id = $2 OR remote_id = $3)",
+        )
+        .bind(&op.provider.0)
+        .bind(op.customer.0)
+        .bind(&record.id.0)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -221,11 +223,13 @@ impl Store {
         let entry = AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail);
         let mut tx = self.pool.begin().await?;
         // Without a remote id no link matches: the UPDATE changes nothing.
-        sqlx::query("UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id = $2")
-            .bind(&op.provider.0)
-            .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id = $2",
+        )
+        .bind(&op.provider.0)
+        .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM outbox WHERE id = $1")
             .bind(op.id)
             .execute(&mut *tx)
@@ -278,7 +282,7 @@ impl Store {
                  SELECT o.provider, c.email, o.op, o.state, o.attempts, o.last_error, o.next_attempt_at,
                         ROW_NUMBER() OVER (PARTITION BY o.provider ORDER BY o.updated_at DESC, o.id DESC) AS n
                  FROM outbox o JOIN customers c ON c.id = o.customer_id
-                 WHERE o.state IN ('failed', 'parked'))
+                 WHERE o.state IN ('failed', 'parked')) AS f
              WHERE n <= $1 ORDER BY provider, n",
         )
         .bind(per_provider)

@@ -26,6 +26,8 @@ pub struct Five {
     pub sync: String,
     /// `RUST_LOG` of the runs.
     pub rust_log: String,
+    /// `[store] url`; `None`: the SQLite file `db_path()`.
+    pub store_url: Option<String>,
 }
 
 /// One run of the binary.
@@ -92,6 +94,7 @@ impl Five {
             keys_for: BTreeMap::new(),
             sync: String::new(),
             rust_log: "custsync=debug,warn".into(),
+            store_url: None,
         }
     }
 
@@ -113,11 +116,11 @@ impl Five {
     }
 
     pub fn config_text(&self) -> String {
-        let mut text = format!(
-            "[store]\nurl = \"sqlite://{}\"\n\n[sync]\n{}\n",
-            self.db_path().display(),
-            self.sync
-        );
+        let url = self
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.db_path().display()));
+        let mut text = format!("[store]\nurl = \"{url}\"\n\n[sync]\n{}\n", self.sync);
         for (name, kind, url, key) in self.sb.endpoints() {
             text.push_str(&format!(
                 "\n[providers.{name}]\nkind = \"{kind}\"\nbase_url = \"{url}\"\napi_key = \"{key}\"\n{}",
