@@ -40,6 +40,33 @@ pub async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError>
         println!("config ok: {} tenant(s)", set.tenants.len());
         return Ok(ExitCode::SUCCESS);
     }
+    let (configured, chosen) = super::tenants::chosen(config, &[])?;
+    if configured {
+        // Each tenant's providers, under the tenant's name; a bad file is a failure.
+        let mut ok = true;
+        for t in &chosen {
+            match &t.config {
+                Err(e) => {
+                    ok = false;
+                    println!("tenant {}: FAILED: {e}", t.name);
+                }
+                Ok(c) => {
+                    println!("tenant {}:", t.name);
+                    ok &= check_providers(c).await? == ExitCode::SUCCESS;
+                }
+            }
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    check_providers(config).await
+}
+
+/// One cheap authenticated request to each enabled provider of `config`.
+async fn check_providers(config: &Config) -> Result<ExitCode, AppError> {
     let providers = connect_all(config)?;
     let results = futures::future::join_all(
         providers
@@ -74,7 +101,11 @@ pub async fn check(config: &Config, offline: bool) -> Result<ExitCode, AppError>
 
 /// `audit`: the trail as JSON lines. A `--provider` that the config does not name or
 /// an `--action` the store never writes is bad usage (exit 2), not an empty answer.
-pub async fn audit(config: &Config, filter: &AuditFilter) -> Result<ExitCode, AppError> {
+pub async fn audit(
+    config: &Config,
+    key: Option<&str>,
+    filter: &AuditFilter,
+) -> Result<ExitCode, AppError> {
     if let Some(name) = &filter.provider {
         if config.provider(name).is_none() {
             let known: Vec<&str> = config.providers.iter().map(|p| p.name.0.as_str()).collect();
@@ -97,7 +128,7 @@ pub async fn audit(config: &Config, filter: &AuditFilter) -> Result<ExitCode, Ap
             .into());
         }
     }
-    let store = open_existing_store(&config.store.path).await?;
+    let store = open_existing_store(&config.store.path, key).await?;
     for line in store.audit(filter).await.context("audit")? {
         println!("{line}");
     }
@@ -107,8 +138,11 @@ pub async fn audit(config: &Config, filter: &AuditFilter) -> Result<ExitCode, Ap
 
 /// Opens the configured database for a command that only reads; where there is none
 /// yet, one line (exit 1) and no file made.
-pub(super) async fn open_existing_store(path: &StorePath) -> Result<Store, AppError> {
-    match Store::open_existing(path, None).await {
+pub(super) async fn open_existing_store(
+    path: &StorePath,
+    key: Option<&str>,
+) -> Result<Store, AppError> {
+    match Store::open_existing(path, key).await {
         Ok(Some(store)) => Ok(store),
         Ok(None) => {
             let at = match path {

@@ -5,6 +5,7 @@
 mod inspect;
 mod person;
 mod sandbox;
+pub mod tenants;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::config::{Config, ConfigError, StorePath};
 use crate::model::ProviderName;
 use crate::providers;
 use crate::store::lease::{HeldBy, Holder, Lease};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, DEFAULT_TENANT};
 use crate::sync::report::Report;
 use crate::sync::{Connected, Engine, RunFailed, RunOptions};
 
@@ -152,7 +153,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
     };
     match &cli.command {
         Some(Command::Check { offline }) => inspect::check(&config, *offline).await,
-        Some(Command::Status { json }) => inspect::status(&config, *json).await,
+        Some(Command::Status { json }) => inspect::status(&config, &cli.tenants, *json).await,
         Some(Command::Forget {
             email,
             dry_run,
@@ -162,13 +163,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
                 dry_run: *dry_run,
                 yes: *yes,
             };
-            person::forget(&config, email, opts).await
+            let t = tenants::one(&config, &cli.tenants, "forget")?;
+            let c = t.config.clone()?;
+            person::forget(&c, t.key(), &t.name, email, opts).await
         }
         Some(Command::Activity {
             email,
             json,
             refresh,
-        }) => person::activity(&config, email, *json, *refresh).await,
+        }) => {
+            let t = tenants::one(&config, &cli.tenants, "activity")?;
+            let c = t.config.clone()?;
+            person::activity(&c, t.key(), &t.name, email, *json, *refresh).await
+        }
         Some(Command::Demo { customers }) => crate::demo::run(*customers).await,
         Some(Command::Completions { .. } | Command::Man | Command::Sandbox { .. }) => {
             Ok(ExitCode::SUCCESS)
@@ -187,10 +194,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
                 run: *run,
                 limit: *limit,
             };
-            inspect::audit(&config, &filter).await
+            let t = tenants::one(&config, &cli.tenants, "audit")?;
+            let c = t.config.clone()?;
+            inspect::audit(&c, t.key(), &filter).await
         }
         None => {
-            config.check_provider_names(&cli.allow_deletes)?;
             if cli.once || cli.dry_run {
                 reconcile_once(Arc::new(config), &cli).await
             } else {
@@ -276,34 +284,97 @@ pub async fn take_lease(
     }
 }
 
-/// One reconciliation (`--once`, `--dry-run`): exit 0 converged, 1 not.
+/// One reconciliation (`--once`, `--dry-run`) of every tenant acted on: exit 0 when
+/// each converged, 1 not.
 async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
+    let (configured, chosen) = tenants::chosen(&config, &cli.tenants)?;
+    tenants::check_allow_deletes(&chosen, &cli.allow_deletes)?;
+    let stop = CancellationToken::new();
+    let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
+    if !configured {
+        let outcome = once_tenant(config.clone(), None, DEFAULT_TENANT, cli, &stop, true).await;
+        signals.abort();
+        let outcome = match outcome? {
+            Ok(outcome) => outcome,
+            Err(held) => {
+                say_held(DEFAULT_TENANT, &held);
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let plan = cli.dry_run.then_some(cli.plan_format);
+        return finish_once(outcome, cli.report.as_deref(), plan);
+    }
+    // Several tenants: up to `max_concurrent_tenants` at once, each under its lease.
+    use futures::StreamExt;
+    let at_once = config.cluster.max_concurrent_tenants.max(1);
+    let results: Vec<(String, TenantResult)> = futures::stream::iter(chosen)
+        .map(|t| {
+            let stop = stop.clone();
+            async move {
+                let result = match &t.config {
+                    Err(e) => TenantResult::Error(e.to_string()),
+                    Ok(c) => match once_tenant(c.clone(), t.key(), &t.name, cli, &stop, false).await
+                    {
+                        Err(e) => TenantResult::Error(e.to_string()),
+                        Ok(Err(held)) => {
+                            say_held(&t.name, &held);
+                            TenantResult::Error(format!("lease held by {}", held.worker))
+                        }
+                        Ok(Ok(Ok(report))) => TenantResult::Done(Box::new(report)),
+                        Ok(Ok(Err(RunFailed { error, report }))) => {
+                            TenantResult::Failed(error.to_string(), report)
+                        }
+                    },
+                };
+                (t.name, result)
+            }
+        })
+        .buffered(at_once)
+        .collect()
+        .await;
+    signals.abort();
+    finish_tenants(results, cli)
+}
+
+/// What `--once` did for one tenant of several.
+enum TenantResult {
+    Done(Box<Report>),
+    /// The run stopped on a store error; the report of what it had done.
+    Failed(String, Box<Report>),
+    /// Nothing ran: its file, its store, its providers, or its lease held elsewhere.
+    Error(String),
+}
+
+/// `--once` of one tenant: its store (a copy for a dry run), its providers, its lease.
+async fn once_tenant(
+    config: Arc<Config>,
+    key: Option<&str>,
+    name: &str,
+    cli: &Cli,
+    stop: &CancellationToken,
+    bars: bool,
+) -> Result<Result<Result<Report, RunFailed>, HeldBy>, AppError> {
     let providers = connect_all(&config)?;
     let store = if cli.dry_run {
-        dry_run_store(&config.store.path, None).await?
+        dry_run_store(&config.store.path, key).await?
     } else {
-        open_store(&config.store.path, None).await?
+        open_store(&config.store.path, key).await?
     };
-    let engine = Engine::new(config.clone(), store.clone(), providers);
+    let engine = Engine::new(config.clone(), store.clone(), providers).for_tenant(name);
     let opts = RunOptions {
         dry_run: cli.dry_run,
         allow_deletes: cli.allow_deletes.iter().cloned().collect::<HashSet<_>>(),
         mode: if cli.dry_run { "dry-run" } else { "once" },
-        progress: live_progress(cli).then(crate::sync::progress::bars),
+        progress: (bars && live_progress(cli)).then(crate::sync::progress::bars),
     };
-    let stop = CancellationToken::new();
-    let signals = tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
-    let outcome = match engine.reconcile(&opts, &stop).await {
+    let outcome = match engine.reconcile(&opts, stop).await {
         Ok(Ok(report)) => Ok(report),
         Ok(Err(held)) => {
-            signals.abort();
             store.close().await;
-            say_held(&engine.tenant, &held);
-            return Ok(ExitCode::from(1));
+            return Ok(Err(held));
         }
         Err(failed) => Err(failed),
     };
-    signals.abort();
     store.close().await;
     if opts.progress.is_some() {
         crate::sync::progress::finish_bars();
@@ -311,8 +382,77 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
             eprint!("{}", report.summary());
         }
     }
-    let plan = cli.dry_run.then_some(cli.plan_format);
-    finish_once(outcome, cli.report.as_deref(), plan)
+    Ok(Ok(outcome))
+}
+
+/// The end of `--once` over tenants: the report `{"tenants": {NAME: report or
+/// {"error": ...}}, "converged": bool}`, the plans of a dry run, and exit 0 only when
+/// every tenant converged.
+fn finish_tenants(results: Vec<(String, TenantResult)>, cli: &Cli) -> Result<ExitCode, AppError> {
+    let mut doc = serde_json::Map::new();
+    let mut converged = true;
+    for (name, result) in &results {
+        let value = match result {
+            TenantResult::Done(report) => {
+                converged &= report.converged;
+                serde_json::to_value(report).context("report")?
+            }
+            TenantResult::Failed(error, report) => {
+                converged = false;
+                eprintln!("custsync: tenant {name}: reconciliation: {error}");
+                let mut v = serde_json::to_value(report).context("report")?;
+                v["error"] = serde_json::Value::String(error.clone());
+                v
+            }
+            TenantResult::Error(error) => {
+                converged = false;
+                if !error.starts_with("lease held by") {
+                    eprintln!("custsync: tenant {name}: {error}");
+                }
+                serde_json::json!({ "error": error })
+            }
+        };
+        doc.insert(name.clone(), value);
+    }
+    let doc = serde_json::json!({ "tenants": doc, "converged": converged });
+    if let Some(path) = cli.report.as_deref() {
+        let text = serde_json::to_string_pretty(&doc).context("report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    if cli.dry_run {
+        match cli.plan_format {
+            PlanFormat::Text => {
+                for (name, result) in &results {
+                    if let TenantResult::Done(report) = result {
+                        print!("tenant {name}:\n{}", report.plan_text());
+                    }
+                }
+            }
+            PlanFormat::Json => {
+                let plans: serde_json::Map<String, serde_json::Value> = results
+                    .iter()
+                    .filter_map(|(name, r)| match r {
+                        TenantResult::Done(report) => {
+                            Some((name.clone(), serde_json::json!({"plan": report.plan})))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"tenants": plans}))
+                        .context("the plan")?
+                );
+            }
+        }
+    }
+    tracing::info!(tenants = results.len(), converged, "reconciliation finished");
+    Ok(if converged {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The end of `--once` and `--dry-run`: the report is written (also, as far as it

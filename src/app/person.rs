@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{connect_all, open_store, provider_reason, take_lease, AppError};
-use crate::config::{Config, ConfigError, StorePath};
+use crate::config::{Config, ConfigError};
 use crate::model::{CustomerId, Email, ProviderName, RemoteId};
 use crate::providers::http::{gated, WriteGate};
 use crate::providers::Provider;
-use crate::sync::{Connected, DEFAULT_TENANT};
+use crate::sync::Connected;
 
 /// How `forget` was asked to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,15 +40,20 @@ enum Found {
 /// need no `--yes`. Exit 1 when a lookup or a delete failed, or the user said no.
 pub async fn forget(
     config: &Config,
+    key: Option<&str>,
+    tenant: &str,
     text: &str,
     opts: ForgetOptions,
 ) -> Result<ExitCode, AppError> {
     let email = parse_email(text)?;
     let providers = connect_all(config)?;
-    // A dry run leaves a missing database missing: there is nothing in it to purge.
-    let store = match &config.store.path {
-        StorePath::File(p) if opts.dry_run && !p.exists() => None,
-        path => Some(open_store(path, None).await?),
+    // A dry run leaves a missing store missing: there is nothing in it to purge.
+    let store = if opts.dry_run {
+        crate::store::Store::open_existing(&config.store.path, key)
+            .await
+            .context("store")?
+    } else {
+        Some(open_store(&config.store.path, key).await?)
     };
     let known = match &store {
         Some(store) => store.person(&email).await.context("store")?,
@@ -61,7 +66,7 @@ pub async fn forget(
     // A real erasure is a write of the tenant: it runs under its lease, from the
     // lookups on, and every delete it sends is fenced by it (DESIGN 4c).
     let lease = match (&store, opts.dry_run) {
-        (Some(store), false) => match take_lease(config, store, DEFAULT_TENANT).await? {
+        (Some(store), false) => match take_lease(config, store, tenant).await? {
             Ok(lease) => Some(Arc::new(lease)),
             Err(code) => {
                 store.close().await;
@@ -94,7 +99,7 @@ pub async fn forget(
     }
     let store = match store {
         Some(store) => store,
-        None => open_store(&config.store.path, None).await?,
+        None => open_store(&config.store.path, key).await?,
     };
     if ask {
         let question = format!("Erase {} everywhere? [y/N] ", email.as_str());
@@ -285,14 +290,16 @@ fn exit(failed: bool) -> ExitCode {
 /// provider and only the activity tables locally); exit 1 when a read failed.
 pub async fn activity(
     config: &Config,
+    key: Option<&str>,
+    tenant: &str,
     text: &str,
     json: bool,
     refresh: bool,
 ) -> Result<ExitCode, AppError> {
-    use crate::sync::{activity, DEFAULT_TENANT};
+    use crate::sync::activity;
     let email =
         Email::parse(text).map_err(|e| ConfigError::new("EMAIL", format!("{e}: {text:?}")))?;
-    let store = super::inspect::open_existing_store(&config.store.path).await?;
+    let store = super::inspect::open_existing_store(&config.store.path, key).await?;
     let Some((customer, _)) = store.person(&email).await.context("store")? else {
         store.close().await;
         eprintln!("custsync: no customer with this email is known");
@@ -302,7 +309,7 @@ pub async fn activity(
     if refresh {
         let providers = connect_all(config)?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let read = activity::poll(&store, DEFAULT_TENANT, &providers, 1, Some(customer), &stop)
+        let read = activity::poll(&store, tenant, &providers, 1, Some(customer), &stop)
             .await
             .context("store")?;
         if let Some(e) = &read.last_error {
@@ -311,7 +318,7 @@ pub async fn activity(
         }
     }
     let events = store
-        .timeline(DEFAULT_TENANT, customer)
+        .timeline(tenant, customer)
         .await
         .context("store")?;
     store.close().await;

@@ -237,6 +237,15 @@ impl Metrics {
 
     /// Exposes a provider's request counters under `tenant`, and its record counters
     /// at zero, so that every series exists before the first cycle ends.
+    /// Stops counting the traffic of a tenant that is gone (its file removed).
+    pub fn unwatch_tenant(&self, tenant: &str) {
+        self.traffic
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(l, _)| l.tenant != tenant);
+    }
+
     pub fn watch(&self, tenant: &str, provider: &str, traffic: Arc<Traffic>) {
         for op in RECORD_OPS {
             self.records
@@ -252,6 +261,8 @@ impl Metrics {
             .sources
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // A tenant's providers connected again (its file changed): the new counters.
+        sources.retain(|(l, _)| !(l.tenant == tenant && l.provider == provider));
         sources.push((
             ProviderLabels {
                 tenant: tenant.to_string(),
@@ -329,15 +340,26 @@ impl Metrics {
         tenant: &str,
         depth: Option<&[(String, String, i64)]>,
     ) -> Result<String, std::fmt::Error> {
+        self.encode_tenants(format, &[(tenant, depth)])
+    }
+
+    /// The exposition with the outbox depth of each tenant as read now (`None`: it
+    /// could not be read, its gauges are left out).
+    pub fn encode_tenants(
+        &self,
+        format: Format,
+        depths: &[(&str, Option<&[(String, String, i64)]>)],
+    ) -> Result<String, std::fmt::Error> {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(depth) = depth {
-            self.outbox.clear();
+        self.outbox.clear();
+        for (tenant, depth) in depths {
+            let Some(depth) = depth else { continue };
             let watched = self
                 .traffic
                 .sources
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            for (labels, _) in watched.iter().filter(|(l, _)| l.tenant == tenant) {
+            for (labels, _) in watched.iter().filter(|(l, _)| l.tenant == *tenant) {
                 for state in OUTBOX_STATES {
                     self.outbox
                         .get_or_create(&OutboxLabels {
@@ -349,7 +371,7 @@ impl Metrics {
                 }
             }
             drop(watched);
-            for (provider, state, n) in depth {
+            for (provider, state, n) in depth.iter() {
                 self.outbox
                     .get_or_create(&OutboxLabels {
                         tenant: tenant.to_string(),

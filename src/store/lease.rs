@@ -227,6 +227,111 @@ impl Store {
         }))
     }
 
+    /// Claims up to `max` of `tenants` due for a cycle, for `holder`, in one statement:
+    /// those whose lease is free and that no worker started since `since` (the tick),
+    /// and those whose lease expired (a holder that died mid-cycle), least recently
+    /// started first. On PostgreSQL the candidates are locked with `FOR UPDATE SKIP
+    /// LOCKED`, so workers claiming at the same instant split the tenants between them
+    /// instead of queueing on the same rows. A holder on this host seen to be gone
+    /// frees its leases first. Answers the tenants claimed, each with its new token.
+    pub async fn claim_due(
+        &self,
+        tenants: &[&str],
+        holder: &Holder,
+        ttl: Duration,
+        since: chrono::DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        if tenants.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let names = super::links::json(&tenants);
+        // Every tenant has a row to lock: a new one is free (released, token 0).
+        sqlx::query(self.sql(
+            "INSERT INTO leases (tenant, worker, host, pid, token, acquired_at, renewed_at, expires_at, released)
+             SELECT value, '', '', 0, 0, '', '', '', 1 FROM json_each($1) WHERE true
+             ON CONFLICT (tenant) DO NOTHING",
+            "INSERT INTO leases (tenant, worker, host, pid, token, acquired_at, renewed_at, expires_at, released)
+             SELECT t, '', '', 0, 0, '', '', '', 1 FROM json_array_elements_text($1::json) AS n(t)
+             ON CONFLICT (tenant) DO NOTHING",
+        ))
+        .bind(&names)
+        .execute(&self.pool)
+        .await?;
+        self.free_gone_holders(&names).await?;
+        let now = Utc::now();
+        let expires = time_text(now + chrono::Duration::from_std(ttl).unwrap_or_default());
+        let sql = format!(
+            "UPDATE leases SET worker = $1, host = $2, pid = $3, started = $4, token = token + 1,
+                    acquired_at = $5, renewed_at = $5, expires_at = $6, released = 0, last_started = $5
+             WHERE tenant IN (
+                 SELECT tenant FROM leases
+                 WHERE tenant IN {}
+                   AND ((released = 1 AND (last_started IS NULL OR last_started < $8))
+                        OR (released = 0 AND expires_at <= $5))
+                 ORDER BY last_started IS NOT NULL, last_started, tenant
+                 LIMIT $9 {})
+             RETURNING tenant, token",
+            self.texts(7),
+            self.sql("", "FOR UPDATE SKIP LOCKED")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&holder.worker)
+            .bind(&holder.host)
+            .bind(i64::from(holder.pid))
+            .bind(holder.started)
+            .bind(time_text(now))
+            .bind(&expires)
+            .bind(&names)
+            .bind(time_text(since))
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Frees the unexpired leases of `names` (a JSON list) held by a process of this
+    /// host that is gone, each by compare-and-swap on its token.
+    async fn free_gone_holders(&self, names: &str) -> Result<()> {
+        let here = gethostname::gethostname().to_string_lossy().into_owned();
+        let rows = sqlx::query(&format!(
+            "SELECT tenant, worker, host, pid, started, token FROM leases
+             WHERE released = 0 AND host = $1 AND tenant IN {}",
+            self.texts(2)
+        ))
+        .bind(&here)
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let holder = Holder {
+                worker: r.get(1),
+                host: r.get(2),
+                pid: u32::try_from(r.get::<i64, _>(3)).unwrap_or(0),
+                started: r.get(4),
+            };
+            if holder.is_gone() {
+                let tenant: String = r.get(0);
+                tracing::info!(tenant, from = %holder.worker, "lease of a gone process freed");
+                sqlx::query(
+                    "UPDATE leases SET expires_at = $1 WHERE tenant = $2 AND token = $3 AND released = 0",
+                )
+                .bind(time_text(Utc::now()))
+                .bind(&tenant)
+                .bind(r.get::<i64, _>(5))
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The lease of `tenant` that [`Store::claim_due`] took with `token`, renewed from
+    /// now in this (the tenant's) store; `asked` is when the claim was sent.
+    pub fn adopt_lease(&self, tenant: &str, token: i64, ttl: Duration, asked: Instant) -> Lease {
+        self.held(tenant, token, ttl, asked)
+    }
+
     async fn lease_row(&self, tenant: &str) -> Result<Option<LeaseRow>> {
         let row = sqlx::query(
             "SELECT worker, host, pid, started, token, expires_at, released FROM leases WHERE tenant = $1",
@@ -249,7 +354,9 @@ impl Store {
 
     /// The lease of `tenant` as `status` shows it; `None` when it was never taken.
     pub async fn lease_state(&self, tenant: &str) -> Result<Option<LeaseState>> {
-        Ok(self.lease_row(tenant).await?.map(|r| LeaseState {
+        // Token 0: the row a claim made before anyone held it.
+        let row = self.lease_row(tenant).await?.filter(|r| r.token > 0);
+        Ok(row.map(|r| LeaseState {
             holder_gone: !r.released && r.holder.is_gone(),
             worker: r.holder.worker,
             expires_at: r.expires_at,

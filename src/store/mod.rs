@@ -271,6 +271,20 @@ impl Store {
         Ok(store)
     }
 
+    /// PostgreSQL: the store of every tenant's lease (the `custsync` schema), where a
+    /// worker claims its due tenants in one statement. SQLite has none: each tenant's
+    /// lease is in that tenant's file.
+    pub async fn leases_of(path: &StorePath) -> Result<Option<Store>> {
+        match path {
+            StorePath::Postgres(url) => Ok(Some(Store {
+                pool: cluster_pool(url.expose()).await?,
+                backend: Backend::Postgres,
+                _copy: None,
+            })),
+            _ => Ok(None),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -524,8 +538,7 @@ pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
 const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;";
 
-/// The tenant of a config without `[tenants]`.
-pub const DEFAULT_TENANT: &str = "default";
+pub use crate::config::DEFAULT_TENANT;
 
 /// Every table of a tenant's store, parents before children.
 const TABLES: [&str; 9] = [

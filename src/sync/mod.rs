@@ -36,8 +36,7 @@ use merge::{merge, Side};
 use plan::{plan, LinkState, Op, Target};
 use report::{FieldChange, PlannedOp, Report};
 
-/// The tenant of a single-merchant configuration (DESIGN 13).
-pub const DEFAULT_TENANT: &str = "default";
+pub use crate::config::DEFAULT_TENANT;
 
 /// A run stopped by a store error, with the report of what it had done until then
 /// (the error is the last of its `errors`).
@@ -115,6 +114,12 @@ impl Engine {
         }
     }
 
+    /// The same engine for the tenant `name`.
+    pub fn for_tenant(mut self, name: &str) -> Self {
+        self.tenant = name.to_string();
+        self
+    }
+
     /// One full reconciliation of every enabled provider under the tenant's lease
     /// (DESIGN 4c): `Ok(Err(held))`, having sent nothing, when another process holds
     /// it. A dry run works on a copy of the store and takes no lease. Losing the lease
@@ -137,6 +142,17 @@ impl Engine {
             Ok(Err(held)) => return Ok(Err(held)),
             Err(error) => return Err(RunFailed::new(error, Report::default())),
         };
+        self.reconcile_leased(lease, opts, stop).await.map(Ok)
+    }
+
+    /// One reconciliation under `lease`, already taken (a worker's claim); the lease is
+    /// given back at the end.
+    pub async fn reconcile_leased(
+        &self,
+        lease: Lease,
+        opts: &RunOptions,
+        stop: &CancellationToken,
+    ) -> Result<Report, RunFailed> {
         // The run stops taking work when the process is told to stop or the lease is lost.
         let run_stop = stop.child_token();
         let watch = {
@@ -151,7 +167,7 @@ impl Engine {
         let result = gated(gate, self.run_once(opts, &run_stop, Some(&lease))).await;
         watch.abort();
         lease.release().await;
-        result.map(Ok)
+        result
     }
 
     /// One full reconciliation; writes are claimed under `lease` (none without one).

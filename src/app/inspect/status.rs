@@ -21,7 +21,6 @@ use crate::config::{Config, ProviderConfig};
 use crate::store::lease::LeaseState;
 use crate::store::outbox::FailedOp;
 use crate::store::{RunRow, Store};
-use crate::sync::DEFAULT_TENANT;
 
 /// The outbox states, in the order an operation goes through them.
 const STATES: [&str; 4] = ["pending", "in_flight", "failed", "parked"];
@@ -49,6 +48,28 @@ struct TenantStatus {
     /// How far behind activity polling is, when `[activity]` is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     activity: Option<crate::store::activity::ActivityLag>,
+    /// Operations waiting in the outbox (pending, in flight, failed), all providers.
+    outbox_depth: i64,
+    /// Why nothing more is known: the tenant's file is unusable, or it never ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl TenantStatus {
+    fn unusable(error: String) -> Self {
+        TenantStatus {
+            holder: None,
+            lease_expires_at: None,
+            lease: None,
+            last_run: None,
+            results_from_run: None,
+            held_deletes: 0,
+            providers: IndexMap::new(),
+            activity: None,
+            outbox_depth: 0,
+            error: Some(error),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -97,21 +118,47 @@ struct Failure {
     error: Option<String>,
 }
 
-/// `status`: exit 0 with the picture; exit 1 with one line where there is no database.
-pub async fn status(config: &Config, json: bool) -> Result<ExitCode, AppError> {
-    let store = open_existing_store(&config.store.path).await?;
-    let mut read = tenant_status(&store, DEFAULT_TENANT, &config.providers).await;
-    if let (Ok(tenant), true) = (&mut read, config.activity.enabled) {
-        tenant.activity = Some(
-            crate::sync::activity::lag(&store, DEFAULT_TENANT, config)
-                .await
-                .context("activity")?,
-        );
+/// `status`: exit 0 with the picture of every tenant (or those `--tenant` names);
+/// exit 1 with one line where a single merchant has no database yet. A tenant with no
+/// store yet, or whose file is unusable, is listed with what is known.
+pub async fn status(config: &Config, names: &[String], json: bool) -> Result<ExitCode, AppError> {
+    let (configured, chosen) = crate::app::tenants::chosen(config, names)?;
+    let mut tenants = IndexMap::new();
+    for t in &chosen {
+        let tenant_config = match &t.config {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                tenants.insert(t.name.clone(), TenantStatus::unusable(e.to_string()));
+                continue;
+            }
+        };
+        let store = if configured {
+            match crate::store::Store::open_existing(&tenant_config.store.path, t.key()).await {
+                Ok(Some(store)) => store,
+                Ok(None) => {
+                    tenants.insert(t.name.clone(), TenantStatus::unusable("never reconciled: no store yet".into()));
+                    continue;
+                }
+                Err(e) => {
+                    tenants.insert(t.name.clone(), TenantStatus::unusable(e.to_string()));
+                    continue;
+                }
+            }
+        } else {
+            open_existing_store(&tenant_config.store.path, None).await?
+        };
+        let mut read = tenant_status(&store, &t.name, &tenant_config.providers).await;
+        if let (Ok(tenant), true) = (&mut read, tenant_config.activity.enabled) {
+            tenant.activity = Some(
+                crate::sync::activity::lag(&store, &t.name, &tenant_config)
+                    .await
+                    .context("activity")?,
+            );
+        }
+        store.close().await;
+        tenants.insert(t.name.clone(), read?);
     }
-    store.close().await;
-    let doc = StatusDoc {
-        tenants: IndexMap::from([(DEFAULT_TENANT.to_string(), read?)]),
-    };
+    let doc = StatusDoc { tenants };
     if json {
         let text = serde_json::to_string_pretty(&doc).context("status")?;
         println!("{text}");
@@ -168,6 +215,12 @@ async fn tenant_status(
         results_from_run: reported.as_ref().map(|r| r.id),
         held_deletes: report.and_then(|r| r["held_deletes"].as_u64()).unwrap_or(0),
         providers: out,
+        outbox_depth: depth
+            .iter()
+            .filter(|(_, state, _)| state != "parked")
+            .map(|(_, _, n)| n)
+            .sum(),
+        error: None,
     })
 }
 
@@ -276,6 +329,9 @@ fn held_deletes(report: &Value, name: &str) -> (u64, bool) {
 /// The picture as a person reads it: the lease, the last run, one table row per
 /// provider, then what holds deletes and the last errors.
 fn text(name: &str, t: &TenantStatus) -> String {
+    if let Some(error) = &t.error {
+        return format!("tenant {name}: {error}\n");
+    }
     let mut out = format!("tenant {name}: {}\n", lease_line(t));
     match &t.last_run {
         Some(r) => out.push_str(&format!(
