@@ -239,8 +239,11 @@ impl Store {
         let schema = tenant_schema(tenant);
         ensure_postgres_schemas(url, &schema).await?;
         let opts = postgres_options(url, &[&schema, CLUSTER_SCHEMA])?;
+        // One connection per tenant, as on SQLite: a tenant's transactions follow each
+        // other, so two pages never both create the same new customer, and no
+        // statement of the engine has to be written for concurrent writers.
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(60)))
             .connect_with(opts)
@@ -347,7 +350,7 @@ impl Store {
                 ensure_postgres_schemas(url, &copy).await?;
                 let opts = postgres_options(url, &[&copy, CLUSTER_SCHEMA])?;
                 let pool = AnyPoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(1)
                     .connect_with(opts)
                     .await
                     .map_err(|source| StoreError::Open {
