@@ -121,10 +121,12 @@ impl Fleet {
         (out, doc)
     }
 
-    /// A worker (the daemon) with `args`, its stderr in the file `log`.
-    pub fn spawn(&self, args: &[&str], log: &str) -> tokio::process::Child {
-        let file = std::fs::File::create(self.dir.path().join(log)).expect("log file");
-        self.command(args)
+    /// A worker (the daemon) named `worker`, its stderr in the file `WORKER.log`.
+    pub fn spawn(&self, worker: &str) -> tokio::process::Child {
+        let file =
+            std::fs::File::create(self.dir.path().join(format!("{worker}.log"))).expect("log file");
+        self.command(&[])
+            .env("CUSTSYNC__CLUSTER__WORKER_ID", worker)
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
