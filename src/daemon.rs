@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::app::{connect_all, open_store, tenants, AppError};
-use crate::store::lease::{Holder, Lease};
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::metrics::{Format, Metrics, Outcome};
+use crate::store::lease::{Holder, Lease};
 use crate::store::Store;
 use crate::sync::report::{ProviderReport, Report};
 use crate::sync::{Engine, RunOptions};
@@ -127,7 +127,8 @@ pub async fn run(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppError> {
         }
         worker.refresh(&cli.tenants, true).await?;
     }
-    *lock(&shared.probe) = leases.or_else(|| worker.known.values().next().map(|k| k.engine.store.clone()));
+    *lock(&shared.probe) =
+        leases.or_else(|| worker.known.values().next().map(|k| k.engine.store.clone()));
 
     // A port that is taken or not ours is the configuration's to fix: exit 2.
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -345,11 +346,17 @@ impl Worker {
         let mut out = Vec::new();
         let asked = tokio::time::Instant::now();
         match &self.leases {
-            Some(leases) => match leases.claim_due(&names, &self.holder, ttl, tick, free).await {
+            Some(leases) => match leases
+                .claim_due(&names, &self.holder, ttl, tick, free)
+                .await
+            {
                 Ok(claimed) => {
                     for (name, token) in claimed {
                         if let Some(k) = self.known.get(&name) {
-                            out.push((name.clone(), k.engine.store.adopt_lease(&name, token, ttl, asked)));
+                            out.push((
+                                name.clone(),
+                                k.engine.store.adopt_lease(&name, token, ttl, asked),
+                            ));
                         }
                     }
                 }
@@ -367,7 +374,10 @@ impl Worker {
                     match store.claim_due(&[name], &self.holder, ttl, tick, 1).await {
                         Ok(claimed) => {
                             for (name, token) in claimed {
-                                out.push((name.clone(), store.adopt_lease(&name, token, ttl, asked)));
+                                out.push((
+                                    name.clone(),
+                                    store.adopt_lease(&name, token, ttl, asked),
+                                ));
                             }
                         }
                         Err(e) => {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod failpoint;
 pub mod metrics;
 pub mod model;
 pub mod providers;

@@ -2,10 +2,10 @@
 //! over every tenant with the tenants report, a bad tenant file that stops no other,
 //! `--tenant`, `status`, and the commands that need one tenant.
 
-#[path = "common/fleet.rs"]
-mod fleet;
 #[path = "common/five.rs"]
 mod five;
+#[path = "common/fleet.rs"]
+mod fleet;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -32,12 +32,19 @@ async fn once_over_every_tenant(postgres: bool) {
     assert_eq!(out.code, 1, "bad tenants make the exit 1: {}", out.stderr);
     assert_eq!(report["converged"], false, "{report:#}");
     for good in ["shop-a", "shop_b"] {
-        assert_eq!(report["tenants"][good]["converged"], true, "{good}: {report:#}");
+        assert_eq!(
+            report["tenants"][good]["converged"], true,
+            "{good}: {report:#}"
+        );
     }
     for bad in ["Bad", "shop-c"] {
         let error = report["tenants"][bad]["error"].as_str().unwrap_or_default();
         assert!(!error.is_empty(), "{bad} reported: {report:#}");
-        assert!(out.stderr.contains(bad), "{bad} named on stderr: {}", out.stderr);
+        assert!(
+            out.stderr.contains(bad),
+            "{bad} named on stderr: {}",
+            out.stderr
+        );
     }
     f.tenants.get_mut("shop-c").map(|_| ());
     std::fs::remove_file(f.tenant_path("Bad")).unwrap();
@@ -79,7 +86,9 @@ async fn once_over_every_tenant(postgres: bool) {
     let forget = f.run(&["forget", "p1@example.com", "--yes"]).await;
     assert_eq!(forget.code, 2, "{}", forget.stderr);
     assert!(forget.stderr.contains("--tenant"), "{}", forget.stderr);
-    let audit = f.run(&["audit", "--tenant", "shop_b", "--limit", "3"]).await;
+    let audit = f
+        .run(&["audit", "--tenant", "shop_b", "--limit", "3"])
+        .await;
     assert_eq!(audit.code, 0, "{}", audit.stderr);
     assert_eq!(audit.stdout.lines().count(), 3, "{}", audit.stdout);
     let forget = f

@@ -27,8 +27,9 @@ async fn fleet(names: &[String], per_second: f64) -> Fleet {
     for n in refs {
         f.add(n).await;
         let five = f.tenants.get_mut(n).unwrap();
-        five.provider_keys =
-            format!("rate_limit = {{ per_second = {per_second:.1}, burst = 2 }}\nmax_retries = 2\n");
+        five.provider_keys = format!(
+            "rate_limit = {{ per_second = {per_second:.1}, burst = 2 }}\nmax_retries = 2\n"
+        );
         f.write_tenant(n);
     }
     f
@@ -43,7 +44,10 @@ async fn until(what: &str, secs: u64, workers: &mut [&mut Child], ready: impl Fn
                 panic!("a worker ended ({status}) before {what}");
             }
         }
-        assert!(tokio::time::Instant::now() < give_up, "{what} never happened");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{what} never happened"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -101,19 +105,33 @@ async fn three_workers_share_twelve_tenants_and_take_over_a_killed_one() {
         if !held.is_empty() && held.iter().any(|t| f.tenants[t].sb.writes() > 0) {
             break held;
         }
-        assert!(tokio::time::Instant::now() < give_up, "w1 never held a tenant mid-push\n{}", f.log_text("w1.log"));
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "w1 never held a tenant mid-push\n{}",
+            f.log_text("w1.log")
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     sigkill(&w1);
     let _ = w1.wait().await;
     let killed = tokio::time::Instant::now();
-    until("every tenant converged", 120, &mut [&mut w2, &mut w3], || f.converged(&everyone)).await;
+    until(
+        "every tenant converged",
+        120,
+        &mut [&mut w2, &mut w3],
+        || f.converged(&everyone),
+    )
+    .await;
     let took = killed.elapsed();
     eprintln!("w1 held {held:?} when killed; everything converged {took:?} later");
     f.assert_converged(&everyone);
     // Both survivors worked: the tenants were spread, not queued on one.
     for log in ["w2.log", "w3.log"] {
-        assert!(f.log_text(log).contains("cycle finished"), "{log}:\n{}", f.log_text(log));
+        assert!(
+            f.log_text(log).contains("cycle finished"),
+            "{log}:\n{}",
+            f.log_text(log)
+        );
     }
     stop(w2).await;
     stop(w3).await;
@@ -132,14 +150,19 @@ async fn a_worker_paused_past_its_lease_writes_nothing_for_the_tenants_it_lost()
     signal(&w1, libc::SIGSTOP);
     let mut w2 = f.spawn("w2");
     // w2 takes the expired lease over and finishes the tenant.
-    until("every customer everywhere", 120, &mut [&mut w2], || f.converged(&everyone)).await;
+    until("every customer everywhere", 120, &mut [&mut w2], || {
+        f.converged(&everyone)
+    })
+    .await;
     // w1 wakes with work it had claimed: it must send none of it.
     f.clear_logs();
     signal(&w1, libc::SIGCONT);
     let w1_log = || f.log_text("w1.log");
     until("w1 notices it lost the lease", 30, &mut [&mut w2], || {
         let log = w1_log();
-        log.contains("lease lost") || log.contains("lease expired") || log.contains("cycle finished")
+        log.contains("lease lost")
+            || log.contains("lease expired")
+            || log.contains("cycle finished")
     })
     .await;
     f.assert_converged(&everyone);
@@ -154,11 +177,17 @@ async fn a_tenant_added_while_running_is_reconciled_and_a_bad_one_stops_no_other
     let mut f = fleet(&names, 500.0).await;
     let mut everyone = f.seed(5);
     let mut w1 = f.spawn("w1");
-    until("first converged", 60, &mut [&mut w1], || f.converged(&everyone)).await;
+    until("first converged", 60, &mut [&mut w1], || {
+        f.converged(&everyone)
+    })
+    .await;
     f.add("second").await;
     everyone.insert("second".into(), f.tenants["second"].seed_spread(0, 5));
     std::fs::write(f.tenant_path("broken"), "[providers.x]\nkind = \"nope\"\n").unwrap();
-    until("the new tenant converged", 60, &mut [&mut w1], || f.converged(&everyone)).await;
+    until("the new tenant converged", 60, &mut [&mut w1], || {
+        f.converged(&everyone)
+    })
+    .await;
     until("the bad tenant reported", 30, &mut [&mut w1], || {
         let log = f.log_text("w1.log");
         log.contains("broken") && log.contains("not usable")
@@ -167,7 +196,10 @@ async fn a_tenant_added_while_running_is_reconciled_and_a_bad_one_stops_no_other
     // The first tenant still runs: a new person there arrives everywhere.
     let more = f.tenants["first"].seed_spread(50, 2);
     everyone.get_mut("first").unwrap().extend(more);
-    until("first carries on", 60, &mut [&mut w1], || f.converged(&everyone)).await;
+    until("first carries on", 60, &mut [&mut w1], || {
+        f.converged(&everyone)
+    })
+    .await;
     f.assert_converged(&everyone);
     std::fs::remove_file(f.tenant_path("broken")).unwrap();
     stop(w1).await;

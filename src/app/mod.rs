@@ -313,18 +313,19 @@ async fn reconcile_once(config: Arc<Config>, cli: &Cli) -> Result<ExitCode, AppE
             async move {
                 let result = match &t.config {
                     Err(e) => TenantResult::Error(e.to_string()),
-                    Ok(c) => match once_tenant(c.clone(), t.key(), &t.name, cli, &stop, false).await
-                    {
-                        Err(e) => TenantResult::Error(e.to_string()),
-                        Ok(Err(held)) => {
-                            say_held(&t.name, &held);
-                            TenantResult::Error(format!("lease held by {}", held.worker))
+                    Ok(c) => {
+                        match once_tenant(c.clone(), t.key(), &t.name, cli, &stop, false).await {
+                            Err(e) => TenantResult::Error(e.to_string()),
+                            Ok(Err(held)) => {
+                                say_held(&t.name, &held);
+                                TenantResult::Error(format!("lease held by {}", held.worker))
+                            }
+                            Ok(Ok(Ok(report))) => TenantResult::Done(Box::new(report)),
+                            Ok(Ok(Err(RunFailed { error, report }))) => {
+                                TenantResult::Failed(error.to_string(), report)
+                            }
                         }
-                        Ok(Ok(Ok(report))) => TenantResult::Done(Box::new(report)),
-                        Ok(Ok(Err(RunFailed { error, report }))) => {
-                            TenantResult::Failed(error.to_string(), report)
-                        }
-                    },
+                    }
                 };
                 (t.name, result)
             }
@@ -447,7 +448,11 @@ fn finish_tenants(results: Vec<(String, TenantResult)>, cli: &Cli) -> Result<Exi
             }
         }
     }
-    tracing::info!(tenants = results.len(), converged, "reconciliation finished");
+    tracing::info!(
+        tenants = results.len(),
+        converged,
+        "reconciliation finished"
+    );
     Ok(if converged {
         ExitCode::SUCCESS
     } else {

@@ -317,10 +317,7 @@ pub async fn activity(
             eprintln!("custsync: {e}");
         }
     }
-    let events = store
-        .timeline(tenant, customer)
-        .await
-        .context("store")?;
+    let events = store.timeline(tenant, customer).await.context("store")?;
     store.close().await;
     if json {
         for e in &events {

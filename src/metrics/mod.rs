@@ -351,7 +351,10 @@ impl Metrics {
         depths: &[(&str, Option<&[(String, String, i64)]>)],
     ) -> Result<String, std::fmt::Error> {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        self.outbox.clear();
+        // Gauges of tenants gone go with a full read; an unreadable store keeps its own.
+        if depths.iter().all(|(_, d)| d.is_some()) {
+            self.outbox.clear();
+        }
         for (tenant, depth) in depths {
             let Some(depth) = depth else { continue };
             let watched = self

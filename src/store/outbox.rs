@@ -11,6 +11,39 @@ use super::{now_text, time_text, Result, RunId, Store};
 use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
 
+/// What became of one operation sent, to be recorded with its batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A create or update went through; `extras` are fields the answer holds that the
+    /// write did not send.
+    Written {
+        op: OutboxOp,
+        record: RemoteRecord,
+        action: &'static str,
+        extras: Vec<Field>,
+    },
+    /// A delete went through (or the record was already gone).
+    Deleted { op: OutboxOp },
+    /// It failed: `parked` ones wait for a person; others are tried next cycle.
+    Failed {
+        op: OutboxOp,
+        error: String,
+        maybe_applied: bool,
+        parked: bool,
+        next_attempt: Option<DateTime<Utc>>,
+    },
+}
+
+impl Outcome {
+    pub fn op(&self) -> &OutboxOp {
+        match self {
+            Outcome::Written { op, .. } | Outcome::Deleted { op } | Outcome::Failed { op, .. } => {
+                op
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxOp {
     pub id: i64,
@@ -162,104 +195,163 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// A create or update went through: the link's snapshot becomes the record as the
-    /// provider answered it, so the next poll sees no change. `extras` are fields the
-    /// answer holds that the write did not send: the snapshot leaves them out and the
-    /// record is kept as observed, so the merge takes them in like an edit. One
-    /// transaction, its statements sent to SQLite at once (a write's cost is mostly
-    /// round trips).
-    pub async fn complete_write(
-        &self,
-        run: RunId,
-        op: &OutboxOp,
-        record: &RemoteRecord,
-        action: &'static str,
-        extras: &[Field],
-    ) -> Result<()> {
-        let mut snapshot = record.projection.clone();
-        for f in extras {
-            snapshot.set(f.clone(), None::<String>);
+    /// Records the outcomes of a batch of one provider's operations in one
+    /// transaction, with a few set-based statements whatever the batch's size: a
+    /// create or update that went through makes the link's snapshot the record as the
+    /// provider answered it (fields the answer holds that the write did not send are
+    /// left out of the snapshot and the record kept as observed, so the merge takes
+    /// them in like an edit); a delete marks the link gone; a failure is kept for the
+    /// next cycle. Until the batch commits its operations stay in flight: a crash
+    /// before then leaves them doubtful, looked up before anything is sent again.
+    pub async fn record_outcomes(&self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
         }
-        let observed = (!extras.is_empty())
-            .then(|| serde_json::to_string(&record.projection))
-            .transpose()?;
-        let detail =
-            serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
-        let entry = AuditEntry::new(action, Some(op.customer), Some(&op.provider), detail);
+        let now = now_text();
+        let mut links: Vec<serde_json::Value> = Vec::new();
+        let mut written_customers: Vec<i64> = Vec::new();
+        let mut written_ids: Vec<&str> = Vec::new();
+        let mut gone: Vec<&str> = Vec::new();
+        let mut done_ops: Vec<i64> = Vec::new();
+        let mut audit: Vec<AuditEntry> = Vec::new();
+        let mut provider: Option<&ProviderName> = None;
+        // The last write of a remote id wins, as if they had been recorded in turn.
+        let mut by_remote: std::collections::HashMap<&str, usize> = Default::default();
+        for o in outcomes {
+            let op = o.op();
+            debug_assert!(provider.is_none_or(|p| p == &op.provider));
+            provider = Some(&op.provider);
+            match o {
+                Outcome::Written {
+                    op,
+                    record,
+                    action,
+                    extras,
+                } => {
+                    let mut snapshot = record.projection.clone();
+                    for f in extras {
+                        snapshot.set(f.clone(), None::<String>);
+                    }
+                    let observed = (!extras.is_empty())
+                        .then(|| serde_json::to_string(&record.projection))
+                        .transpose()?;
+                    let row = serde_json::json!([
+                        record.id.0,
+                        op.customer.0,
+                        serde_json::to_string(&snapshot)?,
+                        observed,
+                        record
+                            .updated_at
+                            .map(time_text)
+                            .unwrap_or_else(|| now.clone()),
+                    ]);
+                    match by_remote.get(record.id.0.as_str()) {
+                        Some(&i) => links[i] = row,
+                        None => {
+                            by_remote.insert(&record.id.0, links.len());
+                            links.push(row);
+                        }
+                    }
+                    written_customers.push(op.customer.0);
+                    written_ids.push(&record.id.0);
+                    done_ops.push(op.id);
+                    let detail = serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
+                    audit.push(AuditEntry::new(
+                        action,
+                        Some(op.customer),
+                        Some(&op.provider),
+                        detail,
+                    ));
+                }
+                Outcome::Deleted { op } => {
+                    // Without a remote id no link matches: nothing is marked.
+                    if let Some(r) = &op.remote_id {
+                        gone.push(&r.0);
+                    }
+                    done_ops.push(op.id);
+                    let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
+                    audit.push(AuditEntry::new(
+                        "delete",
+                        Some(op.customer),
+                        Some(&op.provider),
+                        detail,
+                    ));
+                }
+                Outcome::Failed { .. } => {}
+            }
+        }
+        let provider = provider.map(|p| p.0.as_str()).unwrap_or_default();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM links WHERE provider = $1 AND (customer_id = $2 OR remote_id = $3)",
-        )
-        .bind(&op.provider.0)
-        .bind(op.customer.0)
-        .bind(&record.id.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&op.provider.0)
-        .bind(&record.id.0)
-        .bind(op.customer.0)
-        .bind(serde_json::to_string(&snapshot)?)
-        .bind(observed)
-        .bind(record.updated_at.map(time_text).unwrap_or_else(now_text))
-        .bind(run.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM outbox WHERE id = $1")
-            .bind(op.id)
+        if !links.is_empty() {
+            sqlx::query(&format!(
+                "DELETE FROM links WHERE provider = $1 AND (customer_id IN {} OR remote_id IN {})",
+                self.ints(2),
+                self.texts(3)
+            ))
+            .bind(provider)
+            .bind(super::links::json(&written_customers))
+            .bind(super::links::json(&written_ids))
             .execute(&mut *tx)
             .await?;
-        entry.insert(&mut tx, run).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// A delete went through (or the record was already gone).
-    pub async fn complete_delete(&self, run: RunId, op: &OutboxOp) -> Result<()> {
-        let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
-        let entry = AuditEntry::new("delete", Some(op.customer), Some(&op.provider), detail);
-        let mut tx = self.pool.begin().await?;
-        // Without a remote id no link matches: the UPDATE changes nothing.
-        sqlx::query(
-            "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id = $2",
-        )
-        .bind(&op.provider.0)
-        .bind(op.remote_id.as_ref().map(|r| r.0.clone()))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM outbox WHERE id = $1")
-            .bind(op.id)
+            sqlx::query(self.sql(
+                "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
+                 SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                        json_extract(value, '$[3]'), json_extract(value, '$[4]'), $2
+                 FROM json_each($3)",
+                "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
+                 SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, $2
+                 FROM json_array_elements($3::json) AS e",
+            ))
+            .bind(provider)
+            .bind(run.0)
+            .bind(serde_json::Value::Array(links).to_string())
             .execute(&mut *tx)
             .await?;
-        entry.insert(&mut tx, run).await?;
+        }
+        if !gone.is_empty() {
+            sqlx::query(&format!(
+                "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id IN {}",
+                self.texts(2)
+            ))
+            .bind(provider)
+            .bind(super::links::json(&gone))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !done_ops.is_empty() {
+            sqlx::query(&format!("DELETE FROM outbox WHERE id IN {}", self.ints(1)))
+                .bind(super::links::json(&done_ops))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for o in outcomes {
+            if let Outcome::Failed {
+                op,
+                error,
+                maybe_applied,
+                parked,
+                next_attempt,
+            } = o
+            {
+                sqlx::query(
+                    "UPDATE outbox SET state = $1, last_error = $2,
+                            maybe_applied = CASE WHEN maybe_applied > $3 THEN maybe_applied ELSE $3 END,
+                            next_attempt_at = $4, updated_at = $5
+                     WHERE id = $6",
+                )
+                .bind(if *parked { "parked" } else { "failed" })
+                .bind(error)
+                .bind(*maybe_applied as i64)
+                .bind(next_attempt.map(time_text))
+                .bind(&now)
+                .bind(op.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let audit: Vec<&AuditEntry> = audit.iter().collect();
+        AuditEntry::insert_all(&audit, &mut tx, run).await?;
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Records a failure: `parked` ones wait for a person; others are tried next cycle.
-    pub async fn fail_op(
-        &self,
-        op: &OutboxOp,
-        error: &str,
-        maybe_applied: bool,
-        parked: bool,
-        next_attempt: Option<DateTime<Utc>>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET state = $1, last_error = $2, maybe_applied = CASE WHEN maybe_applied > $3 THEN maybe_applied ELSE $3 END, next_attempt_at = $4, updated_at = $5
-             WHERE id = $6",
-        )
-        .bind(if parked { "parked" } else { "failed" })
-        .bind(error)
-        .bind(maybe_applied as i64)
-        .bind(next_attempt.map(time_text))
-        .bind(now_text())
-        .bind(op.id)
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use super::report::ReportError;
 use crate::model::{CustomerId, Email, Field};
 use crate::providers::{Provider, ProviderError, RemoteRecord};
 use crate::store::lease::Lease;
-use crate::store::outbox::OutboxOp;
+use crate::store::outbox::{OutboxOp, Outcome};
 use crate::store::{RunId, Store, StoreError};
 
 #[derive(Debug, Default)]
@@ -75,48 +75,69 @@ pub async fn push(
     let mut done = 0;
     let concurrency = scope.concurrency.max(1);
     let (provider, scope) = (provider.as_ref(), &scope);
-    'pages: loop {
-        if stop.is_cancelled() {
-            break;
-        }
-        let ops = store
-            .pending_ops(provider.name(), after, 256, scope.updates_only)
-            .await?;
-        let Some(last) = ops.last() else { break };
-        after = last.id;
-        let mut ops = ops
-            .into_iter()
-            .filter(|op| !scope.frozen.contains(&op.customer))
-            .peekable();
-        while ops.peek().is_some() {
+    // Outcomes go to one writer that commits whatever has come in since its last
+    // commit, in one transaction: a commit per batch, not per write.
+    let (outcomes, recorded) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let writer_failed = CancellationToken::new();
+    let failed = &writer_failed;
+    // Owns the sender: the writer ends when the pushing does.
+    let pushing = async move {
+        'pages: loop {
             if stop.is_cancelled() {
-                break 'pages;
+                break;
             }
-            let chunk: Vec<OutboxOp> = ops.by_ref().take(concurrency * 2).collect();
-            let Some(chunk) = claim(store, scope.lease, chunk).await? else {
-                tracing::warn!(provider = %provider.name(), "lease lost: no further write is sent");
-                break 'pages;
-            };
-            let results: Vec<Result<Done, StoreError>> = futures::stream::iter(chunk)
-                .map(|op| async move {
-                    if !scope.lease.ensure().await {
-                        return Ok(Done::NotSent);
-                    }
-                    push_one(store, provider, scope, op).await
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
-            tally(&mut out, &mut done, results)?;
+            let ops = store
+                .pending_ops(provider.name(), after, 256, scope.updates_only)
+                .await?;
+            let Some(last) = ops.last() else { break };
+            after = last.id;
+            let mut ops = ops
+                .into_iter()
+                .filter(|op| !scope.frozen.contains(&op.customer))
+                .peekable();
+            while ops.peek().is_some() {
+                if stop.is_cancelled() || failed.is_cancelled() {
+                    break 'pages;
+                }
+                let chunk: Vec<OutboxOp> = ops.by_ref().take(concurrency * 2).collect();
+                let Some(chunk) = claim(store, scope.lease, chunk).await? else {
+                    tracing::warn!(provider = %provider.name(), "lease lost: no further write is sent");
+                    break 'pages;
+                };
+                let outcomes = &outcomes;
+                let results: Vec<Done> = futures::stream::iter(chunk)
+                    .map(|op| async move {
+                        if !scope.lease.ensure().await {
+                            return Done::NotSent;
+                        }
+                        let (done, outcome) = push_one(provider, scope, op).await;
+                        if let Some(o) = outcome {
+                            // The writer is gone only after a store error, said below.
+                            let _ = outcomes.send(o);
+                        }
+                        done
+                    })
+                    .buffer_unordered(concurrency)
+                    .collect()
+                    .await;
+                tally(&mut out, &mut done, results);
+            }
+            if let Some(p) = progress {
+                p(&Event::Pushed {
+                    provider: provider.name().0.clone(),
+                    done,
+                    total: total.max(done),
+                });
+            }
         }
-        if let Some(p) = progress {
-            p(&Event::Pushed {
-                provider: provider.name().0.clone(),
-                done,
-                total: total.max(done),
-            });
-        }
-    }
+        Ok::<PushOutcome, StoreError>(out)
+    };
+    let (pushed, written) = tokio::join!(
+        pushing,
+        record_outcomes(store, scope.run, recorded, &writer_failed)
+    );
+    written?;
+    let out = pushed?;
     tracing::info!(provider = %provider.name(), created = out.created, updated = out.updated,
         deleted = out.deleted, failed = out.failed, "pushed");
     Ok(out)
@@ -149,13 +170,38 @@ async fn claim(
     ))
 }
 
-fn tally(
-    out: &mut PushOutcome,
-    done: &mut u64,
-    results: Vec<Result<Done, StoreError>>,
+/// The writer of a push's outcomes: takes every outcome that has come in, records
+/// them in one transaction, and again, until the push is over. A store error stops
+/// it (and the push, through `failed`); the operations not recorded stay in flight,
+/// doubtful for the next run.
+async fn record_outcomes(
+    store: &Store,
+    run: crate::store::RunId,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    failed: &CancellationToken,
 ) -> Result<(), StoreError> {
+    const MOST: usize = 512;
+    let mut batch = Vec::new();
+    while let Some(first) = incoming.recv().await {
+        batch.push(first);
+        while batch.len() < MOST {
+            match incoming.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        crate::failpoint::reached("before-outcome-commit");
+        if let Err(e) = store.record_outcomes(run, &batch).await {
+            failed.cancel();
+            return Err(e);
+        }
+        batch.clear();
+    }
+    Ok(())
+}
+
+fn tally(out: &mut PushOutcome, done: &mut u64, results: Vec<Done>) {
     for r in results {
-        let r = r?;
         *done += u64::from(!matches!(r, Done::NotSent));
         match r {
             Done::Created { adopted } => {
@@ -174,16 +220,10 @@ fn tally(
             Done::NotSent => {}
         }
     }
-    Ok(())
 }
 
-async fn push_one(
-    store: &Store,
-    p: &dyn Provider,
-    scope: &Scope<'_>,
-    op: OutboxOp,
-) -> Result<Done, StoreError> {
-    let run = scope.run;
+/// Sends one operation; answers what it did and the outcome to record.
+async fn push_one(p: &dyn Provider, scope: &Scope<'_>, op: OutboxOp) -> (Done, Option<Outcome>) {
     // A create whose request may have reached the provider stays doubtful even when
     // what came after it (the lookup) failed for another reason.
     let mut doubtful = false;
@@ -230,28 +270,28 @@ async fn push_one(
                 .filter(|(f, v)| op.payload.get(f).is_none() && !p.fields().is_default(f, Some(v)))
                 .map(|(f, _)| f.clone())
                 .collect();
-            store
-                .complete_write(run, &op, &record, action, &extras)
-                .await?;
             let adopted = !extras.is_empty();
-            Ok(if op.op == "create" {
+            let done = if op.op == "create" {
                 Done::Created { adopted }
             } else {
                 Done::Updated { adopted }
-            })
+            };
+            let outcome = Outcome::Written {
+                op,
+                record,
+                action,
+                extras,
+            };
+            (done, Some(outcome))
         }
-        Ok((None, _)) => {
-            store.complete_delete(run, &op).await?;
-            Ok(Done::Deleted)
-        }
+        Ok((None, _)) => (Done::Deleted, Some(Outcome::Deleted { op })),
         // The record vanished between listing and update: it was deleted there.
         Err(e) if op.op == "update" && e.status() == Some(404) => {
-            store.complete_delete(run, &op).await?;
-            Ok(Done::Deleted)
+            (Done::Deleted, Some(Outcome::Deleted { op }))
         }
         // The lease went while the write waited: it was not sent, and this process
         // records nothing more (the row stays in flight, doubtful for the new holder).
-        Err(_) if scope.lease.lost().is_cancelled() => Ok(Done::NotSent),
+        Err(_) if scope.lease.lost().is_cancelled() => (Done::NotSent, None),
         Err(e) => {
             // A refused delete (Partial.ly keeps customers with an open plan) waits for
             // a person; other failures are tried again next cycle.
@@ -260,22 +300,21 @@ async fn push_one(
                 && e.status().is_some_and(|s| (400..500).contains(&s));
             let backoff =
                 ChronoDuration::seconds(30i64.saturating_mul(1 << op.attempts.clamp(0, 10)));
-            store
-                .fail_op(
-                    &op,
-                    &e.to_string(),
-                    doubtful || e.maybe_applied(),
-                    parked,
-                    (!parked).then(|| Utc::now() + backoff),
-                )
-                .await?;
             tracing::warn!(provider = %p.name(), op = %op.op, error = %e, parked, "push failed");
-            Ok(Done::Failed(ReportError {
+            let done = Done::Failed(ReportError {
                 provider: p.name().0.clone(),
                 email: op.email.clone(),
                 remote_id: op.remote_id.as_ref().map(|r| r.0.clone()),
                 error: e.to_string(),
-            }))
+            });
+            let outcome = Outcome::Failed {
+                error: e.to_string(),
+                maybe_applied: doubtful || e.maybe_applied(),
+                parked,
+                next_attempt: (!parked).then(|| Utc::now() + backoff),
+                op,
+            };
+            (done, Some(outcome))
         }
     }
 }

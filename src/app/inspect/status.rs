@@ -136,7 +136,10 @@ pub async fn status(config: &Config, names: &[String], json: bool) -> Result<Exi
             match crate::store::Store::open_existing(&tenant_config.store.path, t.key()).await {
                 Ok(Some(store)) => store,
                 Ok(None) => {
-                    tenants.insert(t.name.clone(), TenantStatus::unusable("never reconciled: no store yet".into()));
+                    tenants.insert(
+                        t.name.clone(),
+                        TenantStatus::unusable("never reconciled: no store yet".into()),
+                    );
                     continue;
                 }
                 Err(e) => {
