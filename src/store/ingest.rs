@@ -16,18 +16,16 @@ use crate::model::{Projection, ProviderName, RemoteId};
 
 impl Store {
     /// Stores one page of a listing in one transaction, records in page order.
-    /// `present` are ids of records that were listed but skipped for their data: they
-    /// still count as present. Returns the records not linked as duplicates.
+    /// Returns the records not linked as duplicates.
     pub async fn ingest_page(
         &self,
         provider: &ProviderName,
         run: RunId,
         observed: &[Observed],
-        present: &[RemoteId],
     ) -> Result<Vec<Duplicate>> {
         let mut tx = self.pool.begin().await?;
         let mut page = PageState::load(&mut tx, provider, observed).await?;
-        let mut seen = Seen::new(provider, run);
+        let mut seen = Unchanged::new(provider);
         let mut duplicates = Vec::new();
         for o in observed {
             let id = &o.record.id.0;
@@ -51,18 +49,6 @@ impl Store {
             }
         }
         seen.flush(&mut tx).await?;
-        if !present.is_empty() {
-            let present: Vec<&str> = present.iter().map(|r| r.0.as_str()).collect();
-            sqlx::query(&format!(
-                "UPDATE links SET seen_run = $1 WHERE provider = $2 AND remote_id IN {}",
-                self.texts(3)
-            ))
-            .bind(run.0)
-            .bind(&provider.0)
-            .bind(json(&present))
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         Ok(duplicates)
     }
@@ -163,19 +149,18 @@ impl PageState {
     }
 }
 
-/// Known links seen unchanged, marked seen by this run in one statement. Flushed
-/// before any other statement of the page, so the page's order of effects is kept.
-struct Seen<'a> {
+/// Known links seen unchanged: an observed state left on one (a change that went
+/// back) is cleared, in one statement. Flushed before any other statement of the
+/// page, so the page's order of effects is kept.
+struct Unchanged<'a> {
     provider: &'a ProviderName,
-    run: RunId,
     ids: Vec<&'a str>,
 }
 
-impl<'a> Seen<'a> {
-    fn new(provider: &'a ProviderName, run: RunId) -> Self {
+impl<'a> Unchanged<'a> {
+    fn new(provider: &'a ProviderName) -> Self {
         Self {
             provider,
-            run,
             ids: Vec::new(),
         }
     }
@@ -188,11 +173,12 @@ impl<'a> Seen<'a> {
         if self.ids.is_empty() {
             return Ok(());
         }
+        // Only a row with an observed state left (a change that went back) is written:
+        // a record seen unchanged costs no write (what the listing saw is in memory).
         sqlx::query(&format!(
-            "UPDATE links SET seen_run = $1, observed = NULL WHERE provider = $2 AND remote_id IN {}",
-            super::texts(super::backend_of(conn), 3)
+            "UPDATE links SET observed = NULL WHERE provider = $1 AND observed IS NOT NULL AND remote_id IN {}",
+            super::texts(super::backend_of(conn), 2)
         ))
-        .bind(self.run.0)
         .bind(&self.provider.0)
         .bind(json(&self.ids))
         .execute(&mut *conn)
@@ -408,7 +394,7 @@ mod tests {
             rec("a1", "x@e.co", "Annie", 30), // a1 again, newer than a2: replaces it
             rec("a3", "x@e.co", "Ana", 15),   // older than a1: a duplicate
         ];
-        let dups = s.ingest_page(&p, run, &page, &[]).await.unwrap();
+        let dups = s.ingest_page(&p, run, &page).await.unwrap();
         assert_eq!(ids(&dups), ["a1", "a2", "a3"]);
         assert_eq!(
             links(&s, "p").await,
@@ -420,7 +406,7 @@ mod tests {
         // One customer per email, the second provider's record joins it.
         let q = ProviderName("q".into());
         let dups = s
-            .ingest_page(&q, run, &[rec("q1", "y@e.co", "B", 1)], &[])
+            .ingest_page(&q, run, &[rec("q1", "y@e.co", "B", 1)])
             .await
             .unwrap();
         assert!(dups.is_empty());
@@ -428,12 +414,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_known_record_unchanged_is_marked_seen_and_a_changed_one_is_kept_for_the_merge() {
+    async fn a_known_record_unchanged_costs_no_write_and_a_changed_one_is_kept_for_the_merge() {
         let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());
         let run = s.begin_run("once").await.unwrap();
+        let first_run = run;
         let first = [rec("a1", "x@e.co", "Ann", 1), rec("b1", "y@e.co", "Bob", 1)];
-        s.ingest_page(&p, run, &first, &[]).await.unwrap();
+        s.ingest_page(&p, run, &first).await.unwrap();
         merge_all(&s, run).await;
 
         let run = s.begin_run("once").await.unwrap();
@@ -442,14 +429,14 @@ mod tests {
             rec("b1", "y@e.co", "Bobby", 2),
         ];
         let dups = s
-            .ingest_page(&p, run, &page, &[RemoteId("gone?".into())])
+            .ingest_page(&p, run, &page)
             .await
             .unwrap();
         assert!(dups.is_empty());
         assert_eq!(
             links(&s, "p").await,
             [
-                ("a1".into(), 1, None, run.0),
+                ("a1".into(), 1, None, first_run.0),
                 ("b1".into(), 2, Some("Bobby".into()), run.0)
             ]
         );
@@ -462,19 +449,20 @@ mod tests {
         let run = s.begin_run("once").await.unwrap();
         let mut first = rec("a1", "x@e.co", "Ann", 1);
         first.record.projection.set(Field::Language, Some("de"));
-        s.ingest_page(&p, run, &[first], &[]).await.unwrap();
+        s.ingest_page(&p, run, &[first]).await.unwrap();
         merge_all(&s, run).await;
+        let first_run = run;
 
-        // Listed again without its language: unknown, so unchanged.
+        // Listed again without its language: unknown, so unchanged (and not written).
         let run = s.begin_run("once").await.unwrap();
         let mut again = rec("a1", "x@e.co", "Ann", 1);
         again.record.absent = vec![Field::Language];
-        s.ingest_page(&p, run, &[again.clone()], &[]).await.unwrap();
-        assert_eq!(links(&s, "p").await, [("a1".into(), 1, None, run.0)]);
+        s.ingest_page(&p, run, &[again.clone()]).await.unwrap();
+        assert_eq!(links(&s, "p").await, [("a1".into(), 1, None, first_run.0)]);
 
         // A real edit elsewhere keeps the language it did not carry.
         again.record.projection.set(Field::FirstName, Some("Anna"));
-        s.ingest_page(&p, run, &[again], &[]).await.unwrap();
+        s.ingest_page(&p, run, &[again]).await.unwrap();
         let observed: String = sqlx::query("SELECT observed FROM links")
             .fetch_one(s.pool())
             .await
@@ -490,7 +478,7 @@ mod tests {
         let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());
         let run = s.begin_run("once").await.unwrap();
-        s.ingest_page(&p, run, &[rec("a1", "x@e.co", "Ann", 1)], &[])
+        s.ingest_page(&p, run, &[rec("a1", "x@e.co", "Ann", 1)])
             .await
             .unwrap();
         sqlx::query("UPDATE customers SET tombstoned_at = 'now'")
@@ -504,7 +492,7 @@ mod tests {
             .unwrap();
         let q = ProviderName("q".into());
         let page = [rec("q1", "x@e.co", "Ann", 1), rec("q2", "f@e.co", "Fay", 1)];
-        assert!(s.ingest_page(&q, run, &page, &[]).await.unwrap().is_empty());
+        assert!(s.ingest_page(&q, run, &page).await.unwrap().is_empty());
         assert!(links(&s, "q").await.is_empty());
     }
 }

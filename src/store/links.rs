@@ -102,23 +102,23 @@ pub(super) fn projection(text: Option<String>) -> Result<Option<Projection>> {
 }
 
 impl Store {
-    /// Links of `provider` that a complete listing of `run` did not return.
+    /// Links of `provider` whose record a complete listing did not return (`listed`
+    /// says which remote ids it returned): live, merged, of a customer not tombstoned.
     pub async fn vanished(
         &self,
         provider: &ProviderName,
-        run: RunId,
+        listed: impl Fn(&str) -> bool,
     ) -> Result<Vec<(CustomerId, RemoteId)>> {
         let rows = sqlx::query(
             "SELECT l.customer_id, l.remote_id FROM links l JOIN customers c ON c.id = l.customer_id
-             WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL
-               AND (l.seen_run IS NULL OR l.seen_run < $2) AND c.tombstoned_at IS NULL",
+             WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL",
         )
         .bind(&provider.0)
-        .bind(run.0)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
+            .filter(|r| !listed(&r.get::<String, _>(1)))
             .map(|r| (CustomerId(r.get(0)), RemoteId(r.get(1))))
             .collect())
     }

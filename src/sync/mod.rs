@@ -276,13 +276,13 @@ impl Engine {
                 report.error(&name.0, None, None, e);
                 ctx.incomplete.insert(name.clone());
             } else if outcome.complete {
-                complete.push(name.clone());
+                complete.push((name.clone(), outcome.seen));
             }
         }
 
         // 2. Deletions seen by complete listings, under the guard.
-        for name in &complete {
-            self.deletions(name, opts, &mut ctx, report).await?;
+        for (name, seen) in &complete {
+            self.deletions(name, seen, opts, &mut ctx, report).await?;
         }
 
         // A record that took another customer's email is not merged: both wait.
@@ -466,11 +466,12 @@ impl Engine {
     async fn deletions(
         &self,
         name: &ProviderName,
+        seen: &poll::Seen,
         opts: &RunOptions,
         ctx: &mut PassContext<'_>,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let vanished = self.store.vanished(name, ctx.run).await?;
+        let vanished = self.store.vanished(name, |id| seen.contains(id)).await?;
         if vanished.is_empty() {
             return Ok(());
         }

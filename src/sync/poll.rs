@@ -33,14 +33,40 @@ pub struct PollOutcome {
     /// record not read whole): the provider holds that person, so nobody is created
     /// there under that email this run.
     pub skipped_emails: HashSet<Email>,
+    /// Hashes of the remote ids a complete listing returned: a link whose id is not
+    /// here vanished. Kept in memory, not written on every link row.
+    pub seen: Seen,
+}
+
+/// The remote ids a listing returned, as 8-byte hashes.
+#[derive(Debug, Default)]
+pub struct Seen(HashSet<u64, BuildHasherDefault<DefaultHasher>>);
+
+impl Seen {
+    fn hash(id: &str) -> u64 {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    /// Adds `id`; false when it was there already.
+    pub fn insert(&mut self, id: &RemoteId) -> bool {
+        self.0.insert(Seen::hash(&id.0))
+    }
+
+    /// True when the listing returned `id` (or, once in 2^64, another id with its
+    /// hash: then a deletion is missed, never invented).
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(&Seen::hash(id))
+    }
 }
 
 /// What a listing has shown so far, to tell a complete listing from one that fell
 /// short or never ends (DESIGN 4c "Listings that prove themselves").
 #[derive(Default)]
 struct Proof {
-    /// Hashes of the remote ids seen in this listing (8 bytes each, not the ids).
-    seen: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
+    /// The remote ids seen in this listing.
+    seen: Seen,
     /// The whole listing's size, as the provider last stated it.
     stated_total: Option<u64>,
     /// The first reason the listing is not complete.
@@ -57,24 +83,22 @@ impl Proof {
     fn page(&mut self, ids: &[&RemoteId]) -> bool {
         let mut fresh = 0;
         for id in ids {
-            let mut h = DefaultHasher::new();
-            id.0.hash(&mut h);
-            fresh += usize::from(self.seen.insert(h.finish()));
+            fresh += usize::from(self.seen.insert(id));
         }
         ids.is_empty() || fresh > 0
     }
 
     /// The reason a listing that ended here is incomplete, if it is.
-    fn verdict(mut self, full: bool) -> Option<String> {
+    fn verdict(&mut self, full: bool) -> Option<String> {
         if let (true, Some(total)) = (full, self.stated_total) {
-            let seen = self.seen.len() as u64;
+            let seen = self.seen.0.len() as u64;
             if seen < total {
                 self.fail(format!(
                     "the listing ended after {seen} of the {total} records it says it holds"
                 ));
             }
         }
-        self.incomplete
+        self.incomplete.clone()
     }
 }
 
@@ -191,7 +215,12 @@ pub async fn poll(
                 }
             }
         }
-        for d in store.ingest_page(&name, run, &observed, &present).await? {
+        // What counts as still there: every record stored, and those skipped for their
+        // data (not one without any email: that is Partial.ly's erasure, a deletion).
+        for id in observed.iter().map(|o| &o.record.id).chain(&present) {
+            out.seen.insert(id);
+        }
+        for d in store.ingest_page(&name, run, &observed).await? {
             let reason = "duplicate email: another record of this provider has it and is linked";
             out.skipped.push(skip(
                 &name.0,
