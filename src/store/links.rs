@@ -290,25 +290,61 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
-        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT id, email, fields, updated_at, tombstoned_at FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&mut *conn)
+        .fetch_all(&self.pool)
         .await?;
-        let Some(last) = rows.last().map(|r| r.get::<i64, _>(0)) else {
+        self.with_links(rows).await
+    }
+
+    /// Like [`Store::load_batch`], only the customers with a link observed changed
+    /// (or new), an operation in the outbox, or in `touched` (a record vanished).
+    pub async fn load_changed_batch(
+        &self,
+        after: i64,
+        limit: i64,
+        touched: &[i64],
+    ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, email, fields, updated_at, tombstoned_at FROM customers
+             WHERE id > $1 AND (id IN (SELECT customer_id FROM links WHERE observed IS NOT NULL)
+                                OR id IN (SELECT customer_id FROM outbox)
+                                OR id IN {})
+             ORDER BY id LIMIT $2",
+            self.ints(3)
+        ))
+        .bind(after)
+        .bind(limit)
+        .bind(json(&touched))
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_links(rows).await
+    }
+
+    /// The customers of `rows` (`id, email, fields, updated_at, tombstoned_at`), each
+    /// with its links, parked operations and doubtful creates.
+    async fn with_links(
+        &self,
+        rows: Vec<sqlx::any::AnyRow>,
+    ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
+        let mut conn = self.pool.acquire().await?;
+        if rows.is_empty() {
             return Ok(Vec::new());
-        };
-        let first: i64 = rows[0].get(0);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let ids = json(&ids);
         let mut links: HashMap<i64, Vec<LinkRow>> = HashMap::new();
         let link_rows = sqlx::query(
-            "SELECT customer_id, provider, remote_id, snapshot, observed, observed_at, gone
-             FROM links WHERE customer_id BETWEEN $1 AND $2",
+            &format!(
+                "SELECT customer_id, provider, remote_id, snapshot, observed, observed_at, gone
+                 FROM links WHERE customer_id IN {}",
+                self.ints(1)
+            ),
         )
-        .bind(first)
-        .bind(last)
+        .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
         for r in link_rows {
@@ -328,10 +364,12 @@ impl Store {
         let mut maybe: HashMap<i64, HashSet<ProviderName>> = HashMap::new();
         let mut open: HashSet<i64> = HashSet::new();
         let op_rows = sqlx::query(
-            "SELECT customer_id, provider, state, op, maybe_applied FROM outbox WHERE customer_id BETWEEN $1 AND $2",
+            &format!(
+                "SELECT customer_id, provider, state, op, maybe_applied FROM outbox WHERE customer_id IN {}",
+                self.ints(1)
+            ),
         )
-        .bind(first)
-        .bind(last)
+        .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
         for r in op_rows {

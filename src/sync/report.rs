@@ -50,6 +50,13 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedOp>,
     pub duration_secs: f64,
+    /// What the plan depends on besides the data (the providers and the rules), as a
+    /// hash: a run after a converged one on the same basis plans only the customers
+    /// that changed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_basis: String,
+    /// Customers merged and planned this run (all of them, or only those that changed).
+    pub planned_customers: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
