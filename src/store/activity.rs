@@ -167,8 +167,8 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
                cursor = excluded.cursor,
-               newest_at = CASE WHEN excluded.newest_at > COALESCE(newest_at, '')
-                                THEN excluded.newest_at ELSE newest_at END,
+               newest_at = CASE WHEN excluded.newest_at > COALESCE(activity_marks.newest_at, '')
+                                THEN excluded.newest_at ELSE activity_marks.newest_at END,
                refreshed_at = excluded.refreshed_at",
         )
         .bind(tenant)
@@ -266,7 +266,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<GroupSubject>> {
         let rows = sqlx::query(
-            "SELECT c.id, l.remote_id, c.fields, c.tombstoned_at IS NOT NULL
+            "SELECT c.id, l.remote_id, c.fields, CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END
              FROM links l JOIN customers c ON c.id = l.customer_id
              WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.id > $2
              ORDER BY c.id LIMIT $3",

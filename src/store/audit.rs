@@ -140,7 +140,7 @@ impl Store {
         .bind(&f.action)
         .bind(f.email.as_ref().map(|e| e.trim().to_lowercase()))
         .bind(f.run)
-        .bind(f.limit.unwrap_or(-1))
+        .bind(f.limit.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
