@@ -104,8 +104,9 @@ five::both! {
     async fn killed_at_any_point_it_converges_without_duplicates(b: Backend) {
         const PER_SECOND: f64 = 50.0;
         let mut w = Five::start_on(b).await;
-        w.provider_keys =
-            format!("rate_limit = {{ per_second = {PER_SECOND:.1}, burst = 5 }}\nmax_retries = 2\n");
+        w.provider_keys = format!(
+            "rate_limit = {{ per_second = {PER_SECOND:.1}, burst = 5 }}\nmax_retries = 2\n"
+        );
         for (_, f) in w.faults() {
             f.rate_limit(PER_SECOND, 5);
         }

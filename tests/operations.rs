@@ -93,11 +93,7 @@ five::both! {
             .store_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", db.display()));
-        std::fs::write(
-            &config,
-            f.sb.config_toml(&url, 1000.0, 100),
-        )
-        .unwrap();
+        std::fs::write(&config, f.sb.config_toml(&url, 1000.0, 100)).unwrap();
         let keys: Vec<String> =
             f.sb.endpoints()
                 .into_iter()

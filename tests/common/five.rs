@@ -131,12 +131,11 @@ pub async fn store_text(url: &str) -> String {
     );
     let mut text = String::new();
     for (schema, table) in tables {
-        let rows: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT t::text FROM \"{schema}\".\"{table}\" t"
-        ))
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("reading {schema}.{table}: {e}"));
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT t::text FROM \"{schema}\".\"{table}\" t"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("reading {schema}.{table}: {e}"));
         text.push_str(&format!("-- {schema}.{table}\n"));
         for row in rows {
             text.push_str(&row);
