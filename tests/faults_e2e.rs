@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use custsync::sandbox::faults::{Fault, RetryAfter, Rule};
 use custsync::sandbox::CLIENT_CLOSED;
-use five::{Five, Run};
+use five::{Backend, Five, Run};
 
 /// Short timeouts so slow answers cost little; a limiter that never waits.
 fn keys(max_retries: usize) -> String {
@@ -67,8 +67,8 @@ async fn bounded_run(w: &Five) -> Run {
     run
 }
 
-async fn converges_under_faults(seed: u64, people: usize, probability: f64) {
-    let mut w = Five::start().await;
+async fn converges_under_faults(b: Backend, seed: u64, people: usize, probability: f64) {
+    let mut w = Five::start_on(b).await;
     let everyone: BTreeSet<String> = w.seed_spread(0, people);
     for (i, (_, f)) in w.faults().iter().enumerate() {
         f.random(seed * 10 + i as u64, probability, rules());
@@ -121,20 +121,25 @@ async fn converges_under_faults(seed: u64, people: usize, probability: f64) {
     eprintln!("seed {seed}: converged after {runs} runs, {injected} faults injected");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_customer_ends_everywhere_once_under_faults_seed_1() {
-    converges_under_faults(1, 60, 0.15).await;
+five::both! {
+    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
+    async fn every_customer_ends_everywhere_once_under_faults_seed_1(b: Backend) {
+        converges_under_faults(b, 1, 60, 0.15).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_customer_ends_everywhere_once_under_faults_seed_2() {
-    converges_under_faults(2, 40, 0.2).await;
+five::both! {
+    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
+    async fn every_customer_ends_everywhere_once_under_faults_seed_2(b: Backend) {
+        converges_under_faults(b, 2, 40, 0.2).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn stress_many_seeds() {
-    for seed in 3..23 {
-        converges_under_faults(seed, 60, 0.25).await;
+five::both! {
+    #[ignore]
+    async fn stress_many_seeds(b: Backend) {
+        for seed in 3..23 {
+            converges_under_faults(b, seed, 60, 0.25).await;
+        }
     }
 }

@@ -3,11 +3,9 @@
 
 #[path = "common/five.rs"]
 mod five;
-#[path = "common/pg.rs"]
-mod pg;
 
 use custsync::sandbox::{malomo, nuvemshop, partially};
-use five::Five;
+use five::{pg, Five};
 
 async fn on_postgres() -> Five {
     pg::require();
