@@ -198,21 +198,18 @@ async fn events_are_read_once_and_no_page_twice(b: Backend, link_header: bool) {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: activity_marks upsert has an ambiguous newest_at in DO UPDATE"]
     async fn events_appear_once_each_and_no_page_is_read_twice(b: Backend) {
         events_are_read_once_and_no_page_twice(b, false).await;
     }
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: activity_marks upsert has an ambiguous newest_at in DO UPDATE"]
     async fn events_paged_by_link_header_are_read_once_too(b: Backend) {
         events_are_read_once_and_no_page_twice(b, true).await;
     }
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: activity_marks upsert has an ambiguous newest_at in DO UPDATE"]
     async fn a_budget_bounds_the_reads_of_a_cycle_least_recently_read_first(b: Backend) {
         let mut f = world(b, false).await;
         f.sync = "\n[activity]\nenabled = true\ncustomers_per_cycle = 3\n".into();
@@ -243,7 +240,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: group subjects read a BOOLEAN as i64 (store/activity.rs:307 panics)"]
     async fn marketing_consent_moves_a_customer_in_and_out_of_the_mapped_group(b: Backend) {
         let mut f = world(b, false).await;
         f.sync = "\n[[groups]]\nprovider = \"email\"\ngroup_id = \"grp_marketing\"\nwhen = { accepts_marketing = true }\n".into();
@@ -311,7 +307,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: group subjects read a BOOLEAN as i64 (store/activity.rs:307 panics)"]
     async fn a_member_set_outside_custsync_is_removed_when_the_rule_does_not_hold(b: Backend) {
         let mut f = world(b, false).await;
         f.sync = "\n[[groups]]\nprovider = \"email\"\ngroup_id = \"grp_vip\"\nwhen = { attributes.tier = \"gold\" }\n".into();
@@ -336,7 +331,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: activity_marks upsert has an ambiguous newest_at in DO UPDATE"]
     async fn forget_removes_the_persons_activity(b: Backend) {
         let f = world(b, false).await;
         let gina = f.sb.malomo.insert(malomo::Customer::new(
@@ -364,7 +358,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: activity_marks upsert has an ambiguous newest_at in DO UPDATE"]
     async fn refresh_reads_one_person_and_writes_nothing_anywhere(b: Backend) {
         let mut f = world(b, false).await;
         f.sync = String::new(); // activity polling off: only --refresh reads

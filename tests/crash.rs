@@ -100,7 +100,6 @@ fn assert_no_duplicates(w: &Five, when: &str) {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
     async fn killed_at_any_point_it_converges_without_duplicates(b: Backend) {
         const PER_SECOND: f64 = 50.0;
         let mut w = Five::start_on(b).await;

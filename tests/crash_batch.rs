@@ -19,11 +19,20 @@ async fn a_kill_before_a_batch_of_outcomes_is_committed_duplicates_nothing() {
     let mut child = f.spawn_logged(&["--once"], "killed.log");
     std::env::remove_var("CUSTSYNC_FAILPOINT");
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !f.log_text("killed.log").contains("failpoint before-outcome-commit reached") {
+    while !f
+        .log_text("killed.log")
+        .contains("failpoint before-outcome-commit reached")
+    {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("custsync ended ({status}) first:\n{}", f.log_text("killed.log"));
+            panic!(
+                "custsync ended ({status}) first:\n{}",
+                f.log_text("killed.log")
+            );
         }
-        assert!(tokio::time::Instant::now() < give_up, "the failpoint was never reached");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the failpoint was never reached"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let sent = f.writes();

@@ -75,7 +75,6 @@ async fn converged_and_quiet(five: &Five, everyone: &std::collections::BTreeSet<
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
     async fn two_once_on_a_fresh_database_share_nothing_and_break_nothing(b: Backend) {
         let mut five = Five::start_on(b).await;
         five.provider_keys = keys("custsync-test", 200.0);
@@ -99,7 +98,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
     async fn a_once_beside_a_busy_daemon_sends_nothing_and_says_who_holds_the_lease(b: Backend) {
         let mut five = Five::start_on(b).await;
         five.provider_keys = keys("custsync-daemon", 200.0);

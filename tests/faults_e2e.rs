@@ -122,14 +122,12 @@ async fn converges_under_faults(b: Backend, seed: u64, people: usize, probabilit
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
     async fn every_customer_ends_everywhere_once_under_faults_seed_1(b: Backend) {
         converges_under_faults(b, 1, 60, 0.15).await;
     }
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: concurrent ingest of one new person violates customers_email"]
     async fn every_customer_ends_everywhere_once_under_faults_seed_2(b: Backend) {
         converges_under_faults(b, 2, 40, 0.2).await;
     }

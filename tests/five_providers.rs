@@ -195,7 +195,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: `audit` without --limit binds LIMIT -1, which PostgreSQL refuses"]
     async fn forget_erases_a_person_everywhere_and_keeps_them_out(b: Backend) {
         let f = Five::start_on(b).await;
         f.sb.malomo.insert(malomo::Customer::new(
@@ -261,7 +260,6 @@ five::both! {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: activity_marks upsert has an ambiguous newest_at in DO UPDATE"]
     async fn activity_gathers_malomo_events_and_sendwithus_logs_newest_first(b: Backend) {
         let f = Five::start_on(b).await;
         let id = f.sb.malomo.insert(malomo::Customer::new(

@@ -62,7 +62,6 @@ fn skips(run: &five::Run, reason: &str) -> Vec<serde_json::Value> {
 }
 
 five::both! {
-    #[postgres_ignore = "postgres: one new person listed by two providers at once violates customers_email"]
     async fn nfc_and_nfd_or_unicode_and_punycode_are_one_person_everywhere(b: Backend) {
         let f = Five::start_on(b).await;
         let sb = &f.sb;

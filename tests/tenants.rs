@@ -6,9 +6,8 @@
 mod five;
 #[path = "common/fleet.rs"]
 mod fleet;
-#[path = "common/pg.rs"]
-mod pg;
 
+use five::pg;
 use fleet::Fleet;
 
 async fn fleet(postgres: bool, names: &[&str]) -> Fleet {

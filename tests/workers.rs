@@ -6,12 +6,11 @@
 mod five;
 #[path = "common/fleet.rs"]
 mod fleet;
-#[path = "common/pg.rs"]
-mod pg;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use five::pg;
 use fleet::Fleet;
 use sqlx::Connection;
 use tokio::process::Child;

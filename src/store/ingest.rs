@@ -428,10 +428,7 @@ mod tests {
             rec("a1", "x@e.co", "Ann", 1),
             rec("b1", "y@e.co", "Bobby", 2),
         ];
-        let dups = s
-            .ingest_page(&p, run, &page)
-            .await
-            .unwrap();
+        let dups = s.ingest_page(&p, run, &page).await.unwrap();
         assert!(dups.is_empty());
         assert_eq!(
             links(&s, "p").await,

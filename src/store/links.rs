@@ -337,13 +337,11 @@ impl Store {
         let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         let ids = json(&ids);
         let mut links: HashMap<i64, Vec<LinkRow>> = HashMap::new();
-        let link_rows = sqlx::query(
-            &format!(
-                "SELECT customer_id, provider, remote_id, snapshot, observed, observed_at, gone
+        let link_rows = sqlx::query(&format!(
+            "SELECT customer_id, provider, remote_id, snapshot, observed, observed_at, gone
                  FROM links WHERE customer_id IN {}",
-                self.ints(1)
-            ),
-        )
+            self.ints(1)
+        ))
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;

@@ -406,7 +406,9 @@ impl Engine {
         let changed_only = !ctx.full || only_dirty;
         loop {
             let batch = if changed_only {
-                self.store.load_changed_batch(after, BATCH, &touched).await?
+                self.store
+                    .load_changed_batch(after, BATCH, &touched)
+                    .await?
             } else {
                 self.store.load_batch(after, BATCH).await?
             };

@@ -70,7 +70,10 @@ impl Fleet {
                 five.provider_keys
             ));
         }
-        std::fs::write(self.tenant_path(name), text).expect("tenant file");
+        // Written aside (not as a .toml) and renamed, as an operator's tool would.
+        let tmp = self.tenant_path(name).with_extension("part");
+        std::fs::write(&tmp, text).expect("tenant file");
+        std::fs::rename(&tmp, self.tenant_path(name)).expect("tenant file");
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -82,7 +85,10 @@ impl Fleet {
             self.sync,
             self.extra
         );
-        std::fs::write(&path, text).expect("config");
+        // Written aside and renamed: a worker starting meanwhile reads a whole file.
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).expect("config");
+        std::fs::rename(&tmp, &path).expect("config");
         path
     }
 
