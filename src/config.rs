@@ -166,6 +166,7 @@ struct RawCluster {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
+    synchronous: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -302,6 +303,10 @@ fn redact_url_text(text: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: StorePath,
+    /// SQLite: `synchronous = "full"` makes every commit survive a power loss, not
+    /// only a killed process (`"normal"`, the default); PostgreSQL's own settings
+    /// decide there.
+    pub synchronous_full: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -641,6 +646,16 @@ impl RawConfig {
     fn validate(self, base: Option<&Path>) -> Result<Config, ConfigError> {
         let store = StoreConfig {
             path: parse_store_url(self.store.url.as_deref().unwrap_or("sqlite://custsync.db"))?,
+            synchronous_full: match self.store.synchronous.as_deref() {
+                None | Some("normal") => false,
+                Some("full") => true,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "store.synchronous",
+                        format!("expected \"normal\" or \"full\", got {other:?}"),
+                    ))
+                }
+            },
         };
         let scalars = self.sync.validate_scalars()?;
 
@@ -1178,6 +1193,15 @@ mod tests {
         assert!(parse_base_url("http://[::1]:1/x").is_ok());
         assert!(parse_base_url("http://10.0.0.1/x").is_err());
         assert!(parse_base_url("ftp://127.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn store_synchronous_is_normal_or_full() {
+        assert!(!Config::from_toml(GOOD).unwrap().store.synchronous_full);
+        let full = format!("[store]\nsynchronous = \"full\"\n{GOOD}");
+        assert!(Config::from_toml(&full).unwrap().store.synchronous_full);
+        let bad = err(&format!("[store]\nsynchronous = \"off\"\n{GOOD}"));
+        assert_eq!(bad.key, "store.synchronous");
     }
 
     #[test]

@@ -151,6 +151,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, AppError> {
         }
         _ => load_config(cli.config.as_deref())?,
     };
+    crate::store::set_synchronous_full(config.store.synchronous_full);
     match &cli.command {
         Some(Command::Check { offline }) => inspect::check(&config, *offline).await,
         Some(Command::Status { json }) => inspect::status(&config, &cli.tenants, *json).await,

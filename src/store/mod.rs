@@ -212,7 +212,7 @@ impl Store {
         if file.is_some() {
             use sqlx::{ConnectOptions, Connection};
             let mut probe = opts.connect().await.map_err(open)?;
-            probe.execute(SQLITE_SETTINGS).await.map_err(open)?;
+            probe.execute(sqlite_settings()).await.map_err(open)?;
             probe.close().await.map_err(open)?;
         }
         let pool = AnyPoolOptions::new()
@@ -536,10 +536,31 @@ pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
 }
 
 /// Every SQLite connection's settings: WAL (a reader never waits for the writer),
-/// NORMAL sync (a commit survives a kill; the README says what survives a power loss),
-/// foreign keys, and a long wait for another process's write.
+/// NORMAL sync (a commit survives a killed process; the README says what survives a
+/// power loss), foreign keys, and a long wait for another process's write.
 const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;";
+
+/// The same with FULL sync: every commit is on disk before it returns, so it also
+/// survives a power loss (`[store] synchronous = "full"`).
+const SQLITE_SETTINGS_FULL: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;";
+
+static SYNCHRONOUS_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the SQLite stores this process opens from now on commit with FULL sync
+/// (`[store] synchronous = "full"`, set once from the config at start).
+pub fn set_synchronous_full(full: bool) {
+    SYNCHRONOUS_FULL.store(full, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn sqlite_settings() -> &'static str {
+    if SYNCHRONOUS_FULL.load(std::sync::atomic::Ordering::Relaxed) {
+        SQLITE_SETTINGS_FULL
+    } else {
+        SQLITE_SETTINGS
+    }
+}
 
 pub use crate::config::DEFAULT_TENANT;
 
