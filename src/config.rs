@@ -160,6 +160,7 @@ struct RawCluster {
     lease_secs: Option<f64>,
     worker_id: Option<String>,
     max_concurrent_tenants: Option<usize>,
+    tenant_slice_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +339,9 @@ pub struct ClusterConfig {
     pub worker_id: Option<String>,
     /// Tenants one worker reconciles at once.
     pub max_concurrent_tenants: usize,
+    /// A daemon's cycle of one tenant yields its slot after this long, its remaining
+    /// writes left in the outbox for the next cycle, which resumes them first.
+    pub tenant_slice: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -890,10 +894,18 @@ impl RawCluster {
                 "must be at least 1",
             ));
         }
+        let slice = self.tenant_slice_secs.unwrap_or(900.0);
+        let tenant_slice = Duration::try_from_secs_f64(slice)
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| {
+                ConfigError::new("cluster.tenant_slice_secs", "must be at least 1 second")
+            })?;
         Ok(ClusterConfig {
             lease,
             worker_id: self.worker_id,
             max_concurrent_tenants,
+            tenant_slice,
         })
     }
 }

@@ -312,6 +312,7 @@ impl Worker {
                         allow_deletes: std::mem::take(&mut known.allow_deletes),
                         mode: "daemon",
                         progress: None,
+                        slice: Some(self.config.cluster.tenant_slice),
                     };
                     let stop = stop.clone();
                     busy.insert(name.clone());

@@ -204,3 +204,42 @@ async fn a_tenant_added_while_running_is_reconciled_and_a_bad_one_stops_no_other
     stop(w1).await;
     quiet(&f).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_first_sync_yields_its_slot_and_resumes_from_the_outbox() {
+    let names: Vec<String> = vec!["big".into(), "small".into()];
+    let mut f = fleet(&names, 25.0).await;
+    // One slot: the small tenant gets its turn only if the big one yields.
+    f.extra = "[cluster]\nlease_secs = 3\nmax_concurrent_tenants = 1\ntenant_slice_secs = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n".into();
+    let mut everyone = BTreeMap::new();
+    everyone.insert("big".to_string(), f.tenants["big"].seed_malomo(60));
+    everyone.insert("small".to_string(), f.tenants["small"].seed_spread(0, 2));
+    let mut w1 = f.spawn("w1");
+    let small_done = || {
+        let one: BTreeMap<String, BTreeSet<String>> =
+            [("small".to_string(), everyone["small"].clone())].into();
+        f.tenants["small"]
+            .holdings()
+            .values()
+            .all(|held| held.len() == one["small"].len())
+    };
+    until("the small tenant converged", 60, &mut [&mut w1], small_done).await;
+    assert!(
+        !f.converged(&everyone),
+        "the small tenant ran while the big one still had writes to send"
+    );
+    until("every tenant converged", 120, &mut [&mut w1], || {
+        f.converged(&everyone)
+    })
+    .await;
+    f.assert_converged(&everyone);
+    let mut conn = sqlx::PgConnection::connect(&f.store_url).await.unwrap();
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM t_big.runs ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(statuses.iter().any(|s| s == "yielded"), "{statuses:?}");
+    assert!(statuses.iter().any(|s| s == "resumed"), "{statuses:?}");
+    stop(w1).await;
+    quiet(&f).await;
+}

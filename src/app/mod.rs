@@ -368,6 +368,7 @@ async fn once_tenant(
         allow_deletes: cli.allow_deletes.iter().cloned().collect::<HashSet<_>>(),
         mode: if cli.dry_run { "dry-run" } else { "once" },
         progress: (bars && live_progress(cli)).then(crate::sync::progress::bars),
+        slice: None,
     };
     let outcome = match engine.reconcile(&opts, stop).await {
         Ok(Ok(report)) => Ok(report),

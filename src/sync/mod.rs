@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub mode: &'static str,
     /// Where progress events go (a terminal), if anywhere.
     pub progress: Option<progress::Progress>,
+    /// A daemon's cycle yields after this long (`[cluster] tenant_slice_secs`): it
+    /// stops taking new work, and the next cycle resumes the outbox first.
+    pub slice: Option<std::time::Duration>,
 }
 
 /// One configured, enabled provider with what the engine needs of it.
@@ -154,7 +157,7 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<Result<Report, HeldBy>, RunFailed> {
         if opts.dry_run {
-            return self.run_once(opts, stop, None).await.map(Ok);
+            return self.run_once(opts, stop, None, None).await.map(Ok);
         }
         let holder = Holder::this_process(self.config.cluster.worker_id.as_deref());
         let lease = match self
@@ -186,9 +189,25 @@ impl Engine {
                 run_stop.cancel();
             })
         };
+        let slice = opts.slice.map(|d| {
+            let (ended, run_stop) = (CancellationToken::new(), run_stop.clone());
+            let timer = {
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    ended.cancel();
+                    run_stop.cancel();
+                })
+            };
+            (ended, timer)
+        });
         let lease = Arc::new(lease);
         let gate: Arc<dyn WriteGate> = lease.clone();
-        let result = gated(gate, self.run_once(opts, &run_stop, Some(&lease))).await;
+        let sliced = slice.as_ref().map(|(ended, _)| ended.clone());
+        let result = gated(gate, self.run_once(opts, &run_stop, Some(&lease), sliced)).await;
+        if let Some((_, timer)) = slice {
+            timer.abort();
+        }
         watch.abort();
         lease.release().await;
         result
@@ -202,6 +221,7 @@ impl Engine {
         opts: &RunOptions,
         stop: &CancellationToken,
         lease: Option<&Lease>,
+        sliced: Option<CancellationToken>,
     ) -> Result<Report, RunFailed> {
         let mut report = Report {
             dry_run: opts.dry_run,
@@ -212,7 +232,10 @@ impl Engine {
             Err(error) => return Err(RunFailed::new(error, report)),
         };
         report.run_id = run.0;
-        match self.phases(run, opts, stop, lease, &mut report).await {
+        match self
+            .phases(run, opts, stop, lease, sliced.as_ref(), &mut report)
+            .await
+        {
             Ok(()) => Ok(report),
             Err(error) => {
                 report.converged = false;
@@ -240,6 +263,7 @@ impl Engine {
         opts: &RunOptions,
         stop: &CancellationToken,
         lease: Option<&Lease>,
+        sliced: Option<&CancellationToken>,
         report: &mut Report,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -252,30 +276,43 @@ impl Engine {
             report.provider(&c.provider.name().0);
         }
 
-        // 1. Poll every provider at once, each page stored as it arrives.
-        let full_every = chrono::Duration::from_std(self.config.sync.full_listing_every)
-            .unwrap_or(chrono::Duration::MAX);
-        let polls = futures::future::join_all(self.providers.iter().map(|c| {
-            poll::poll(
-                &self.store,
-                c.provider.as_ref(),
-                run,
-                full_every,
-                opts.progress.as_ref(),
-            )
-        }))
-        .await;
         // A run after a converged one with the same providers and rules plans only
         // the customers that changed, have open operations or lost a record.
         report.plan_basis = plan_basis(&self.config);
-        let full = match self.store.last_reported_run().await? {
+        let last = self.store.last_reported_run().await?;
+        let full = match &last {
             Some(last) => {
-                let r = last.report.unwrap_or_default();
+                let r = last.report.clone().unwrap_or_default();
                 !(matches!(last.mode.as_str(), "once" | "daemon")
                     && last.status == "converged"
                     && r["plan_basis"].as_str() == Some(report.plan_basis.as_str()))
             }
             None => true,
+        };
+        // A cycle that yielded its slot left writes in the outbox: this one sends them
+        // first, before listing anything again.
+        let resume = !opts.dry_run
+            && last
+                .as_ref()
+                .is_some_and(|l| matches!(l.status.as_str(), "yielded" | "resumed"))
+            && self.store.open_op_count().await? > 0;
+        // 1. Poll every provider at once, each page stored as it arrives.
+        let full_every = chrono::Duration::from_std(self.config.sync.full_listing_every)
+            .unwrap_or(chrono::Duration::MAX);
+        let polls = if resume {
+            tracing::info!(tenant = %self.tenant, "resuming the writes a yielded cycle left");
+            Vec::new()
+        } else {
+            futures::future::join_all(self.providers.iter().map(|c| {
+                poll::poll(
+                    &self.store,
+                    c.provider.as_ref(),
+                    run,
+                    full_every,
+                    opts.progress.as_ref(),
+                )
+            }))
+            .await
         };
         let mut ctx = PassContext {
             full,
@@ -330,7 +367,9 @@ impl Engine {
         // once, or print the plan. A write whose answer showed data custsync did not
         // have (an upsert into an existing record) is merged and pushed in a second
         // pass, so that one run ends in step.
-        self.merge_and_plan_all(&ctx, false, report).await?;
+        if !resume {
+            self.merge_and_plan_all(&ctx, false, report).await?;
+        }
         if let Some(progress) = &opts.progress {
             progress(&progress::Event::Planned {
                 ops: self.store.open_op_count().await?,
@@ -345,7 +384,9 @@ impl Engine {
             }
             // 5. Groups, then activity: after the profile sync, so they never delay it;
             // inside the run, so that group writes pass the lease gate.
-            self.activity_and_groups(&ctx, stop, report).await?;
+            if !resume {
+                self.activity_and_groups(&ctx, stop, report).await?;
+            }
             if lease.lost().is_cancelled() {
                 report.error(
                     "custsync",
@@ -377,9 +418,18 @@ impl Engine {
                 && lease.is_some_and(|l| !l.lost().is_cancelled())
                 && !stop.is_cancelled()
         };
+        report.yielded = sliced.is_some_and(|s| s.is_cancelled());
+        // A resumed cycle listed nothing: the next one lists and plans everyone.
+        report.converged &= !resume && !report.yielded;
         report.duration_secs = started.elapsed().as_secs_f64();
+        // A resumed cycle is "resumed" whether or not it used its whole slice: what it
+        // left in the outbox is resumed again.
         let status = if report.converged {
             "converged"
+        } else if resume {
+            "resumed"
+        } else if report.yielded {
+            "yielded"
         } else {
             "failed"
         };

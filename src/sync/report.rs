@@ -57,6 +57,9 @@ pub struct Report {
     pub plan_basis: String,
     /// Customers merged and planned this run (all of them, or only those that changed).
     pub planned_customers: u64,
+    /// The cycle used up its slice (`[cluster] tenant_slice_secs`) and gave its slot
+    /// up; its remaining writes wait in the outbox for the next cycle.
+    pub yielded: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
