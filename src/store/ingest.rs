@@ -23,6 +23,7 @@ impl Store {
         run: RunId,
         observed: &[Observed],
     ) -> Result<Vec<Duplicate>> {
+        let _one_at_a_time = self.ingest.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut page = PageState::load(&mut tx, provider, observed).await?;
         let mut seen = Unchanged::new(provider);

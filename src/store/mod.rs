@@ -63,6 +63,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Pages are stored one at a time (PostgreSQL runs the rest of a tenant's work
+    /// on several connections): two providers' pages never both create one new person.
+    ingest: Arc<tokio::sync::Mutex<()>>,
     /// Removes a dry run's copy when the last clone goes.
     _copy: Option<Arc<Copy>>,
 }
@@ -239,12 +242,14 @@ impl Store {
         let schema = tenant_schema(tenant);
         ensure_postgres_schemas(url, &schema).await?;
         let opts = postgres_options(url, &[&schema, CLUSTER_SCHEMA])?;
-        // One connection per tenant, as on SQLite: a tenant's transactions follow each
-        // other, so two pages never both create the same new customer, and no
-        // statement of the engine has to be written for concurrent writers.
+        // A few connections per tenant: the providers' pushes and reads overlap (each
+        // round trip to the server waits), while pages are stored one at a time.
+        // Not pinged before each use (sqlx's default would double the round trips): a
+        // cut connection fails the statement, which the run reports.
         let pool = AnyPoolOptions::new()
-            .max_connections(1)
+            .max_connections(4)
             .min_connections(0)
+            .test_before_acquire(false)
             .idle_timeout(Some(Duration::from_secs(60)))
             .connect_with(opts)
             .await
@@ -262,6 +267,7 @@ impl Store {
         let store = Store {
             pool,
             backend,
+            ingest: Arc::default(),
             _copy: copy,
         };
         let left = store.renormalize_emails().await?;
@@ -282,10 +288,23 @@ impl Store {
             StorePath::Postgres(url) => Ok(Some(Store {
                 pool: cluster_pool(url.expose()).await?,
                 backend: Backend::Postgres,
+                ingest: Arc::default(),
                 _copy: None,
             })),
             _ => Ok(None),
         }
+    }
+
+    /// PostgreSQL: refreshes the planner's statistics of the tables a run reads most,
+    /// after a run changed many rows (a first sync would otherwise be planned as if
+    /// the tables were empty, nested loops over thousands of rows). SQLite: nothing.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("ANALYZE customers, links, outbox, activity_marks")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {

@@ -369,6 +369,11 @@ impl Engine {
         // pass, so that one run ends in step.
         if !resume {
             self.merge_and_plan_all(&ctx, false, report).await?;
+            // Many rows came in or were planned: the database's statistics are stale.
+            let fetched: u64 = report.providers.values().map(|p| p.fetched).sum();
+            if ctx.full && fetched >= 1000 {
+                self.store.refresh_statistics().await?;
+            }
         }
         if let Some(progress) = &opts.progress {
             progress(&progress::Event::Planned {
