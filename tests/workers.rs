@@ -200,6 +200,29 @@ async fn a_tenant_added_while_running_is_reconciled_and_a_bad_one_stops_no_other
     })
     .await;
     f.assert_converged(&everyone);
+    // /metrics carries every tenant's samples, each labelled with its tenant.
+    let log = f.log_text("w1.log");
+    let listen = log
+        .lines()
+        .find(|l| l.contains("health and metrics server up"))
+        .and_then(|l| l.split("listen=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the bound address is logged")
+        .to_string();
+    let text = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for tenant in ["first", "second"] {
+        let label = format!("custsync_cycles_total{{tenant=\"{tenant}\",outcome=\"converged\"}}");
+        assert!(text.contains(&label), "{label} in:\n{text}");
+        let depth = format!(
+            "custsync_outbox_depth{{tenant=\"{tenant}\",provider=\"store\",state=\"pending\"}}"
+        );
+        assert!(text.contains(&depth), "{depth} in:\n{text}");
+    }
     std::fs::remove_file(f.tenant_path("broken")).unwrap();
     stop(w1).await;
     quiet(&f).await;
