@@ -489,7 +489,7 @@ async fn scrape(State(shared): State<Shared>, headers: HeaderMap) -> Response {
         };
         depths.push((tenant.as_str(), depth));
     }
-    let depths: Vec<(&str, Option<&[(String, String, i64)]>)> =
+    let depths: Vec<crate::metrics::TenantDepth<'_>> =
         depths.iter().map(|(t, d)| (*t, d.as_deref())).collect();
     match shared.metrics.encode_tenants(format, &depths) {
         Ok(text) => ([(CONTENT_TYPE, format.content_type())], text).into_response(),

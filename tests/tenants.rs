@@ -45,7 +45,6 @@ async fn once_over_every_tenant(postgres: bool) {
             out.stderr
         );
     }
-    f.tenants.get_mut("shop-c").map(|_| ());
     std::fs::remove_file(f.tenant_path("Bad")).unwrap();
     std::fs::remove_file(f.tenant_path("shop-c")).unwrap();
     f.tenants.remove("shop-c");

@@ -91,6 +91,10 @@ impl Outcome {
     }
 }
 
+/// A tenant and its outbox rows `(provider, state, count)` as read at a scrape
+/// (`None`: they could not be read).
+pub type TenantDepth<'a> = (&'a str, Option<&'a [(String, String, i64)]>);
+
 /// The states of an outbox row (`migrations/`): each has a gauge, zero when empty.
 const OUTBOX_STATES: [&str; 4] = ["pending", "in_flight", "failed", "parked"];
 
@@ -348,7 +352,7 @@ impl Metrics {
     pub fn encode_tenants(
         &self,
         format: Format,
-        depths: &[(&str, Option<&[(String, String, i64)]>)],
+        depths: &[TenantDepth<'_>],
     ) -> Result<String, std::fmt::Error> {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         // Gauges of tenants gone go with a full read; an unreadable store keeps its own.
