@@ -481,6 +481,19 @@ impl World {
         let extra = "[sync]\nschedule = \"*/2 * * * * *\"\n\n[cluster]\nlease_secs = 5\n\n[server]\nlisten = \"127.0.0.1:0\"\n";
         let config = self.fleet(&label, tenants, &url, extra)?;
         let root = config.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if !self
+            .converged
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            eprintln!("converging the emulators: the first run of tenant t0000...");
+            let run = run_once(&config, &root, &["--tenant", "t0000"], None).await?;
+            if run.code != 0 {
+                return Err(format!(
+                    "the converging run exited {}:\n{}",
+                    run.code, run.tail
+                ));
+            }
+        }
         // Every tenant linked first, so the daemons' cycles are no-op cycles.
         eprintln!("failover ({label}): linking {tenants} tenants...");
         let run = run_once(&config, &root, &[], None).await?;
