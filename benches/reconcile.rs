@@ -14,6 +14,15 @@
 //! Not a test: `cargo test` does not build it, and run without `--bench` (as
 //! `cargo test --benches` would) it only says how to run it.
 //!
+//! Scenarios 1-3 run again with the store on PostgreSQL (a database on a throwaway
+//! cluster, `tests/common/pg.rs`) when `initdb` and `postgres` are on PATH
+//! (`BENCH_NO_PG=1` skips them); the rows then also give the server's own CPU seconds
+//! (the postmaster and its children, from `/proc`, before and after the run).
+//!
+//! `BENCH_BASELINE=PATH` runs every single-tenant SQLite scenario with that build too,
+//! in the same run, each on its own freshly seeded emulators (the seeding is
+//! deterministic), and adds a table of CPU now vs baseline.
+//!
 //! Also: `BENCH_CUSTSYNC=PATH` measures another build of custsync (before/after);
 //! `BENCH_WRAP="perf record -g -o /tmp/p{run}.data"` runs each custsync under a
 //! profiler ({run} counts the runs; the measurements then include the profiler).
@@ -28,6 +37,9 @@ use serde_json::{json, Value};
 
 use custsync::sandbox::all::Sandboxes;
 use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus, RequestLog};
+
+#[path = "../tests/common/pg.rs"]
+mod pg;
 
 const FIRST: [&str; 16] = [
     "Ann", "Bob", "Carla", "Dmitri", "Eva", "Farid", "Grace", "Hugo", "Ines", "Jun", "Kofi",
@@ -78,10 +90,35 @@ async fn bench(args: &[String], launcher: Arc<launcher::Launcher>) {
         .and_then(|v| v.trim().replace('_', "").parse::<usize>().ok())
         .unwrap_or(if quick { 5_000 } else { 100_000 });
     print_machine();
-    println!("custsync: {}", custsync_binary().display());
+    let mut builds = vec![Build {
+        name: "now",
+        path: custsync_binary(),
+    }];
+    if let Some(path) = std::env::var_os("BENCH_BASELINE") {
+        builds.push(Build {
+            name: "baseline",
+            path: PathBuf::from(path),
+        });
+    }
+    for b in &builds {
+        println!("custsync ({}): {}", b.name, b.path.display());
+    }
+    let postgres = std::env::var_os("BENCH_NO_PG").is_none() && pg::available();
+    if !postgres {
+        println!("PostgreSQL: skipped (BENCH_NO_PG, or initdb/postgres not on PATH)");
+    }
     println!("customers: {n} (push_concurrency 4, the default)\n");
     let mut rows = Vec::new();
-    let outcome = scenarios(n, &launcher, &mut rows).await;
+    let mut outcome = Ok(());
+    for b in &builds {
+        outcome = scenarios(n, &launcher, b, Store::Sqlite, &mut rows).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    if outcome.is_ok() && postgres {
+        outcome = scenarios(n, &launcher, &builds[0], Store::Postgres, &mut rows).await;
+    }
     print_table(&rows);
     if let Err(e) = outcome {
         eprintln!("\nBENCHMARK FAILED: {e}");
@@ -89,12 +126,37 @@ async fn bench(args: &[String], launcher: Arc<launcher::Launcher>) {
     }
 }
 
+/// A build of custsync measured: "now" (this one, or `BENCH_CUSTSYNC`) or "baseline".
+struct Build {
+    name: &'static str,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Store {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Sqlite => "SQLite",
+            Store::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// Scenarios 1-5 for one build on SQLite; 1-3 on PostgreSQL.
 async fn scenarios(
     n: usize,
     launcher: &Arc<launcher::Launcher>,
+    build: &Build,
+    store: Store,
     rows: &mut Vec<Row>,
 ) -> Result<(), String> {
-    let mut world = World::start(Limits::Off, launcher).await?;
+    let at = rows.len();
+    let mut world = World::start(Limits::Off, launcher, build, store).await?;
     world.seed(n);
     let seeded = format!(
         "{} records seeded, each person in 1-3 providers",
@@ -118,11 +180,14 @@ async fn scenarios(
     );
     rows.push(world.once("3. 1% changed", n, Some(note)).await?);
     drop(world);
+    if store == Store::Postgres {
+        return Ok(());
+    }
 
     let small = (n / 10).max(1);
-    let mut world = World::start(Limits::Off, launcher).await?;
+    let mut world = World::start(Limits::Off, launcher, build, store).await?;
     world.seed(small);
-    let rss_n = rows[0].rss_mib;
+    let rss_n = rows[at].rss_mib;
     let mut row = world.once("4. first, N/10", small, None).await?;
     row.note = format!(
         "peak RSS {:.0} MiB at {small} customers vs {rss_n:.0} MiB at {n}",
@@ -131,15 +196,15 @@ async fn scenarios(
     rows.push(row);
     drop(world);
 
-    rows.push(rate_limited(launcher).await?);
+    rows.push(rate_limited(launcher, build).await?);
     Ok(())
 }
 
 /// Scenario 5: 150 people, each in one listable provider, so each provider gets
 /// 112-150 creates at 50 requests a second.
-async fn rate_limited(launcher: &Arc<launcher::Launcher>) -> Result<Row, String> {
+async fn rate_limited(launcher: &Arc<launcher::Launcher>, build: &Build) -> Result<Row, String> {
     let people = 150;
-    let mut world = World::start(Limits::On, launcher).await?;
+    let mut world = World::start(Limits::On, launcher, build, Store::Sqlite).await?;
     world.seed_single_home(people);
     let mut row = world.once("5. rate limited 50/s", people, None).await?;
     let per_provider = &row.per_provider;
@@ -200,7 +265,13 @@ struct Traffic {
 #[derive(Debug, Clone, Default)]
 struct Row {
     scenario: String,
+    store: &'static str,
+    build: &'static str,
     customers: usize,
+    /// Records custsync listed (the report's `fetched`, summed over the providers).
+    listed: u64,
+    /// CPU seconds of the PostgreSQL server (postmaster and children) over the run.
+    server_cpu: Option<f64>,
     wall: f64,
     cpu: f64,
     rss_mib: f64,
@@ -211,31 +282,120 @@ struct Row {
     per_provider: Vec<Traffic>,
 }
 
+/// CPU microseconds per unit, or "-" where there are none.
+fn per(cpu: f64, units: u64) -> String {
+    if units == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}", cpu * 1e6 / units as f64)
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
 fn print_table(rows: &[Row]) {
     println!(
-        "| scenario | customers | wall s | custsync CPU s | peak RSS MiB | GET requests | writes | 429s | note |"
+        "| scenario | store | build | customers | wall s | custsync CPU s | CPU µs/write | CPU µs/listed record | CPU µs/customer | peak RSS MiB | GET requests | writes | 429s | PostgreSQL server CPU s | note |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
-            r.scenario, r.customers, r.wall, r.cpu, r.rss_mib, r.gets, r.writes, r.too_many, r.note
+            "| {} | {} | {} | {} | {:.1} | {:.2} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.store,
+            r.build,
+            r.customers,
+            r.wall,
+            r.cpu,
+            per(r.cpu, r.writes as u64),
+            per(r.cpu, r.listed),
+            per(r.cpu, r.customers as u64),
+            r.rss_mib,
+            r.gets,
+            r.writes,
+            r.too_many,
+            r.server_cpu.map_or("-".into(), |c| format!("{c:.2}")),
+            r.note
         );
+    }
+    let find = |scenario: &str, store: &str, build: &str| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.store == store && r.build == build)
+    };
+    let sqlite_now: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.store == "SQLite" && r.build == "now")
+        .collect();
+    if rows.iter().any(|r| r.build == "baseline") {
+        println!("\nnow vs baseline (SQLite, custsync CPU seconds; ratio = now / baseline):\n");
+        println!("| scenario | CPU s now | CPU s baseline | now / baseline | µs/write now | µs/write baseline | µs/listed now | µs/listed baseline | µs/customer now | µs/customer baseline |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &sqlite_now {
+            let Some(b) = find(&r.scenario, "SQLite", "baseline") else {
+                continue;
+            };
+            println!(
+                "| {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+                r.scenario,
+                r.cpu,
+                b.cpu,
+                ratio(r.cpu, b.cpu),
+                per(r.cpu, r.writes as u64),
+                per(b.cpu, b.writes as u64),
+                per(r.cpu, r.listed),
+                per(b.cpu, b.listed),
+                per(r.cpu, r.customers as u64),
+                per(b.cpu, b.customers as u64),
+            );
+        }
+    }
+    if rows.iter().any(|r| r.store == "PostgreSQL") {
+        println!("\nPostgreSQL vs SQLite (build now; goal: custsync CPU on PostgreSQL within 1.5x of SQLite):\n");
+        println!("| scenario | custsync CPU s SQLite | custsync CPU s PostgreSQL | PostgreSQL / SQLite | within 1.5x | PostgreSQL server CPU s | custsync + server / SQLite |");
+        println!("|---|---:|---:|---:|---|---:|---:|");
+        for r in &sqlite_now {
+            let Some(p) = find(&r.scenario, "PostgreSQL", "now") else {
+                continue;
+            };
+            let server = p.server_cpu.unwrap_or(0.0);
+            println!(
+                "| {} | {:.2} | {:.2} | {} | {} | {:.2} | {} |",
+                r.scenario,
+                r.cpu,
+                p.cpu,
+                ratio(p.cpu, r.cpu),
+                if p.cpu <= 1.5 * r.cpu { "yes" } else { "NO" },
+                server,
+                ratio(p.cpu + server, r.cpu),
+            );
+        }
     }
     println!("\nrequests per provider (GET / writes):\n");
     let names: Vec<&str> = rows
         .first()
         .map(|r| r.per_provider.iter().map(|t| t.name).collect())
         .unwrap_or_default();
-    println!("| scenario | {} |", names.join(" | "));
-    println!("|---|{}", "---:|".repeat(names.len()));
+    println!("| scenario | store | build | {} |", names.join(" | "));
+    println!("|---|---|---|{}", "---:|".repeat(names.len()));
     for r in rows {
         let cells: Vec<String> = r
             .per_provider
             .iter()
             .map(|t| format!("{} / {}", t.gets, t.writes))
             .collect();
-        println!("| {} | {} |", r.scenario, cells.join(" | "));
+        println!(
+            "| {} | {} | {} | {} |",
+            r.scenario,
+            r.store,
+            r.build,
+            cells.join(" | ")
+        );
     }
 }
 
@@ -263,10 +423,20 @@ struct World {
     homes: Vec<Vec<Home>>,
     rng: StdRng,
     launcher: Arc<launcher::Launcher>,
+    binary: PathBuf,
+    build: &'static str,
+    store: Store,
+    /// `[store] url`: a SQLite file in `dir`, or a fresh database on the cluster.
+    store_url: String,
 }
 
 impl World {
-    async fn start(limits: Limits, launcher: &Arc<launcher::Launcher>) -> Result<World, String> {
+    async fn start(
+        limits: Limits,
+        launcher: &Arc<launcher::Launcher>,
+        build: &Build,
+        store: Store,
+    ) -> Result<World, String> {
         let io = |e: std::io::Error| format!("starting the emulators: {e}");
         let nuvem = nuvemshop::Options {
             rate_limit: (limits == Limits::On).then_some((LIMITED_BURST, LIMITED)),
@@ -290,13 +460,22 @@ impl World {
                 .await
                 .map_err(io)?,
         };
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let store_url = match store {
+            Store::Sqlite => format!("sqlite://{}", dir.path().join("custsync.db").display()),
+            Store::Postgres => pg::database().await,
+        };
         Ok(World {
             sandboxes,
-            dir: tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?,
+            dir,
             limits,
             homes: Vec::new(),
             rng: StdRng::seed_from_u64(20_261_123),
             launcher: launcher.clone(),
+            binary: build.path.clone(),
+            build: build.name,
+            store,
+            store_url,
         })
     }
 
@@ -411,14 +590,13 @@ impl World {
     }
 
     fn config(&self) -> Result<PathBuf, String> {
-        let db = self.dir.path().join("custsync.db");
         let (per_second, burst) = match self.limits {
             Limits::Off => (UNLIMITED, 1000),
             Limits::On => (LIMITED, LIMITED_BURST),
         };
-        let text =
-            self.sandboxes
-                .config_toml(&format!("sqlite://{}", db.display()), per_second, burst);
+        let text = self
+            .sandboxes
+            .config_toml(&self.store_url, per_second, burst);
         let path = self.dir.path().join("custsync.toml");
         std::fs::write(&path, text).map_err(|e| format!("writing the config: {e}"))?;
         Ok(path)
@@ -436,13 +614,32 @@ impl World {
         let report = self.dir.path().join("report.json");
         let log = self.dir.path().join("custsync.log");
         let _ = std::fs::remove_file(&report);
-        eprintln!("running {scenario} ({customers} customers)...");
-        let (c, r, l) = (config.clone(), report.clone(), log.clone());
+        eprintln!(
+            "running {scenario} ({customers} customers, {}, {})...",
+            self.store.name(),
+            self.build
+        );
+        let (c, r, l, b) = (
+            config.clone(),
+            report.clone(),
+            log.clone(),
+            self.binary.clone(),
+        );
         let launcher = self.launcher.clone();
-        let usage = tokio::task::spawn_blocking(move || launcher.run(&c, &r, &l))
+        let server_before =
+            (self.store == Store::Postgres).then(|| server_cpu(pg::cluster().pid()));
+        let usage = tokio::task::spawn_blocking(move || launcher.run(&b, &c, &r, &l))
             .await
             .map_err(|e| format!("{scenario}: {e}"))?
             .map_err(|e| format!("{scenario}: running custsync: {e}"))?;
+        let server = match server_before {
+            Some(before) => {
+                // The backends of custsync's connections end just after it does.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some(server_cpu(pg::cluster().pid()) - before)
+            }
+            None => None,
+        };
         let per_provider: Vec<Traffic> = self
             .sandboxes
             .logs()
@@ -451,7 +648,11 @@ impl World {
             .collect();
         let mut row = Row {
             scenario: scenario.to_string(),
+            store: self.store.name(),
+            build: self.build,
             customers,
+            listed: 0,
+            server_cpu: server,
             wall: usage.wall.as_secs_f64(),
             cpu: usage.cpu,
             rss_mib: usage.rss_kib as f64 / 1024.0,
@@ -479,6 +680,11 @@ fn check_outcome(row: &mut Row, code: i32, report: &Path, log: &Path) -> Result<
         .as_ref()
         .and_then(|r| r["providers"].as_object())
         .map(|ps| ps.values().filter_map(|p| p["throttled"].as_u64()).sum())
+        .unwrap_or(0);
+    row.listed = report
+        .as_ref()
+        .and_then(|r| r["providers"].as_object())
+        .map(|ps| ps.values().filter_map(|p| p["fetched"].as_u64()).sum())
         .unwrap_or(0);
     if throttled as usize != row.too_many {
         row.note
@@ -532,6 +738,42 @@ impl Person {
             phone: phone.then(|| format!("+1 555 {:03} {:04}", i / 10_000 % 1000, i % 10_000)),
         }
     }
+}
+
+/// CPU seconds of the PostgreSQL server so far: the postmaster's own and its reaped
+/// children's (utime, stime, cutime, cstime), plus those of its live children (the
+/// backends and background processes), from `/proc/PID/stat`.
+fn server_cpu(postmaster: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields = |pid: &str| -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = text.rsplit_once(')')?;
+        Some(rest.split_whitespace().map(str::to_string).collect())
+    };
+    // After ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    let ticks = |f: &[String], range: std::ops::Range<usize>| -> f64 {
+        f.get(range)
+            .map(|v| v.iter().filter_map(|x| x.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0)
+    };
+    let me = postmaster.to_string();
+    let mut total = fields(&me).map_or(0.0, |f| ticks(&f, 11..15));
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if let Some(f) = fields(&name) {
+                if f.get(1) == Some(&me) {
+                    total += ticks(&f, 11..13);
+                }
+            }
+        }
+    }
+    total / hz
 }
 
 // ---- The child: run, wait, measure ----
@@ -588,12 +830,18 @@ mod launcher {
         /// Runs `custsync --once` through the launcher and waits for its usage.
         /// `BENCH_WRAP` runs it under a profiler, e.g. "perf record -o /tmp/p{run}.data"
         /// ({run} counts the runs from 1; the measurements then include the profiler).
-        pub fn run(&self, config: &Path, report: &Path, log: &Path) -> std::io::Result<Usage> {
+        pub fn run(
+            &self,
+            binary: &Path,
+            config: &Path,
+            report: &Path,
+            log: &Path,
+        ) -> std::io::Result<Usage> {
             let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
             let wrap = std::env::var("BENCH_WRAP")
                 .unwrap_or_default()
                 .replace("{run}", &run.to_string());
-            let line = [config, report, log]
+            let line = [binary, config, report, log]
                 .map(|p| p.display().to_string())
                 .join("\t");
             let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
@@ -617,7 +865,7 @@ mod launcher {
         }
     }
 
-    /// The launcher's loop: one line `CONFIG\tREPORT\tLOG\tWRAP` in, one line
+    /// The launcher's loop: one line `BINARY\tCONFIG\tREPORT\tLOG\tWRAP` in, one line
     /// `CODE WALL_S CPU_S RSS_KIB` out, until its input closes.
     pub fn serve() {
         let stdin = std::io::stdin();
@@ -626,8 +874,14 @@ mod launcher {
             let Ok(line) = line else { return };
             let parts: Vec<&str> = line.split('\t').collect();
             let answer = match parts[..] {
-                [config, report, log, wrap] => {
-                    match run_child(config.as_ref(), report.as_ref(), log.as_ref(), wrap) {
+                [binary, config, report, log, wrap] => {
+                    match run_child(
+                        binary.as_ref(),
+                        config.as_ref(),
+                        report.as_ref(),
+                        log.as_ref(),
+                        wrap,
+                    ) {
                         Ok(u) => format!(
                             "{} {} {} {}",
                             u.code,
@@ -647,18 +901,23 @@ mod launcher {
     }
 
     /// Runs `custsync --once` and reaps it with `wait4`, which hands back its usage.
-    fn run_child(config: &Path, report: &Path, log: &Path, wrap: &str) -> std::io::Result<Usage> {
+    fn run_child(
+        binary: &Path,
+        config: &Path,
+        report: &Path,
+        log: &Path,
+        wrap: &str,
+    ) -> std::io::Result<Usage> {
         let log_file = std::fs::File::create(log)?;
         let started = Instant::now();
-        let binary = super::custsync_binary();
         let mut words = wrap.split_whitespace();
         let mut cmd = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
-                c.args(words).arg(&binary);
+                c.args(words).arg(binary);
                 c
             }
-            None => Command::new(&binary),
+            None => Command::new(binary),
         };
         let child = cmd
             .arg("--once")
