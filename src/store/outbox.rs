@@ -283,13 +283,21 @@ impl Store {
         let provider = provider.map(|p| p.0.as_str()).unwrap_or_default();
         let mut tx = self.pool.begin().await?;
         if !links.is_empty() {
+            // Two statements, each on its own index (an OR of the two sets would scan
+            // every link of the provider).
             sqlx::query(&format!(
-                "DELETE FROM links WHERE provider = $1 AND (customer_id IN {} OR remote_id IN {})",
-                self.ints(2),
-                self.texts(3)
+                "DELETE FROM links WHERE provider = $1 AND customer_id IN {}",
+                self.ints(2)
             ))
             .bind(provider)
             .bind(super::links::json(&written_customers))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "DELETE FROM links WHERE provider = $1 AND remote_id IN {}",
+                self.texts(2)
+            ))
+            .bind(provider)
             .bind(super::links::json(&written_ids))
             .execute(&mut *tx)
             .await?;
