@@ -393,22 +393,18 @@ impl Store {
                     }
                     tx.commit().await?;
                 }
-                let copy = Arc::new(Copy::Schema {
-                    url: url.to_string(),
-                    schema: copy,
-                });
+                let copy = Arc::new(Copy::Schema(copy));
                 Store::ready(pool, Backend::Postgres, Some(copy)).await
             }
         }
     }
 
     pub async fn close(&self) {
-        if let Some(Copy::Schema { url, schema }) = self._copy.as_deref() {
+        if let Some(Copy::Schema(schema)) = self._copy.as_deref() {
             let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
             if let Err(e) = sqlx::query(&drop).execute(&self.pool).await {
                 tracing::warn!(schema, error = %e, "the dry run's copy was not dropped");
             }
-            let _ = url;
         }
         self.pool.close().await;
     }
@@ -606,7 +602,8 @@ const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 /// A dry run's copy, removed with the store.
 enum Copy {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Schema { url: String, schema: String },
+    /// A temporary PostgreSQL schema, dropped through the copy's own pool.
+    Schema(String),
 }
 
 /// `postgres://user:***@host/db`: a URL fit for an error message.
@@ -661,20 +658,9 @@ pub(crate) async fn cluster_pool(url: &str) -> Result<AnyPool> {
         .min_connections(0)
         .idle_timeout(Some(Duration::from_secs(60)))
         .connect_lazy_with(postgres_options(url, &[CLUSTER_SCHEMA])?);
-    {
-        let mut conn = pool.acquire().await.map_err(open)?;
-        // Workers starting together: one makes the schemas at a time.
-        sqlx::query("SELECT pg_advisory_lock(7311455401)")
-            .execute(&mut *conn)
-            .await?;
-        let made = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {CLUSTER_SCHEMA}"))
-            .execute(&mut *conn)
-            .await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock(7311455401)")
-            .execute(&mut *conn)
-            .await;
-        made?;
-    }
+    let mut conn = pool.acquire().await.map_err(open)?;
+    create_schema(&mut conn, CLUSTER_SCHEMA).await?;
+    drop(conn);
     PG_CLUSTER_MIGRATIONS.run(&pool).await?;
     cluster_pools()
         .lock()
@@ -685,8 +671,14 @@ pub(crate) async fn cluster_pool(url: &str) -> Result<AnyPool> {
 
 /// Makes the leases' schema and `schema` where missing.
 async fn ensure_postgres_schemas(url: &str, schema: &str) -> Result<()> {
-    let pool = cluster_pool(url).await?;
-    let mut conn = pool.acquire().await?;
+    let mut conn = cluster_pool(url).await?.acquire().await?;
+    create_schema(&mut conn, schema).await
+}
+
+/// Makes `schema` where missing, under an advisory lock: workers starting together
+/// make their schemas one at a time (two `CREATE SCHEMA IF NOT EXISTS` at once can
+/// still collide in PostgreSQL's catalog).
+async fn create_schema(conn: &mut sqlx::AnyConnection, schema: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_lock(7311455401)")
         .execute(&mut *conn)
         .await?;
