@@ -76,7 +76,7 @@ type Shared = Arc<Served>;
 /// limiters) and the text of its file, to see it changed.
 struct Known {
     engine: Arc<Engine>,
-    file_text: Option<Vec<u8>>,
+    file_text: Option<String>,
     /// `--allow-deletes` applies to the first cycle of each tenant.
     allow_deletes: HashSet<String>,
 }
@@ -240,7 +240,7 @@ impl Worker {
                 }
             };
             self.said.remove(&t.name);
-            let file_text = tenant_file_text(&self.config, &t.name);
+            let file_text = t.text.clone();
             if let Some(k) = self.known.get(&t.name) {
                 if k.file_text == file_text {
                     continue;
@@ -398,7 +398,8 @@ impl Worker {
                 self.shared.metrics.observe_cycle(tenant, &report);
                 let mut h = lock(&self.shared.health);
                 h.store_ok = true;
-                if tenant_is_single(&self.config) {
+                // Readiness follows the listings of a single merchant only.
+                if self.config.tenants.is_none() {
                     h.last = Some(report);
                 }
             }
@@ -409,17 +410,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// True for a config without `[tenants]`.
-fn tenant_is_single(config: &Config) -> bool {
-    config.tenants.is_none()
-}
-
-/// The bytes of a tenant's file, to see it changed; `None` without `[tenants]`.
-fn tenant_file_text(config: &Config, tenant: &str) -> Option<Vec<u8>> {
-    let dir = &config.tenants.as_ref()?.dir;
-    std::fs::read(dir.join(format!("{tenant}.toml"))).ok()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -17,6 +17,8 @@ pub struct Chosen {
     pub store_key: Option<String>,
     /// Its effective config, or why its file is unusable.
     pub config: Result<Arc<Config>, ConfigError>,
+    /// Its file's text as read (`None` without `[tenants]`), to see it changed.
+    pub text: Option<String>,
 }
 
 impl Chosen {
@@ -35,6 +37,7 @@ pub fn chosen(config: &Config, names: &[String]) -> Result<(bool, Vec<Chosen>), 
             name: e.name.clone(),
             store_key: set.configured.then(|| e.name.clone()),
             config: e.config.clone(),
+            text: e.text.clone(),
         })
         .collect();
     Ok((set.configured, out))

@@ -93,6 +93,9 @@ pub struct TenantEntry {
     /// The effective config; an error names the file and the key
     /// (`tenants/shop-a.toml: providers.store.base_url`).
     pub config: Result<Arc<Config>, ConfigError>,
+    /// The file's text as read for `config` (`None`: no file, or not read), so that
+    /// a worker sees a changed file without reading it again.
+    pub text: Option<String>,
 }
 
 /// A tenant NAME: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -122,6 +125,7 @@ impl Config {
                     name: DEFAULT_TENANT.to_string(),
                     file: None,
                     config: Ok(Arc::new(self.clone())),
+                    text: None,
                 }],
             });
         };
@@ -143,20 +147,31 @@ impl Config {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let config = if valid_tenant_name(&name) {
-                self.load_tenant(&path).map(Arc::new)
+            let (config, text) = if valid_tenant_name(&name) {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => (self.load_tenant(&path, &text).map(Arc::new), Some(text)),
+                    Err(e) => (
+                        Err(ConfigError::new(
+                            path.display().to_string(),
+                            format!("cannot read: {e}"),
+                        )),
+                        None,
+                    ),
+                }
             } else {
-                Err(ConfigError::new(
+                let bad = ConfigError::new(
                     path.display().to_string(),
                     format!(
                         "{name:?} is not a tenant name ([a-z0-9][a-z0-9_-]{{0,62}}, the file stem)"
                     ),
-                ))
+                );
+                (Err(bad), None)
             };
             out.push(TenantEntry {
                 name,
                 file: Some(path),
                 config,
+                text,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -166,15 +181,13 @@ impl Config {
         })
     }
 
-    /// One tenant's effective config; every error names the file before the key.
-    fn load_tenant(&self, path: &Path) -> Result<Config, ConfigError> {
+    /// One tenant's effective config from the `text` of its file at `path`; every
+    /// error names the file before the key.
+    fn load_tenant(&self, path: &Path, text: &str) -> Result<Config, ConfigError> {
         let in_file =
             |e: ConfigError| ConfigError::new(format!("{}: {}", path.display(), e.key), e.message);
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
         let built = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
         let raw: RawTenant = deserialize(built).map_err(in_file)?;
