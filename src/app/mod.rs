@@ -419,9 +419,7 @@ fn finish_tenants(results: Vec<(String, TenantResult)>, cli: &Cli) -> Result<Exi
     }
     let doc = serde_json::json!({ "tenants": doc, "converged": converged });
     if let Some(path) = cli.report.as_deref() {
-        let text = serde_json::to_string_pretty(&doc).context("report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        write_report(path, &doc)?;
     }
     if cli.dry_run {
         match cli.plan_format {
@@ -506,7 +504,7 @@ fn finish_once(
     })
 }
 
-fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report).context("report")?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("cannot write the report to {}", path.display()))

@@ -304,12 +304,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         for r in rows {
-            let holder = Holder {
-                worker: r.get(1),
-                host: r.get(2),
-                pid: u32::try_from(r.get::<i64, _>(3)).unwrap_or(0),
-                started: r.get(4),
-            };
+            let holder = holder_at(&r, 1);
             if holder.is_gone() {
                 let tenant: String = r.get(0);
                 tracing::info!(tenant, from = %holder.worker, "lease of a gone process freed");
@@ -340,12 +335,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| LeaseRow {
-            holder: Holder {
-                worker: r.get(0),
-                host: r.get(1),
-                pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-                started: r.get(3),
-            },
+            holder: holder_at(&r, 0),
             token: r.get(4),
             expires_at: r.get(5),
             released: r.get::<i64, _>(6) != 0,
@@ -408,6 +398,16 @@ impl Store {
         });
         let renewer = tokio::spawn(renew_until_lost(state.clone()));
         Lease { state, renewer }
+    }
+}
+
+/// The holder in a row's columns `worker, host, pid, started` from column `first` on.
+fn holder_at(r: &sqlx::any::AnyRow, first: usize) -> Holder {
+    Holder {
+        worker: r.get(first),
+        host: r.get(first + 1),
+        pid: u32::try_from(r.get::<i64, _>(first + 2)).unwrap_or(0),
+        started: r.get(first + 3),
     }
 }
 
