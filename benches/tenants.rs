@@ -38,6 +38,8 @@ use sqlx::Row as _;
 use custsync::sandbox::all::Sandboxes;
 use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus};
 
+#[path = "common/measure.rs"]
+mod measure;
 #[path = "../tests/common/pg.rs"]
 mod pg;
 
@@ -675,7 +677,7 @@ async fn run_once(
     let _ = std::fs::remove_file(&report);
     let (c, r, l) = (config.to_path_buf(), report.clone(), log.clone());
     let more: Vec<String> = more.iter().map(|s| s.to_string()).collect();
-    let before = postmaster.map(server_cpu);
+    let before = postmaster.map(measure::server_cpu);
     let (code, wall, cpu) = tokio::task::spawn_blocking(move || run_child(&c, &r, &l, &more))
         .await
         .map_err(|e| format!("running custsync: {e}"))?
@@ -683,7 +685,7 @@ async fn run_once(
     let server = match (postmaster, before) {
         (Some(pid), Some(b)) => {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            Some(server_cpu(pid) - b)
+            Some(measure::server_cpu(pid) - b)
         }
         _ => None,
     };
@@ -724,65 +726,10 @@ fn run_child(
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: a zeroed rusage is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: pid is our child, not reaped elsewhere (std's Child is never waited).
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+    let (code, usage) = measure::wait_child(child.id() as libc::pid_t)?;
     Ok((
         code,
         started.elapsed().as_secs_f64(),
-        secs(usage.ru_utime) + secs(usage.ru_stime),
+        measure::cpu_secs(&usage),
     ))
-}
-
-/// CPU seconds of the PostgreSQL server so far: the postmaster's own and its reaped
-/// children's (utime, stime, cutime, cstime), plus those of its live children (the
-/// backends and background processes), from `/proc/PID/stat`.
-fn server_cpu(postmaster: u32) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let fields = |pid: &str| -> Option<Vec<String>> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (_, rest) = text.rsplit_once(')')?;
-        Some(rest.split_whitespace().map(str::to_string).collect())
-    };
-    // After ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    let ticks = |f: &[String], range: std::ops::Range<usize>| -> f64 {
-        f.get(range)
-            .map(|v| v.iter().filter_map(|x| x.parse::<f64>().ok()).sum())
-            .unwrap_or(0.0)
-    };
-    let me = postmaster.to_string();
-    let mut total = fields(&me).map_or(0.0, |f| ticks(&f, 11..15));
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            if let Some(f) = fields(&name) {
-                if f.get(1) == Some(&me) {
-                    total += ticks(&f, 11..13);
-                }
-            }
-        }
-    }
-    total / hz
 }
