@@ -213,6 +213,34 @@ impl Run {
     }
 }
 
+/// The binary with `--config CONFIG` and `args`, `RUST_LOG` set, killed when dropped.
+pub fn custsync(
+    config: &std::path::Path,
+    args: &[&str],
+    rust_log: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CUSTSYNC_CONFIG")
+        .env("RUST_LOG", rust_log)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Starts `cmd` with its stderr in the file `log` (its stdout dropped), left running.
+pub fn spawn_to_log(
+    mut cmd: tokio::process::Command,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let file = std::fs::File::create(log).expect("log file");
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("spawn custsync")
+}
+
 impl Five {
     pub async fn start() -> Five {
         Five::with(Sandboxes::start().await.expect("start the emulators"))
@@ -296,13 +324,7 @@ impl Five {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let config = self.write_config();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"));
-        cmd.arg("--config").arg(&config).args(args);
-        cmd.env_remove("CUSTSYNC_CONFIG")
-            .env("RUST_LOG", &self.rust_log)
-            .kill_on_drop(true);
-        cmd
+        custsync(&self.write_config(), args, &self.rust_log)
     }
 
     /// Runs the binary to its end with `args` (a report is asked for with `--once`).
@@ -333,23 +355,13 @@ impl Five {
 
     /// Starts `custsync --once` and leaves it running (to be killed).
     pub fn spawn_once(&self) -> tokio::process::Child {
-        let log = std::fs::File::create(self.dir.path().join("killed.log")).expect("log file");
-        self.command(&["--once"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn custsync")
+        self.spawn_logged(&["--once"], "killed.log")
     }
 
     /// Starts the binary with `args`, its stderr in the file `log` of the test's
     /// directory (read with `log_text`), and leaves it running.
     pub fn spawn_logged(&self, args: &[&str], log: &str) -> tokio::process::Child {
-        let file = std::fs::File::create(self.dir.path().join(log)).expect("log file");
-        self.command(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn custsync")
+        spawn_to_log(self.command(args), &self.dir.path().join(log))
     }
 
     pub fn log_text(&self, log: &str) -> String {

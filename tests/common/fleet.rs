@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use crate::five::Five;
 
@@ -93,14 +92,7 @@ impl Fleet {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_custsync"));
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env_remove("CUSTSYNC_CONFIG")
-            .env("RUST_LOG", "custsync=info,warn")
-            .kill_on_drop(true);
-        cmd
+        crate::five::custsync(&self.config_path(), args, "custsync=info,warn")
     }
 
     pub async fn run(&self, args: &[&str]) -> Out {
@@ -129,14 +121,10 @@ impl Fleet {
 
     /// A worker (the daemon) named `worker`, its stderr in the file `WORKER.log`.
     pub fn spawn(&self, worker: &str) -> tokio::process::Child {
-        let file =
-            std::fs::File::create(self.dir.path().join(format!("{worker}.log"))).expect("log file");
-        self.command(&[])
-            .env("CUSTSYNC__CLUSTER__WORKER_ID", worker)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn custsync")
+        let mut cmd = self.command(&[]);
+        cmd.env("CUSTSYNC__CLUSTER__WORKER_ID", worker);
+        let log = self.dir.path().join(format!("{worker}.log"));
+        crate::five::spawn_to_log(cmd, &log)
     }
 
     pub fn log_text(&self, log: &str) -> String {
