@@ -620,6 +620,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How long the server keeps a transaction whose client went silent inside it. No
+/// transaction of custsync waits on anything but the database, so only a paused or
+/// stuck process is idle in one: the server then rolls it back, and its row locks do
+/// not stop the worker that took its leases over.
+const IDLE_IN_TRANSACTION_MS: u32 = 10_000;
+
 /// Connection options whose sessions see `schemas`, in that order.
 fn postgres_options(url: &str, schemas: &[&str]) -> Result<AnyConnectOptions> {
     let bad = |e: url::ParseError| StoreError::Open {
@@ -628,7 +634,13 @@ fn postgres_options(url: &str, schemas: &[&str]) -> Result<AnyConnectOptions> {
     };
     let mut u = url::Url::parse(url).map_err(bad)?;
     u.query_pairs_mut()
-        .append_pair("options", &format!("-c search_path={}", schemas.join(",")));
+        .append_pair(
+            "options",
+            &format!(
+                "-c search_path={} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+                schemas.join(",")
+            ),
+        );
     u.as_str().parse().map_err(|source| StoreError::Open {
         path: redact(url),
         source,
