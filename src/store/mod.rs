@@ -633,14 +633,13 @@ fn postgres_options(url: &str, schemas: &[&str]) -> Result<AnyConnectOptions> {
         source: sqlx::Error::Configuration(e.into()),
     };
     let mut u = url::Url::parse(url).map_err(bad)?;
-    u.query_pairs_mut()
-        .append_pair(
-            "options",
-            &format!(
-                "-c search_path={} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
-                schemas.join(",")
-            ),
-        );
+    u.query_pairs_mut().append_pair(
+        "options",
+        &format!(
+            "-c search_path={} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            schemas.join(",")
+        ),
+    );
     u.as_str().parse().map_err(|source| StoreError::Open {
         path: redact(url),
         source,
