@@ -195,38 +195,81 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Records the outcomes of a batch of one provider's operations in one
-    /// transaction, with a few set-based statements whatever the batch's size: a
-    /// create or update that went through makes the link's snapshot the record as the
-    /// provider answered it (fields the answer holds that the write did not send are
-    /// left out of the snapshot and the record kept as observed, so the merge takes
-    /// them in like an edit); a delete marks the link gone; a failure is kept for the
-    /// next cycle. Until the batch commits its operations stay in flight: a crash
+    /// Gives back operations claimed but never sent (the push was told to stop before
+    /// their turn): pending again, with the attempt not counted, while `fence` holds.
+    pub async fn release_ops(&self, ids: &[i64], fence: &Fence) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, updated_at = $1
+             WHERE id IN {} AND state = 'in_flight' AND {FENCE_HOLDS}",
+            self.ints(2)
+        );
+        sqlx::query(&sql)
+            .bind(now_text())
+            .bind(super::links::json(&ids))
+            .bind(&fence.tenant)
+            .bind(fence.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the outcomes of a batch of operations (of any providers) in one
+    /// transaction, with a few set-based statements per provider whatever the batch's
+    /// size: a create or update that went through makes the link's snapshot the record
+    /// as the provider answered it (fields the answer holds that the write did not
+    /// send are left out of the snapshot and the record kept as observed, so the merge
+    /// takes them in like an edit); a delete marks the link gone; a failure is kept for
+    /// the next cycle. Until the batch commits its operations stay in flight: a crash
     /// before then leaves them doubtful, looked up before anything is sent again.
     pub async fn record_outcomes(&self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
         let now = now_text();
+        // Per provider, in the order they came; a batch holds a few providers at most.
+        let mut groups: Vec<(&ProviderName, Vec<&Outcome>)> = Vec::new();
+        for o in outcomes {
+            let provider = &o.op().provider;
+            match groups.iter_mut().find(|(p, _)| *p == provider) {
+                Some((_, group)) => group.push(o),
+                None => groups.push((provider, vec![o])),
+            }
+        }
+        let audit: Vec<AuditEntry> = outcomes.iter().filter_map(audit_entry).collect();
+        let mut tx = self.pool.begin().await?;
+        for (provider, group) in &groups {
+            self.record_provider(&mut tx, run, &provider.0, group, &now)
+                .await?;
+        }
+        let audit: Vec<&AuditEntry> = audit.iter().collect();
+        AuditEntry::insert_all(&audit, &mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `record_outcomes` for one provider's outcomes, inside its transaction.
+    async fn record_provider(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        run: RunId,
+        provider: &str,
+        outcomes: &[&Outcome],
+        now: &str,
+    ) -> Result<()> {
         let mut links: Vec<serde_json::Value> = Vec::new();
         let mut written_customers: Vec<i64> = Vec::new();
         let mut written_ids: Vec<&str> = Vec::new();
         let mut gone: Vec<&str> = Vec::new();
         let mut done_ops: Vec<i64> = Vec::new();
-        let mut audit: Vec<AuditEntry> = Vec::new();
-        let mut provider: Option<&ProviderName> = None;
         // The last write of a remote id wins, as if they had been recorded in turn.
         let mut by_remote: std::collections::HashMap<&str, usize> = Default::default();
         for o in outcomes {
-            let op = o.op();
-            debug_assert!(provider.is_none_or(|p| p == &op.provider));
-            provider = Some(&op.provider);
             match o {
                 Outcome::Written {
-                    op,
-                    record,
-                    action,
-                    extras,
+                    op, record, extras, ..
                 } => {
                     let mut snapshot = record.projection.clone();
                     for f in extras {
@@ -243,7 +286,7 @@ impl Store {
                         record
                             .updated_at
                             .map(time_text)
-                            .unwrap_or_else(|| now.clone()),
+                            .unwrap_or_else(|| now.to_string()),
                     ]);
                     match by_remote.get(record.id.0.as_str()) {
                         Some(&i) => links[i] = row,
@@ -255,13 +298,6 @@ impl Store {
                     written_customers.push(op.customer.0);
                     written_ids.push(&record.id.0);
                     done_ops.push(op.id);
-                    let detail = serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
-                    audit.push(AuditEntry::new(
-                        action,
-                        Some(op.customer),
-                        Some(&op.provider),
-                        detail,
-                    ));
                 }
                 Outcome::Deleted { op } => {
                     // Without a remote id no link matches: nothing is marked.
@@ -269,19 +305,10 @@ impl Store {
                         gone.push(&r.0);
                     }
                     done_ops.push(op.id);
-                    let detail = serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
-                    audit.push(AuditEntry::new(
-                        "delete",
-                        Some(op.customer),
-                        Some(&op.provider),
-                        detail,
-                    ));
                 }
                 Outcome::Failed { .. } => {}
             }
         }
-        let provider = provider.map(|p| p.0.as_str()).unwrap_or_default();
-        let mut tx = self.pool.begin().await?;
         if !links.is_empty() {
             // Two statements, each on its own index (an OR of the two sets would scan
             // every link of the provider).
@@ -351,15 +378,12 @@ impl Store {
                 .bind(error)
                 .bind(*maybe_applied as i64)
                 .bind(next_attempt.map(time_text))
-                .bind(&now)
+                .bind(now)
                 .bind(op.id)
                 .execute(&mut *tx)
                 .await?;
             }
         }
-        let audit: Vec<&AuditEntry> = audit.iter().collect();
-        AuditEntry::insert_all(&audit, &mut tx, run).await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -400,5 +424,37 @@ impl Store {
                 next_attempt_at: r.get(6),
             })
             .collect())
+    }
+}
+
+/// The audit row of an outcome that changed something at its provider.
+fn audit_entry(o: &Outcome) -> Option<AuditEntry> {
+    match o {
+        Outcome::Written {
+            op,
+            record,
+            action,
+            extras,
+        } => {
+            let detail =
+                serde_json::json!({"remote_id": record.id.0, "fields": op.changed, "kept": extras});
+            Some(AuditEntry::new(
+                action,
+                Some(op.customer),
+                Some(&op.provider),
+                detail,
+            ))
+        }
+        Outcome::Deleted { op } => {
+            let detail =
+                serde_json::json!({"remote_id": op.remote_id.as_ref().map(|r| r.0.clone())});
+            Some(AuditEntry::new(
+                "delete",
+                Some(op.customer),
+                Some(&op.provider),
+                detail,
+            ))
+        }
+        Outcome::Failed { .. } => None,
     }
 }

@@ -503,6 +503,9 @@ impl Engine {
             .iter()
             .filter(|c| !ctx.blocked.contains(c.provider.name()))
             .collect();
+        // One writer records every provider's outcomes, a batch per transaction.
+        let (outcomes, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let writer_failed = CancellationToken::new();
         let pushes = futures::future::join_all(targets.iter().map(|c| {
             push::push(
                 &self.store,
@@ -514,11 +517,21 @@ impl Engine {
                     updates_only: ctx.incomplete.contains(c.provider.name()),
                     concurrency: self.config.sync.push_concurrency,
                 },
+                push::Writer {
+                    outcomes: outcomes.clone(),
+                    failed: &writer_failed,
+                },
                 stop,
                 opts.progress.as_ref(),
             )
-        }))
-        .await;
+        }));
+        // The writer ends when the last push's sender is dropped.
+        drop(outcomes);
+        let (pushes, written) = tokio::join!(
+            pushes,
+            push::record_outcomes(&self.store, ctx.run, incoming, &writer_failed)
+        );
+        written?;
         let mut adopted = 0;
         // A store error stops the run, after the counts of the pushes that ended well.
         let mut failure = None;

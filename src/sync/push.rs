@@ -55,19 +55,22 @@ pub struct Scope<'a> {
     pub concurrency: usize,
 }
 
-/// Pushes every pending operation of `provider`, `concurrency` at a time. Operations are
-/// claimed (marked in flight) a chunk at a time, in one statement that also checks the
-/// lease, before any of the chunk's requests leave. Stops taking new operations once
-/// `stop` is cancelled or the lease is lost; those in flight finish and are recorded.
+/// Pushes every pending operation of `provider`, `concurrency` requests at a time, with
+/// no pause between chunks. Operations are claimed (marked in flight) a chunk at a time,
+/// in one statement that also checks the lease, before any of the chunk's requests
+/// leave; the next chunk is claimed when a request slot frees and nothing claimed is
+/// left. Each outcome goes to `outcomes`, the run's one writer. Stops taking new
+/// operations once `stop` is cancelled, the writer failed or the lease is lost; those
+/// in flight finish and are recorded, and those claimed but not sent are given back.
 pub async fn push(
     store: &Store,
     provider: Arc<dyn Provider>,
     scope: Scope<'_>,
+    writer: Writer<'_>,
     stop: &CancellationToken,
     progress: Option<&Progress>,
 ) -> Result<PushOutcome, StoreError> {
     let mut out = PushOutcome::default();
-    let mut after = 0;
     let total = match progress {
         Some(_) => store.pending_count(provider.name()).await?,
         None => 0,
@@ -75,54 +78,53 @@ pub async fn push(
     let mut done = 0;
     let concurrency = scope.concurrency.max(1);
     let (provider, scope) = (provider.as_ref(), &scope);
-    // Outcomes go to one writer that commits whatever has come in since its last
-    // commit, in one transaction: a commit per batch, not per write.
-    let (outcomes, recorded) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
-    let writer_failed = CancellationToken::new();
-    let failed = &writer_failed;
-    // Owns the sender: the writer ends when the pushing does.
-    let pushing = async move {
-        'pages: loop {
-            if stop.is_cancelled() {
-                break;
+    let mut source = Source {
+        store,
+        provider,
+        scope,
+        after: 0,
+        listed: std::collections::VecDeque::new(),
+        claimed: std::collections::VecDeque::new(),
+        chunk: (concurrency * 8).clamp(8, 64),
+        exhausted: false,
+    };
+    let send = |op: OutboxOp| {
+        let outcomes = &writer.outcomes;
+        async move {
+            if !scope.lease.ensure().await {
+                return Done::NotSent;
             }
-            let ops = store
-                .pending_ops(provider.name(), after, 256, scope.updates_only)
-                .await?;
-            let Some(last) = ops.last() else { break };
-            after = last.id;
-            let mut ops = ops
-                .into_iter()
-                .filter(|op| !scope.frozen.contains(&op.customer))
-                .peekable();
-            while ops.peek().is_some() {
-                if stop.is_cancelled() || failed.is_cancelled() {
-                    break 'pages;
+            let (done, outcome) = push_one(provider, scope, op).await;
+            if let Some(o) = outcome {
+                // The writer is gone only after a store error, said by the run.
+                let _ = outcomes.send(o);
+            }
+            done
+        }
+    };
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut error = None;
+    loop {
+        while in_flight.len() < concurrency
+            && !stop.is_cancelled()
+            && !writer.failed.is_cancelled()
+            && error.is_none()
+        {
+            match source.next().await {
+                Ok(Some(op)) => in_flight.push(send(op)),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
                 }
-                let chunk: Vec<OutboxOp> = ops.by_ref().take(concurrency * 2).collect();
-                let Some(chunk) = claim(store, scope.lease, chunk).await? else {
-                    tracing::warn!(provider = %provider.name(), "lease lost: no further write is sent");
-                    break 'pages;
-                };
-                let outcomes = &outcomes;
-                let results: Vec<Done> = futures::stream::iter(chunk)
-                    .map(|op| async move {
-                        if !scope.lease.ensure().await {
-                            return Done::NotSent;
-                        }
-                        let (done, outcome) = push_one(provider, scope, op).await;
-                        if let Some(o) = outcome {
-                            // The writer is gone only after a store error, said below.
-                            let _ = outcomes.send(o);
-                        }
-                        done
-                    })
-                    .buffer_unordered(concurrency)
-                    .collect()
-                    .await;
-                tally(&mut out, &mut done, results);
             }
-            if let Some(p) = progress {
+        }
+        let Some(result) = in_flight.next().await else {
+            break;
+        };
+        tally(&mut out, &mut done, result);
+        if let Some(p) = progress {
+            if done % 32 == 0 || in_flight.is_empty() {
                 p(&Event::Pushed {
                     provider: provider.name().0.clone(),
                     done,
@@ -130,17 +132,85 @@ pub async fn push(
                 });
             }
         }
-        Ok::<PushOutcome, StoreError>(out)
-    };
-    let (pushed, written) = tokio::join!(
-        pushing,
-        record_outcomes(store, scope.run, recorded, &writer_failed)
-    );
-    written?;
-    let out = pushed?;
+    }
+    // Claimed but never sent (told to stop): pending again, not doubtful.
+    let unsent: Vec<i64> = source.claimed.iter().map(|op| op.id).collect();
+    if !unsent.is_empty() && !scope.lease.lost().is_cancelled() {
+        let released = store.release_ops(&unsent, scope.lease.fence()).await;
+        // After a store error that error is the one said; the rows stay in flight.
+        if error.is_none() {
+            released?;
+        }
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
     tracing::info!(provider = %provider.name(), created = out.created, updated = out.updated,
         deleted = out.deleted, failed = out.failed, "pushed");
     Ok(out)
+}
+
+/// Where a push's outcomes go: the run's one writer, and the token it cancels when it
+/// fails (the push then stops taking work).
+pub struct Writer<'a> {
+    pub outcomes: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    pub failed: &'a CancellationToken,
+}
+
+/// A provider's pending operations, read a page at a time and claimed a chunk at a
+/// time, handed out one by one.
+struct Source<'a> {
+    store: &'a Store,
+    provider: &'a dyn Provider,
+    scope: &'a Scope<'a>,
+    /// The last id read.
+    after: i64,
+    /// Read, not claimed yet.
+    listed: std::collections::VecDeque<OutboxOp>,
+    /// Claimed (in flight in the store), not sent yet.
+    claimed: std::collections::VecDeque<OutboxOp>,
+    chunk: usize,
+    /// Nothing more to hand out: every page read, or the lease lost.
+    exhausted: bool,
+}
+
+impl Source<'_> {
+    async fn next(&mut self) -> Result<Option<OutboxOp>, StoreError> {
+        while self.claimed.is_empty() && !self.exhausted {
+            while self.listed.is_empty() && !self.exhausted {
+                let ops = self
+                    .store
+                    .pending_ops(
+                        self.provider.name(),
+                        self.after,
+                        256,
+                        self.scope.updates_only,
+                    )
+                    .await?;
+                match ops.last() {
+                    Some(last) => self.after = last.id,
+                    None => self.exhausted = true,
+                }
+                self.listed.extend(
+                    ops.into_iter()
+                        .filter(|op| !self.scope.frozen.contains(&op.customer)),
+                );
+            }
+            let n = self.chunk.min(self.listed.len());
+            let chunk: Vec<OutboxOp> = self.listed.drain(..n).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            match claim(self.store, self.scope.lease, chunk).await? {
+                Some(claimed) => self.claimed.extend(claimed),
+                None => {
+                    tracing::warn!(provider = %self.provider.name(), "lease lost: no further write is sent");
+                    self.exhausted = true;
+                }
+            }
+        }
+        Ok(self.claimed.pop_front())
+    }
 }
 
 /// Claims a chunk under the lease; `None` when the lease is lost. A claim refused only
@@ -170,24 +240,33 @@ async fn claim(
     ))
 }
 
-/// The writer of a push's outcomes: takes every outcome that has come in, records
-/// them in one transaction, and again, until the push is over. A store error stops
-/// it (and the push, through `failed`); the operations not recorded stay in flight,
-/// doubtful for the next run.
-async fn record_outcomes(
+/// The run's writer of outcomes, every provider's: takes every outcome that has come
+/// in, waiting up to `LINGER` for a batch to fill, records them in one transaction,
+/// and again, until every push is over. A store error stops it (and the pushes,
+/// through `failed`); the operations not recorded stay in flight, doubtful for the
+/// next run.
+pub async fn record_outcomes(
     store: &Store,
     run: crate::store::RunId,
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
     failed: &CancellationToken,
 ) -> Result<(), StoreError> {
-    const MOST: usize = 512;
+    const MOST: usize = 256;
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
     let mut batch = Vec::new();
     while let Some(first) = incoming.recv().await {
         batch.push(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < MOST {
             match incoming.try_recv() {
                 Ok(o) => batch.push(o),
-                Err(_) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, incoming.recv()).await {
+                        Ok(Some(o)) => batch.push(o),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
         }
         crate::failpoint::reached("before-outcome-commit");
@@ -200,25 +279,23 @@ async fn record_outcomes(
     Ok(())
 }
 
-fn tally(out: &mut PushOutcome, done: &mut u64, results: Vec<Done>) {
-    for r in results {
-        *done += u64::from(!matches!(r, Done::NotSent));
-        match r {
-            Done::Created { adopted } => {
-                out.created += 1;
-                out.adopted += u64::from(adopted);
-            }
-            Done::Updated { adopted } => {
-                out.updated += 1;
-                out.adopted += u64::from(adopted);
-            }
-            Done::Deleted => out.deleted += 1,
-            Done::Failed(e) => {
-                out.failed += 1;
-                out.errors.push(e);
-            }
-            Done::NotSent => {}
+fn tally(out: &mut PushOutcome, done: &mut u64, r: Done) {
+    *done += u64::from(!matches!(r, Done::NotSent));
+    match r {
+        Done::Created { adopted } => {
+            out.created += 1;
+            out.adopted += u64::from(adopted);
         }
+        Done::Updated { adopted } => {
+            out.updated += 1;
+            out.adopted += u64::from(adopted);
+        }
+        Done::Deleted => out.deleted += 1,
+        Done::Failed(e) => {
+            out.failed += 1;
+            out.errors.push(e);
+        }
+        Done::NotSent => {}
     }
 }
 
