@@ -1,18 +1,20 @@
 //! One page of a listing into the store: each record linked (by its remote id, else by
 //! email) and its listed state kept as `observed` for the merge.
 //!
-//! Owns the page's round trips to SQLite, which are most of a listing's cost. What the
-//! page's records need to know (their links, the customers with their emails, who was
-//! forgotten) is read in a few queries up front and kept true as the page is stored,
-//! so each record costs at most the statements that change something.
+//! A page costs a fixed number of statements whatever its size: what its records need
+//! to know (their links, the customers with their emails and those customers' links,
+//! who was forgotten) is read in two queries, the page is applied record by record in
+//! memory, in page order, and what changed is written with one set-based statement per
+//! kind of change (customers created, links deleted, links created, links observed,
+//! observed states cleared).
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, Row};
 
 use super::links::{email_hash, json, projection, Duplicate, Observed};
-use super::{now_text, parse_time, time_text, Result, RunId, Store};
-use crate::model::{Projection, ProviderName, RemoteId};
+use super::{now_text, parse_time, time_text, Backend, Result, RunId, Store};
+use crate::model::{ProviderName, RemoteId};
 
 impl Store {
     /// Stores one page of a listing in one transaction, records in page order.
@@ -25,114 +27,169 @@ impl Store {
     ) -> Result<Vec<Duplicate>> {
         let _one_at_a_time = self.ingest.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut page = PageState::load(&mut tx, provider, observed).await?;
-        let mut seen = Unchanged::new(provider);
+        let mut page = Page::load(&mut tx, provider, observed).await?;
         let mut duplicates = Vec::new();
         for o in observed {
-            let id = &o.record.id.0;
-            match page.known.get(id) {
-                Some(k) => {
-                    // A field the answer did not carry keeps the value the snapshot has.
-                    let listed = o.record.completed(k.snapshot.as_ref());
-                    if k.tombstoned || k.snapshot.as_ref() == Some(listed.as_ref()) {
-                        seen.push(id);
-                    } else {
-                        seen.flush(&mut tx).await?;
-                        observe(&mut tx, provider, run, o, &listed).await?;
-                    }
-                }
-                None => {
-                    seen.flush(&mut tx).await?;
-                    if let Some(d) = link_new(&mut tx, provider, run, o, &mut page).await? {
-                        duplicates.push(d);
-                    }
-                }
+            if let Some(d) = page.apply(o)? {
+                duplicates.push(d);
             }
         }
-        seen.flush(&mut tx).await?;
+        page.write(&mut tx, provider, run).await?;
         tx.commit().await?;
         Ok(duplicates)
     }
 }
 
-/// What a known link's record needs: nothing to merge when it equals the snapshot, or
-/// when its customer is tombstoned.
-struct Known {
-    snapshot: Option<Projection>,
-    tombstoned: bool,
+/// A customer of the page: stored, or created by an earlier record of the page (an
+/// index into `Page::created`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Customer {
+    Stored(i64),
+    Created(usize),
 }
 
-/// What the page's records need to know, as the store holds it while the page is
-/// stored. Storing changes it in three ways only, each mirrored here: a customer is
-/// created, a link is created, a link is deleted (a duplicate replaced). Nothing else
-/// that is kept here changes during a page.
-struct PageState {
-    /// The provider's links with the page's remote ids.
-    known: HashMap<String, Known>,
-    /// Customers with the page's emails: `(id, tombstoned)`. Read only when a record of
-    /// the page is not linked yet.
-    customers: HashMap<String, (i64, bool)>,
+/// One of the provider's links as the page left it so far.
+struct Link {
+    customer: Customer,
+    /// The snapshot's JSON text (stored links only): what an unchanged record equals.
+    snapshot: Option<String>,
+    /// Its customer is tombstoned: nothing listed is merged into it.
+    tombstoned: bool,
+    observed_at: Option<String>,
+    gone: bool,
+    /// In the store when the page began (else created by the page).
+    stored: bool,
+    /// For a created link, what it is created with; for a stored one, a new observed
+    /// state (`Some(None)`: cleared after being set by the page).
+    observed: Option<Option<String>>,
+    /// A stored link seen unchanged (and not observed by the page): an observed state
+    /// left on it (a change that went back) is cleared.
+    clear: bool,
+}
+
+/// What the page's records need to know, kept true as the page is applied.
+struct Page {
+    /// The provider's links by remote id: those with the page's remote ids, and those
+    /// of the customers with the page's emails.
+    links: HashMap<String, Link>,
+    /// The provider's link of each of those customers, by remote id.
+    by_customer: HashMap<Customer, String>,
+    /// Customers with the page's emails: the customer and whether it is tombstoned.
+    /// Read only when a record of the page is not linked yet.
+    customers: HashMap<String, (Customer, bool)>,
     /// Hashes of the page's emails that `forget` erased.
     forgotten: HashSet<String>,
+    /// Emails of the customers the page creates, in order.
+    created: Vec<String>,
+    /// Stored links the page deleted (a duplicate replaced).
+    deleted: Vec<String>,
 }
 
-impl PageState {
+impl Page {
     async fn load(
         conn: &mut AnyConnection,
         provider: &ProviderName,
         observed: &[Observed],
-    ) -> Result<PageState> {
+    ) -> Result<Page> {
+        let backend = super::backend_of(conn);
         let ids: Vec<&str> = observed.iter().map(|o| o.record.id.0.as_str()).collect();
         let rows = sqlx::query(&format!(
-            "SELECT l.remote_id, l.snapshot, c.tombstoned_at FROM links l JOIN customers c ON c.id = l.customer_id
+            "SELECT l.remote_id, l.customer_id, l.snapshot, c.tombstoned_at, l.observed_at, l.gone
+             FROM links l JOIN customers c ON c.id = l.customer_id
              WHERE l.provider = $1 AND l.remote_id IN {}",
-            super::texts(super::backend_of(conn), 2)
+            super::texts(backend, 2)
         ))
         .bind(&provider.0)
         .bind(json(&ids))
         .fetch_all(&mut *conn)
         .await?;
-        let mut known = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let k = Known {
-                snapshot: projection(r.get(1))?,
-                tombstoned: r.get::<Option<String>, _>(2).is_some(),
-            };
-            known.insert(r.get(0), k);
-        }
-        let mut page = PageState {
-            known,
+        let mut page = Page {
+            links: HashMap::with_capacity(rows.len()),
+            by_customer: HashMap::with_capacity(rows.len()),
             customers: HashMap::new(),
             forgotten: HashSet::new(),
+            created: Vec::new(),
+            deleted: Vec::new(),
         };
-        // Every email of the page, so that a record unlinked while the page is stored
+        for r in rows {
+            page.stored(
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get::<Option<String>, _>(3).is_some(),
+                r.get(4),
+                r.get(5),
+            );
+        }
+        // Every email of the page, so that a record unlinked while the page is applied
         // (a duplicate replaced) still finds its customer here.
         if observed
             .iter()
-            .any(|o| !page.known.contains_key(&o.record.id.0))
+            .any(|o| !page.links.contains_key(&o.record.id.0))
         {
-            page.load_people(conn, observed).await?;
+            page.load_people(conn, backend, provider, observed).await?;
         }
         Ok(page)
     }
 
-    async fn load_people(&mut self, conn: &mut AnyConnection, observed: &[Observed]) -> Result<()> {
+    fn stored(
+        &mut self,
+        remote_id: String,
+        customer: i64,
+        snapshot: Option<String>,
+        tombstoned: bool,
+        observed_at: Option<String>,
+        gone: i64,
+    ) {
+        self.by_customer
+            .insert(Customer::Stored(customer), remote_id.clone());
+        self.links.insert(
+            remote_id,
+            Link {
+                customer: Customer::Stored(customer),
+                snapshot,
+                tombstoned,
+                observed_at,
+                gone: gone != 0,
+                stored: true,
+                observed: None,
+                clear: false,
+            },
+        );
+    }
+
+    async fn load_people(
+        &mut self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        provider: &ProviderName,
+        observed: &[Observed],
+    ) -> Result<()> {
         let emails: Vec<&str> = observed.iter().map(|o| o.email.as_str()).collect();
         let rows = sqlx::query(&format!(
-            "SELECT email, id, tombstoned_at FROM customers WHERE email IN {}",
-            super::texts(super::backend_of(conn), 1)
+            "SELECT c.email, c.id, c.tombstoned_at, l.remote_id, l.snapshot, l.observed_at, l.gone
+             FROM customers c LEFT JOIN links l ON l.customer_id = c.id AND l.provider = $1
+             WHERE c.email IN {}",
+            super::texts(backend, 2)
         ))
+        .bind(&provider.0)
         .bind(json(&emails))
         .fetch_all(&mut *conn)
         .await?;
         for r in rows {
-            let tombstoned = r.get::<Option<String>, _>(2).is_some();
-            self.customers.insert(r.get(0), (r.get(1), tombstoned));
+            let (id, tombstoned) = (r.get::<i64, _>(1), r.get::<Option<String>, _>(2).is_some());
+            self.customers
+                .insert(r.get(0), (Customer::Stored(id), tombstoned));
+            if let Some(remote_id) = r.get::<Option<String>, _>(3) {
+                if !self.links.contains_key(&remote_id) {
+                    self.stored(remote_id, id, r.get(4), tombstoned, r.get(5), r.get(6));
+                }
+            }
         }
         let hashes: Vec<String> = observed.iter().map(|o| email_hash(&o.email)).collect();
         let rows = sqlx::query(&format!(
             "SELECT email_hash FROM customers WHERE email IS NULL AND email_hash IN {}",
-            super::texts(super::backend_of(conn), 1)
+            super::texts(backend, 1)
         ))
         .bind(json(&hashes))
         .fetch_all(&mut *conn)
@@ -141,179 +198,204 @@ impl PageState {
         Ok(())
     }
 
-    fn linked(&mut self, remote_id: &str) {
-        let link = Known {
-            snapshot: None,
-            tombstoned: false,
+    /// Applies one record, as if it were stored alone after those before it.
+    fn apply(&mut self, o: &Observed) -> Result<Option<Duplicate>> {
+        let id = &o.record.id.0;
+        let Some(link) = self.links.get_mut(id) else {
+            return self.link_new(o);
         };
-        self.known.insert(remote_id.to_string(), link);
-    }
-}
-
-/// Known links seen unchanged: an observed state left on one (a change that went
-/// back) is cleared, in one statement. Flushed before any other statement of the
-/// page, so the page's order of effects is kept.
-struct Unchanged<'a> {
-    provider: &'a ProviderName,
-    ids: Vec<&'a str>,
-}
-
-impl<'a> Unchanged<'a> {
-    fn new(provider: &'a ProviderName) -> Self {
-        Self {
-            provider,
-            ids: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, id: &'a str) {
-        self.ids.push(id);
-    }
-
-    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
-        if self.ids.is_empty() {
-            return Ok(());
-        }
-        // Only a row with an observed state left (a change that went back) is written:
-        // a record seen unchanged costs no write (what the listing saw is in memory).
-        sqlx::query(&format!(
-            "UPDATE links SET observed = NULL WHERE provider = $1 AND observed IS NOT NULL AND remote_id IN {}",
-            super::texts(super::backend_of(conn), 2)
-        ))
-        .bind(&self.provider.0)
-        .bind(json(&self.ids))
-        .execute(&mut *conn)
-        .await?;
-        self.ids.clear();
-        Ok(())
-    }
-}
-
-/// A known record that changed: its `listed` state is kept for the merge.
-async fn observe(
-    conn: &mut AnyConnection,
-    provider: &ProviderName,
-    run: RunId,
-    o: &Observed,
-    listed: &Projection,
-) -> Result<()> {
-    sqlx::query("UPDATE links SET seen_run = $1, observed = $2, observed_at = $3 WHERE provider = $4 AND remote_id = $5")
-        .bind(run.0)
-        .bind(json(listed))
-        .bind(time_text(o.time))
-        .bind(&provider.0)
-        .bind(&o.record.id.0)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-const INSERT_LINK: &str = "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run) VALUES ($1, $2, $3, $4, $5, $6)";
-
-/// A new, empty customer and its first link, answering the customer's id.
-/// SQLite runs the two statements as one query; PostgreSQL one statement with a CTE.
-const INSERT_CUSTOMER_AND_LINK: [&str; 2] = [
-    "INSERT INTO customers (email, fields, updated_at, created_at) VALUES ($1, '{}', $2, $3);
-     INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
-     VALUES ($4, $5, last_insert_rowid(), $6, $7, $8) RETURNING customer_id",
-    "WITH c AS (INSERT INTO customers (email, fields, updated_at, created_at) VALUES ($1, '{}', $2, $3) RETURNING id)
-     INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
-     SELECT $4, $5, c.id, $6, $7, $8 FROM c RETURNING customer_id",
-];
-
-/// Links a record whose remote id is not linked yet to the customer with its email,
-/// created empty if there is none (not for a tombstoned or forgotten person). A second
-/// record of the same provider with the same email is a duplicate; the most recently
-/// updated one is linked while neither has been merged yet.
-async fn link_new(
-    conn: &mut AnyConnection,
-    provider: &ProviderName,
-    run: RunId,
-    o: &Observed,
-    page: &mut PageState,
-) -> Result<Option<Duplicate>> {
-    let email = o.email.as_str();
-    let customer_id = match page.customers.get(email) {
-        Some((_, true)) => return Ok(None),
-        Some((id, false)) => *id,
-        None if page.forgotten.contains(&email_hash(&o.email)) => return Ok(None),
-        None => {
-            // A new customer has no links yet (links always point at a customer that
-            // exists): customer and link are written at once.
-            let now = now_text();
-            let rows = sqlx::query(INSERT_CUSTOMER_AND_LINK[super::backend_of(conn) as usize])
-                .bind(email)
-                .bind(&now)
-                .bind(&now)
-                .bind(&provider.0)
-                .bind(&o.record.id.0)
-                .bind(json(&o.record.projection))
-                .bind(time_text(o.time))
-                .bind(run.0)
-                .fetch_all(&mut *conn)
-                .await?;
-            let id: i64 = rows.first().ok_or(sqlx::Error::RowNotFound)?.get(0);
-            page.customers.insert(email.to_string(), (id, false));
-            page.linked(&o.record.id.0);
+        // A field the answer did not carry keeps the value the snapshot has.
+        let unchanged = link.tombstoned
+            || match &link.snapshot {
+                None => false,
+                Some(text) if o.record.absent.is_empty() => *text == json(&o.record.projection),
+                Some(text) => {
+                    let snapshot = projection(Some(text.clone()))?;
+                    Some(o.record.completed(snapshot.as_ref()).as_ref()) == snapshot.as_ref()
+                }
+            };
+        if unchanged {
+            match &mut link.observed {
+                Some(state) => *state = None,
+                None => link.clear = true,
+            }
             return Ok(None);
         }
-    };
-    link_to_existing(conn, provider, run, o, customer_id, page).await
-}
+        let listed = match (&link.snapshot, o.record.absent.is_empty()) {
+            (Some(text), false) => {
+                let snapshot = projection(Some(text.clone()))?;
+                json(&o.record.completed(snapshot.as_ref()))
+            }
+            _ => json(&o.record.projection),
+        };
+        link.observed = Some(Some(listed));
+        link.observed_at = Some(time_text(o.time));
+        link.clear = false;
+        Ok(None)
+    }
 
-/// `link_new` for a person who has a customer already, maybe with a record of this
-/// provider linked.
-async fn link_to_existing(
-    conn: &mut AnyConnection,
-    provider: &ProviderName,
-    run: RunId,
-    o: &Observed,
-    customer_id: i64,
-    page: &mut PageState,
-) -> Result<Option<Duplicate>> {
-    let other = sqlx::query("SELECT remote_id, snapshot, observed_at, gone FROM links WHERE provider = $1 AND customer_id = $2")
-        .bind(&provider.0)
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let mut replaced = None;
-    if let Some(row) = other {
-        let other_id = RemoteId(row.get(0));
-        let merged = row.get::<Option<String>, _>(1).is_some();
-        let other_time = row
-            .get::<Option<String>, _>(2)
-            .as_deref()
-            .and_then(parse_time);
-        let gone = row.get::<i64, _>(3) != 0;
-        let newer = other_time.is_none_or(|t| o.time > t);
-        if !gone && (merged || !newer) {
-            return Ok(Some(Duplicate {
-                remote_id: o.record.id.clone(),
+    /// Links a record whose remote id is not linked yet to the customer with its email,
+    /// created empty if there is none (not for a tombstoned or forgotten person). A
+    /// second record of the same provider with the same email is a duplicate; the most
+    /// recently updated one is linked while neither has been merged yet.
+    fn link_new(&mut self, o: &Observed) -> Result<Option<Duplicate>> {
+        let email = o.email.as_str();
+        let customer = match self.customers.get(email) {
+            Some((_, true)) => return Ok(None),
+            Some((c, false)) => *c,
+            None if self.forgotten.contains(&email_hash(&o.email)) => return Ok(None),
+            None => {
+                let c = Customer::Created(self.created.len());
+                self.created.push(email.to_string());
+                self.customers.insert(email.to_string(), (c, false));
+                c
+            }
+        };
+        let mut replaced = None;
+        if let Some(other_id) = self.by_customer.get(&customer).cloned() {
+            let other = &self.links[&other_id];
+            let merged = other.snapshot.is_some();
+            let other_time = other.observed_at.as_deref().and_then(parse_time);
+            let newer = other_time.is_none_or(|t| o.time > t);
+            if !other.gone && (merged || !newer) {
+                return Ok(Some(Duplicate {
+                    remote_id: o.record.id.clone(),
+                    email: o.email.clone(),
+                }));
+            }
+            let gone = other.gone;
+            if self.links.remove(&other_id).is_some_and(|l| l.stored) {
+                self.deleted.push(other_id.clone());
+            }
+            replaced = (!gone).then_some(Duplicate {
+                remote_id: RemoteId(other_id),
                 email: o.email.clone(),
-            }));
+            });
         }
-        sqlx::query("DELETE FROM links WHERE provider = $1 AND remote_id = $2")
+        self.by_customer.insert(customer, o.record.id.0.clone());
+        self.links.insert(
+            o.record.id.0.clone(),
+            Link {
+                customer,
+                snapshot: None,
+                tombstoned: false,
+                observed_at: Some(time_text(o.time)),
+                gone: false,
+                stored: false,
+                observed: Some(Some(json(&o.record.projection))),
+                clear: false,
+            },
+        );
+        Ok(replaced)
+    }
+
+    /// Writes what the page changed, one statement per kind of change.
+    async fn write(
+        self,
+        conn: &mut AnyConnection,
+        provider: &ProviderName,
+        run: RunId,
+    ) -> Result<()> {
+        let backend = super::backend_of(conn);
+        let mut ids = HashMap::with_capacity(self.created.len());
+        if !self.created.is_empty() {
+            let now = now_text();
+            let rows = sqlx::query(match backend {
+                Backend::Sqlite => "INSERT INTO customers (email, fields, updated_at, created_at)
+                     SELECT value, '{}', $1, $1 FROM json_each($2) WHERE true RETURNING id, email",
+                Backend::Postgres => "INSERT INTO customers (email, fields, updated_at, created_at)
+                     SELECT e, '{}', $1, $1 FROM json_array_elements_text($2::json) AS e RETURNING id, email",
+            })
+            .bind(&now)
+            .bind(json(&self.created))
+            .fetch_all(&mut *conn)
+            .await?;
+            for r in rows {
+                ids.insert(r.get::<String, _>(1), r.get::<i64, _>(0));
+            }
+        }
+        let customer_id = |c: Customer| -> Result<i64> {
+            Ok(match c {
+                Customer::Stored(id) => id,
+                Customer::Created(i) => {
+                    *ids.get(&self.created[i]).ok_or(sqlx::Error::RowNotFound)?
+                }
+            })
+        };
+        if !self.deleted.is_empty() {
+            sqlx::query(&format!(
+                "DELETE FROM links WHERE provider = $1 AND remote_id IN {}",
+                super::texts(backend, 2)
+            ))
             .bind(&provider.0)
-            .bind(&other_id.0)
+            .bind(json(&self.deleted))
             .execute(&mut *conn)
             .await?;
-        page.known.remove(&other_id.0);
-        replaced = (!gone).then_some(Duplicate {
-            remote_id: other_id,
-            email: o.email.clone(),
-        });
+        }
+        let mut created = Vec::new();
+        let mut observed = Vec::new();
+        let mut cleared = Vec::new();
+        for (remote_id, link) in &self.links {
+            match (&link.observed, link.stored) {
+                (Some(state), false) => created.push(serde_json::json!([
+                    remote_id,
+                    customer_id(link.customer)?,
+                    state,
+                    link.observed_at
+                ])),
+                (Some(state), true) => {
+                    observed.push(serde_json::json!([remote_id, state, link.observed_at]))
+                }
+                (None, true) if link.clear => cleared.push(remote_id.as_str()),
+                _ => {}
+            }
+        }
+        if !created.is_empty() {
+            sqlx::query(match backend {
+                Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
+                     SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                            json_extract(value, '$[3]'), $2
+                     FROM json_each($3)",
+                Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
+                     SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2
+                     FROM json_array_elements($3::json) AS e",
+            })
+            .bind(&provider.0)
+            .bind(run.0)
+            .bind(serde_json::Value::Array(created).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !observed.is_empty() {
+            sqlx::query(match backend {
+                Backend::Sqlite => "UPDATE links SET seen_run = $1, observed = v.o, observed_at = v.t
+                     FROM (SELECT json_extract(value, '$[0]') AS r, json_extract(value, '$[1]') AS o,
+                                  json_extract(value, '$[2]') AS t FROM json_each($3)) AS v
+                     WHERE links.provider = $2 AND links.remote_id = v.r",
+                Backend::Postgres => "UPDATE links SET seen_run = $1, observed = v.o, observed_at = v.t
+                     FROM (SELECT e->>0 AS r, e->>1 AS o, e->>2 AS t FROM json_array_elements($3::json) AS e) AS v
+                     WHERE links.provider = $2 AND links.remote_id = v.r",
+            })
+            .bind(run.0)
+            .bind(&provider.0)
+            .bind(serde_json::Value::Array(observed).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !cleared.is_empty() {
+            // Only a row with an observed state left (a change that went back) is
+            // written: a record seen unchanged costs no write.
+            sqlx::query(&format!(
+                "UPDATE links SET observed = NULL WHERE provider = $1 AND observed IS NOT NULL AND remote_id IN {}",
+                super::texts(backend, 2)
+            ))
+            .bind(&provider.0)
+            .bind(json(&cleared))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
-    sqlx::query(INSERT_LINK)
-        .bind(&provider.0)
-        .bind(&o.record.id.0)
-        .bind(customer_id)
-        .bind(json(&o.record.projection))
-        .bind(time_text(o.time))
-        .bind(run.0)
-        .execute(&mut *conn)
-        .await?;
-    page.linked(&o.record.id.0);
-    Ok(replaced)
 }
 
 #[cfg(test)]
@@ -322,7 +404,7 @@ mod tests {
 
     use super::*;
     use crate::config::StorePath;
-    use crate::model::{Email, Field};
+    use crate::model::{Email, Field, Projection};
     use crate::providers::RemoteRecord;
     use crate::store::links::CustomerUpdate;
 
