@@ -282,6 +282,11 @@ struct Row {
     too_many: usize,
     note: String,
     per_provider: Vec<Traffic>,
+    /// The report's CPU seconds by phase (list, merge, push, activity); builds older
+    /// than the report's `cpu_secs` have none.
+    phases: Option<[f64; 4]>,
+    /// Customers merged and planned (the report's `planned_customers`).
+    planned: u64,
 }
 
 /// CPU microseconds per unit, or "-" where there are none.
@@ -325,6 +330,30 @@ fn print_table(rows: &[Row]) {
             r.server_cpu.map_or("-".into(), |c| format!("{c:.2}")),
             r.note
         );
+    }
+    if rows.iter().any(|r| r.phases.is_some()) {
+        println!("\nby phase (the report's `cpu_secs`: the process's CPU in each phase; other = start, migrations, exit):\n");
+        println!("| scenario | store | build | list CPU s | µs/listed record | merge CPU s | customers planned | µs/planned customer | push CPU s | µs/write | other CPU s |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in rows {
+            let Some([list, merge, push, activity]) = r.phases else {
+                continue;
+            };
+            println!(
+                "| {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {} | {:.2} |",
+                r.scenario,
+                r.store,
+                r.build,
+                list,
+                per(list, r.listed),
+                merge,
+                r.planned,
+                per(merge, r.planned),
+                push,
+                per(push, r.writes as u64),
+                r.cpu - list - merge - push - activity,
+            );
+        }
     }
     let find = |scenario: &str, store: &str, build: &str| {
         rows.iter()
@@ -663,6 +692,8 @@ impl World {
             too_many: per_provider.iter().map(|t| t.too_many).sum(),
             note: note.unwrap_or_default(),
             per_provider,
+            phases: None,
+            planned: 0,
         };
         check_outcome(&mut row, usage.code, &report, &log)?;
         eprintln!(
@@ -688,6 +719,15 @@ fn check_outcome(row: &mut Row, code: i32, report: &Path, log: &Path) -> Result<
         .and_then(|r| r["providers"].as_object())
         .map(|ps| ps.values().filter_map(|p| p["fetched"].as_u64()).sum())
         .unwrap_or(0);
+    row.planned = report
+        .as_ref()
+        .and_then(|r| r["planned_customers"].as_u64())
+        .unwrap_or(0);
+    row.phases = report.as_ref().and_then(|r| {
+        let c = &r["cpu_secs"];
+        Some(["list", "merge", "push", "activity"].map(|k| c[k].as_f64().unwrap_or(0.0)))
+            .filter(|_| c.is_object())
+    });
     if throttled as usize != row.too_many {
         row.note
             .push_str(&format!(" (custsync counted {throttled} 429s)"));

@@ -16,6 +16,9 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// One row of `insert_all`'s list: time, customer, provider, action, detail.
+type AuditRow<'a> = (&'a str, Option<i64>, Option<&'a str>, &'a str, String);
+
 /// The statement that stores one entry; [`AuditEntry::bind`] gives its parameters.
 pub(super) const INSERT: &str =
     "INSERT INTO audit (run_id, at, customer_id, provider, action, detail) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -52,16 +55,18 @@ impl AuditEntry {
             return Ok(());
         }
         // Detail travels as JSON text, so it is stored exactly as `insert` stores it.
-        let rows: Vec<serde_json::Value> = entries
+        // Rows are tuples serialized straight to text (no JSON tree built per row).
+        let now = now_text();
+        let rows: Vec<AuditRow> = entries
             .iter()
             .map(|e| {
-                serde_json::json!([
-                    now_text(),
+                (
+                    now.as_str(),
                     e.customer.map(|c| c.0),
-                    e.provider.as_ref().map(|p| &p.0),
+                    e.provider.as_ref().map(|p| p.0.as_str()),
                     e.action,
-                    e.detail.to_string()
-                ])
+                    e.detail.to_string(),
+                )
             })
             .collect();
         let sql = match super::backend_of(tx) {
@@ -79,7 +84,7 @@ impl AuditEntry {
         };
         sqlx::query(sql)
             .bind(run.0)
-            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(serde_json::to_string(&rows)?)
             .execute(&mut **tx)
             .await?;
         Ok(())

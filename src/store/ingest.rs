@@ -5,7 +5,7 @@
 //! to know (their links, the customers with their emails and those customers' links,
 //! who was forgotten) is read in two queries, the page is applied record by record in
 //! memory, in page order, and what changed is written with one set-based statement per
-//! kind of change (customers created, links deleted, links created, links observed,
+//! kind of change (customers created, links deleted, links created or observed,
 //! observed states cleared).
 
 use std::collections::{HashMap, HashSet};
@@ -93,16 +93,26 @@ impl Page {
     ) -> Result<Page> {
         let backend = super::backend_of(conn);
         let ids: Vec<&str> = observed.iter().map(|o| o.record.id.0.as_str()).collect();
-        let rows = sqlx::query(&format!(
-            "SELECT l.remote_id, l.customer_id, l.snapshot, c.tombstoned_at, l.observed_at, l.gone
-             FROM links l JOIN customers c ON c.id = l.customer_id
-             WHERE l.provider = $1 AND l.remote_id IN {}",
-            super::texts(backend, 2)
-        ))
-        .bind(&provider.0)
-        .bind(json(&ids))
-        .fetch_all(&mut *conn)
-        .await?;
+        // The rows come back as one JSON text: one row crosses from the database, not
+        // one per record.
+        /// `remote_id, customer_id, snapshot, tombstoned, observed_at, gone`.
+        type Known = (String, i64, Option<String>, i64, Option<String>, i64);
+        let rows: Vec<Known> = super::decode_rows(
+            sqlx::query_scalar(&format!(
+                "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
+                 WHERE l.provider = $1 AND l.remote_id IN {}",
+                super::json_rows(
+                    backend,
+                    "l.remote_id, l.customer_id, l.snapshot,
+                     CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END, l.observed_at, l.gone"
+                ),
+                super::texts(backend, 2)
+            ))
+            .bind(&provider.0)
+            .bind(json(&ids))
+            .fetch_one(&mut *conn)
+            .await?,
+        )?;
         let mut page = Page {
             links: HashMap::with_capacity(rows.len()),
             by_customer: HashMap::with_capacity(rows.len()),
@@ -111,14 +121,14 @@ impl Page {
             created: Vec::new(),
             deleted: Vec::new(),
         };
-        for r in rows {
+        for (remote_id, customer, snapshot, tombstoned, observed_at, gone) in rows {
             page.stored(
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                r.get::<Option<String>, _>(3).is_some(),
-                r.get(4),
-                r.get(5),
+                remote_id,
+                customer,
+                snapshot,
+                tombstoned != 0,
+                observed_at,
+                gone,
             );
         }
         // Every email of the page, so that a record unlinked while the page is applied
@@ -166,23 +176,43 @@ impl Page {
         observed: &[Observed],
     ) -> Result<()> {
         let emails: Vec<&str> = observed.iter().map(|o| o.email.as_str()).collect();
-        let rows = sqlx::query(&format!(
-            "SELECT c.email, c.id, c.tombstoned_at, l.remote_id, l.snapshot, l.observed_at, l.gone
-             FROM customers c LEFT JOIN links l ON l.customer_id = c.id AND l.provider = $1
-             WHERE c.email IN {}",
-            super::texts(backend, 2)
-        ))
-        .bind(&provider.0)
-        .bind(json(&emails))
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            let (id, tombstoned) = (r.get::<i64, _>(1), r.get::<Option<String>, _>(2).is_some());
+        type Person = (
+            String,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Person> = super::decode_rows(sqlx::query_scalar(&format!(
+                "SELECT {} FROM customers c LEFT JOIN links l ON l.customer_id = c.id AND l.provider = $1
+                 WHERE c.email IN {}",
+                super::json_rows(
+                    backend,
+                    "c.email, c.id, CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END,
+                     l.remote_id, l.snapshot, l.observed_at, l.gone"
+                ),
+                super::texts(backend, 2)
+            ))
+            .bind(&provider.0)
+            .bind(json(&emails))
+            .fetch_one(&mut *conn)
+            .await?)?;
+        for (email, id, tombstoned, remote_id, snapshot, observed_at, gone) in rows {
+            let tombstoned = tombstoned != 0;
             self.customers
-                .insert(r.get(0), (Customer::Stored(id), tombstoned));
-            if let Some(remote_id) = r.get::<Option<String>, _>(3) {
+                .insert(email, (Customer::Stored(id), tombstoned));
+            if let Some(remote_id) = remote_id {
                 if !self.links.contains_key(&remote_id) {
-                    self.stored(remote_id, id, r.get(4), tombstoned, r.get(5), r.get(6));
+                    self.stored(
+                        remote_id,
+                        id,
+                        snapshot,
+                        tombstoned,
+                        observed_at,
+                        gone.unwrap_or(0),
+                    );
                 }
             }
         }
@@ -332,53 +362,39 @@ impl Page {
             .execute(&mut *conn)
             .await?;
         }
-        let mut created = Vec::new();
-        let mut observed = Vec::new();
+        // Links created and links observed: one upsert, which finds each row by its
+        // key (an UPDATE … FROM a JSON list scans every link of the provider on SQLite).
+        let mut written = Vec::new();
         let mut cleared = Vec::new();
         for (remote_id, link) in &self.links {
-            match (&link.observed, link.stored) {
-                (Some(state), false) => created.push(serde_json::json!([
-                    remote_id,
+            match &link.observed {
+                Some(state) => written.push((
+                    remote_id.as_str(),
                     customer_id(link.customer)?,
-                    state,
-                    link.observed_at
-                ])),
-                (Some(state), true) => {
-                    observed.push(serde_json::json!([remote_id, state, link.observed_at]))
-                }
-                (None, true) if link.clear => cleared.push(remote_id.as_str()),
-                _ => {}
+                    state.as_deref(),
+                    link.observed_at.as_deref(),
+                )),
+                None if link.stored && link.clear => cleared.push(remote_id.as_str()),
+                None => {}
             }
         }
-        if !created.is_empty() {
+        if !written.is_empty() {
             sqlx::query(match backend {
                 Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
                      SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
                             json_extract(value, '$[3]'), $2
-                     FROM json_each($3)",
+                     FROM json_each($3) WHERE true
+                     ON CONFLICT (provider, remote_id) DO UPDATE
+                     SET observed = excluded.observed, observed_at = excluded.observed_at, seen_run = excluded.seen_run",
                 Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
                      SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2
-                     FROM json_array_elements($3::json) AS e",
+                     FROM json_array_elements($3::json) AS e
+                     ON CONFLICT (provider, remote_id) DO UPDATE
+                     SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run",
             })
             .bind(&provider.0)
             .bind(run.0)
-            .bind(serde_json::Value::Array(created).to_string())
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !observed.is_empty() {
-            sqlx::query(match backend {
-                Backend::Sqlite => "UPDATE links SET seen_run = $1, observed = v.o, observed_at = v.t
-                     FROM (SELECT json_extract(value, '$[0]') AS r, json_extract(value, '$[1]') AS o,
-                                  json_extract(value, '$[2]') AS t FROM json_each($3)) AS v
-                     WHERE links.provider = $2 AND links.remote_id = v.r",
-                Backend::Postgres => "UPDATE links SET seen_run = $1, observed = v.o, observed_at = v.t
-                     FROM (SELECT e->>0 AS r, e->>1 AS o, e->>2 AS t FROM json_array_elements($3::json) AS e) AS v
-                     WHERE links.provider = $2 AND links.remote_id = v.r",
-            })
-            .bind(run.0)
-            .bind(&provider.0)
-            .bind(serde_json::Value::Array(observed).to_string())
+            .bind(json(&written))
             .execute(&mut *conn)
             .await?;
         }

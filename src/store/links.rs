@@ -101,6 +101,11 @@ pub(super) fn projection(text: Option<String>) -> Result<Option<Projection>> {
     })
 }
 
+/// The columns of a customer the merge reads, in [`CustomerTuple`]'s order.
+const CUSTOMER_COLUMNS: &str = "id, email, fields, updated_at, tombstoned_at";
+/// `id, email, fields, updated_at, tombstoned_at` of a customer.
+type CustomerTuple = (i64, Option<String>, String, String, Option<String>);
+
 impl Store {
     /// Links of `provider` whose record a complete listing did not return (`listed`
     /// says which remote ids it returned): live, merged, of a customer not tombstoned.
@@ -290,13 +295,17 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
-        let rows = sqlx::query(
-            "SELECT id, email, fields, updated_at, tombstoned_at FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {} FROM (SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id > $1 ORDER BY id LIMIT $2) AS c",
+            self.json_rows(CUSTOMER_COLUMNS)
+        );
+        let rows = super::decode_rows(
+            sqlx::query_scalar(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_one(&self.pool)
+                .await?,
+        )?;
         self.with_links(rows).await
     }
 
@@ -308,54 +317,71 @@ impl Store {
         limit: i64,
         touched: &[i64],
     ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
-        let rows = sqlx::query(&format!(
-            "SELECT id, email, fields, updated_at, tombstoned_at FROM customers
+        let sql = format!(
+            "SELECT {} FROM (SELECT {CUSTOMER_COLUMNS} FROM customers
              WHERE id > $1 AND (id IN (SELECT customer_id FROM links WHERE observed IS NOT NULL)
                                 OR id IN (SELECT customer_id FROM outbox)
                                 OR id IN {})
-             ORDER BY id LIMIT $2",
+             ORDER BY id LIMIT $2) AS c",
+            self.json_rows(CUSTOMER_COLUMNS),
             self.ints(3)
-        ))
-        .bind(after)
-        .bind(limit)
-        .bind(json(&touched))
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let rows = super::decode_rows(
+            sqlx::query_scalar(&sql)
+                .bind(after)
+                .bind(limit)
+                .bind(json(&touched))
+                .fetch_one(&self.pool)
+                .await?,
+        )?;
         self.with_links(rows).await
     }
 
-    /// The customers of `rows` (`id, email, fields, updated_at, tombstoned_at`), each
-    /// with its links, parked operations and doubtful creates.
+    /// The customers of `rows`, each with its links, parked operations and doubtful
+    /// creates.
     async fn with_links(
         &self,
-        rows: Vec<sqlx::any::AnyRow>,
+        rows: Vec<CustomerTuple>,
     ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
         let mut conn = self.pool.acquire().await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        // An aggregate's order is not promised: the batch is in id order again.
+        let mut rows = rows;
+        rows.sort_unstable_by_key(|r| r.0);
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         let ids = json(&ids);
         let mut links: HashMap<i64, Vec<LinkRow>> = HashMap::new();
-        let link_rows = sqlx::query(&format!(
-            "SELECT customer_id, provider, remote_id, snapshot, observed, observed_at, gone
-                 FROM links WHERE customer_id IN {}",
-            self.ints(1)
-        ))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in link_rows {
-            links.entry(r.get(0)).or_default().push(LinkRow {
-                provider: ProviderName(r.get(1)),
-                remote_id: RemoteId(r.get(2)),
-                snapshot: projection(r.get(3))?,
-                observed: projection(r.get(4))?,
-                observed_at: r
-                    .get::<Option<String>, _>(5)
-                    .as_deref()
-                    .and_then(parse_time),
-                gone: r.get::<i64, _>(6) != 0,
+        type LinkTuple = (
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+        );
+        let link_rows: Vec<LinkTuple> = super::decode_rows(
+            sqlx::query_scalar(&format!(
+                "SELECT {} FROM links WHERE customer_id IN {}",
+                self.json_rows(
+                    "customer_id, provider, remote_id, snapshot, observed, observed_at, gone"
+                ),
+                self.ints(1)
+            ))
+            .bind(&ids)
+            .fetch_one(&mut *conn)
+            .await?,
+        )?;
+        for (customer, provider, remote_id, snapshot, observed, observed_at, gone) in link_rows {
+            links.entry(customer).or_default().push(LinkRow {
+                provider: ProviderName(provider),
+                remote_id: RemoteId(remote_id),
+                snapshot: projection(snapshot)?,
+                observed: projection(observed)?,
+                observed_at: observed_at.as_deref().and_then(parse_time),
+                gone: gone != 0,
             });
         }
         let mut parked: HashMap<i64, HashSet<ProviderName>> = HashMap::new();
@@ -383,20 +409,19 @@ impl Store {
             }
         }
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: i64 = r.get(0);
-            let fields: Projection = serde_json::from_str(&r.get::<String, _>(2))?;
+        for (id, email, fields, updated_at, tombstoned_at) in rows {
+            let fields: Projection = serde_json::from_str(&fields)?;
             let updated_at = if fields.is_empty() {
                 None
             } else {
-                parse_time(&r.get::<String, _>(3))
+                parse_time(&updated_at)
             };
             let row = CustomerRow {
                 id: CustomerId(id),
-                email: r.get(1),
+                email,
                 fields,
                 updated_at,
-                tombstoned: r.get::<Option<String>, _>(4).is_some(),
+                tombstoned: tombstoned_at.is_some(),
                 parked: parked.remove(&id).unwrap_or_default(),
                 maybe_created: maybe.remove(&id).unwrap_or_default(),
                 has_open_ops: open.contains(&id),
@@ -549,7 +574,7 @@ async fn replace_ops(
     .await?;
     // One array element per operation; payload and changed travel as JSON text, so
     // they are stored exactly as written here.
-    let rows: Vec<serde_json::Value> = updates
+    let rows: Vec<_> = updates
         .iter()
         .flat_map(|(id, u)| u.ops.iter().map(move |op| (id.0, op)))
         .map(|(id, op)| {
@@ -557,17 +582,17 @@ async fn replace_ops(
             let attempts = before.map_or(0, |b| b.0);
             let maybe = op.op == "create" && before.is_some_and(|b| b.1);
             let last_error = before.and_then(|b| b.2.clone());
-            serde_json::json!([
-                op.provider.0,
+            (
+                op.provider.0.as_str(),
                 id,
                 op.op,
-                op.remote_id.as_ref().map(|r| &r.0),
+                op.remote_id.as_ref().map(|r| r.0.as_str()),
                 json(&op.payload),
                 json(&op.changed),
                 maybe as i64,
                 attempts,
-                last_error
-            ])
+                last_error,
+            )
         })
         .collect();
     if rows.is_empty() {

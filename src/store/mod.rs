@@ -321,6 +321,11 @@ impl Store {
         ints(self.backend, n)
     }
 
+    /// The select list that aggregates a query's rows into one JSON text.
+    pub(crate) fn json_rows(&self, columns: &str) -> String {
+        json_rows(self.backend, columns)
+    }
+
     /// The statement for this store's database, where the two differ.
     pub(crate) fn sql(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
         match self.backend {
@@ -539,6 +544,26 @@ pub(crate) fn ints(backend: Backend, n: u8) -> String {
         Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
         Backend::Postgres => format!("(SELECT json_array_elements_text(${n}::json)::BIGINT)"),
     }
+}
+
+/// The select list that aggregates a query's rows into one JSON array text of arrays
+/// (`[]` when there are none), each row's `columns` in order.
+pub(crate) fn json_rows(backend: Backend, columns: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_group_array(json_array({columns}))"),
+        Backend::Postgres => {
+            format!("COALESCE(json_agg(json_build_array({columns})), '[]'::json)::text")
+        }
+    }
+}
+
+/// The rows of a query whose one column is [`json_rows`], decoded: one row crossed
+/// from the database instead of one per row, and no row is converted column by column.
+pub(crate) fn decode_rows<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Vec<T>> {
+    Ok(match text {
+        Some(t) => serde_json::from_str(&t)?,
+        None => Vec::new(),
+    })
 }
 
 /// Which database a connection talks to.

@@ -259,7 +259,7 @@ impl Store {
         outcomes: &[&Outcome],
         now: &str,
     ) -> Result<()> {
-        let mut links: Vec<serde_json::Value> = Vec::new();
+        let mut links: Vec<(&str, i64, String, Option<String>, String)> = Vec::new();
         let mut written_customers: Vec<i64> = Vec::new();
         let mut written_ids: Vec<&str> = Vec::new();
         let mut gone: Vec<&str> = Vec::new();
@@ -278,8 +278,8 @@ impl Store {
                     let observed = (!extras.is_empty())
                         .then(|| serde_json::to_string(&record.projection))
                         .transpose()?;
-                    let row = serde_json::json!([
-                        record.id.0,
+                    let row = (
+                        record.id.0.as_str(),
                         op.customer.0,
                         serde_json::to_string(&snapshot)?,
                         observed,
@@ -287,7 +287,7 @@ impl Store {
                             .updated_at
                             .map(time_text)
                             .unwrap_or_else(|| now.to_string()),
-                    ]);
+                    );
                     match by_remote.get(record.id.0.as_str()) {
                         Some(&i) => links[i] = row,
                         None => {
@@ -339,7 +339,7 @@ impl Store {
             ))
             .bind(provider)
             .bind(run.0)
-            .bind(serde_json::Value::Array(links).to_string())
+            .bind(serde_json::to_string(&links)?)
             .execute(&mut *tx)
             .await?;
         }

@@ -267,6 +267,13 @@ impl Engine {
         report: &mut Report,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
+        let mut cpu = report::process_cpu_secs();
+        let mut lap = || {
+            let now = report::process_cpu_secs();
+            let spent = now - cpu;
+            cpu = now;
+            spent
+        };
         let before: Vec<(u64, u64, u64)> = self
             .providers
             .iter()
@@ -362,6 +369,7 @@ impl Engine {
 
         // A record that took another customer's email is not merged: both wait.
         self.freeze_claims(&mut ctx, report).await?;
+        report.cpu_secs.list = lap();
 
         // 3. Merge and plan every customer, batch by batch; 4. push, every provider at
         // once, or print the plan. A write whose answer showed data custsync did not
@@ -375,6 +383,7 @@ impl Engine {
                 self.store.refresh_statistics().await?;
             }
         }
+        report.cpu_secs.merge = lap();
         if let Some(progress) = &opts.progress {
             progress(&progress::Event::Planned {
                 ops: self.store.open_op_count().await?,
@@ -387,11 +396,13 @@ impl Engine {
                 self.merge_and_plan_all(&ctx, true, report).await?;
                 self.push_all(&ctx, lease, stop, opts, report).await?;
             }
+            report.cpu_secs.push = lap();
             // 5. Groups, then activity: after the profile sync, so they never delay it;
             // inside the run, so that group writes pass the lease gate.
             if !resume {
                 self.activity_and_groups(&ctx, stop, report).await?;
             }
+            report.cpu_secs.activity = lap();
             if lease.lost().is_cancelled() {
                 report.error(
                     "custsync",

@@ -60,6 +60,33 @@ pub struct Report {
     /// The cycle used up its slice (`[cluster] tenant_slice_secs`) and gave its slot
     /// up; its remaining writes wait in the outbox for the next cycle.
     pub yielded: bool,
+    /// The process's CPU seconds in each phase of the run (with several tenants at
+    /// once in one process, theirs too).
+    pub cpu_secs: PhaseCpu,
+}
+
+/// CPU seconds (user and system) of the process, by phase.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PhaseCpu {
+    /// Listing every provider and storing the pages, deletions inferred.
+    pub list: f64,
+    /// Merging and planning.
+    pub merge: f64,
+    /// Pushing, with the second pass of merge and push that adopted data needs.
+    pub push: f64,
+    /// Activity and groups.
+    pub activity: f64,
+}
+
+/// The process's CPU seconds so far, user and system.
+pub fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
