@@ -73,6 +73,38 @@ pub struct FailedOp {
 
 const OP_COLUMNS: &str = "o.id, o.provider, o.customer_id, c.email, o.op, o.remote_id, o.payload, o.changed, o.attempts, o.maybe_applied";
 
+/// [`OP_COLUMNS`] as the subquery in `pending_ops` names them.
+const OP_TUPLE: &str =
+    "id, provider, customer_id, email, op, remote_id, payload, changed, attempts, maybe_applied";
+type OpTuple = (
+    i64,
+    String,
+    i64,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+);
+
+fn op_from_tuple(t: OpTuple) -> Result<OutboxOp> {
+    let (id, provider, customer, email, op, remote_id, payload, changed, attempts, maybe) = t;
+    Ok(OutboxOp {
+        id,
+        provider: ProviderName(provider),
+        customer: CustomerId(customer),
+        email,
+        op,
+        remote_id: remote_id.map(RemoteId),
+        payload: serde_json::from_str(&payload)?,
+        changed: serde_json::from_str(&changed)?,
+        attempts,
+        maybe_applied: maybe != 0,
+    })
+}
+
 fn op_from_row(r: &sqlx::any::AnyRow) -> Result<OutboxOp> {
     Ok(OutboxOp {
         id: r.get(0),
@@ -119,16 +151,26 @@ impl Store {
         } else {
             ""
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
-             WHERE o.provider = $1 AND o.state = 'pending' AND o.id > $2 {only} ORDER BY o.id LIMIT $3"
-        ))
-        .bind(&provider.0)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(op_from_row).collect()
+        // One JSON text for the page: one row across from the database.
+        let rows: Vec<OpTuple> = super::decode_rows(
+            sqlx::query_scalar(&format!(
+                "SELECT {} FROM (SELECT {OP_COLUMNS} FROM outbox o JOIN customers c ON c.id = o.customer_id
+                 WHERE o.provider = $1 AND o.state = 'pending' AND o.id > $2 {only} ORDER BY o.id LIMIT $3) AS o",
+                self.json_rows(OP_TUPLE)
+            ))
+            .bind(&provider.0)
+            .bind(after)
+            .bind(limit)
+            .fetch_one(&self.pool)
+            .await?,
+        )?;
+        let mut ops = rows
+            .into_iter()
+            .map(op_from_tuple)
+            .collect::<Result<Vec<_>>>()?;
+        // An aggregate's order is not promised.
+        ops.sort_unstable_by_key(|op| op.id);
+        Ok(ops)
     }
 
     /// Every open (pending or failed) operation, with what the provider holds now
@@ -310,32 +352,51 @@ impl Store {
             }
         }
         if !links.is_empty() {
-            // Two statements, each on its own index (an OR of the two sets would scan
-            // every link of the provider).
+            // A written record's link is kept and updated in place when it already is
+            // the customer's link with that remote id (an update): only links that
+            // conflict (the customer's link to another record, the record linked to
+            // another customer) are deleted. Two statements, each on its own index (an
+            // OR of the two sets would scan every link of the provider).
+            let pairs: Vec<(i64, &str)> = links.iter().map(|l| (l.1, l.0)).collect();
+            let pairs = super::links::json(&pairs);
+            let kept = self.sql(
+                "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($3))",
+                "(SELECT (e->>0)::BIGINT, e->>1 FROM json_array_elements($3::json) AS e)",
+            );
             sqlx::query(&format!(
-                "DELETE FROM links WHERE provider = $1 AND customer_id IN {}",
+                "DELETE FROM links WHERE provider = $1 AND customer_id IN {}
+                   AND (customer_id, remote_id) NOT IN {kept}",
                 self.ints(2)
             ))
             .bind(provider)
             .bind(super::links::json(&written_customers))
+            .bind(&pairs)
             .execute(&mut *tx)
             .await?;
             sqlx::query(&format!(
-                "DELETE FROM links WHERE provider = $1 AND remote_id IN {}",
+                "DELETE FROM links WHERE provider = $1 AND remote_id IN {}
+                   AND (customer_id, remote_id) NOT IN {kept}",
                 self.texts(2)
             ))
             .bind(provider)
             .bind(super::links::json(&written_ids))
+            .bind(&pairs)
             .execute(&mut *tx)
             .await?;
             sqlx::query(self.sql(
                 "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
                  SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
                         json_extract(value, '$[3]'), json_extract(value, '$[4]'), $2
-                 FROM json_each($3)",
+                 FROM json_each($3) WHERE true
+                 ON CONFLICT (provider, remote_id) DO UPDATE
+                 SET snapshot = excluded.snapshot, observed = excluded.observed,
+                     observed_at = excluded.observed_at, seen_run = excluded.seen_run, gone = 0",
                 "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
                  SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, $2
-                 FROM json_array_elements($3::json) AS e",
+                 FROM json_array_elements($3::json) AS e
+                 ON CONFLICT (provider, remote_id) DO UPDATE
+                 SET snapshot = EXCLUDED.snapshot, observed = EXCLUDED.observed,
+                     observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run, gone = 0",
             ))
             .bind(provider)
             .bind(run.0)
