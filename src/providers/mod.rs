@@ -321,6 +321,19 @@ pub trait Provider: Send + Sync {
         ))
     }
 
+    /// What `lookup` finds for each of these emails. A provider whose lookup walks its
+    /// whole list (Malomo) walks it once for all of them.
+    async fn lookup_all(
+        &self,
+        emails: &[Email],
+    ) -> Result<std::collections::HashMap<Email, Vec<RemoteRecord>>, ProviderError> {
+        let mut found = std::collections::HashMap::with_capacity(emails.len());
+        for email in emails {
+            found.insert(email.clone(), self.lookup(email).await?);
+        }
+        Ok(found)
+    }
+
     /// The provider keeps a per-customer event stream that `events` reads.
     fn has_events(&self) -> bool {
         false

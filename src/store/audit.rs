@@ -65,7 +65,7 @@ impl AuditEntry {
                     e.customer.map(|c| c.0),
                     e.provider.as_ref().map(|p| p.0.as_str()),
                     e.action,
-                    e.detail.to_string(),
+                    super::links::json(&e.detail),
                 )
             })
             .collect();

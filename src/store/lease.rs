@@ -562,6 +562,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claimed_operations_not_sent_go_back_to_pending_uncounted_while_the_lease_holds() {
+        use crate::model::{Field, Projection, ProviderName};
+        use crate::store::links::{CustomerUpdate, NewOp};
+        let store = Store::open(&StorePath::Memory, None).await.unwrap();
+        let run = store.begin_run("once").await.unwrap();
+        let id: i64 = sqlx::query("INSERT INTO customers (email, fields, updated_at, created_at) VALUES ('a@e.co', '{}', 'now', 'now') RETURNING id")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get(0);
+        let op = NewOp {
+            provider: ProviderName("p".into()),
+            op: "create",
+            remote_id: None,
+            payload: Projection::new().with(Field::Email, Some("a@e.co")),
+            changed: vec![Field::Email],
+        };
+        let update = CustomerUpdate {
+            id: Some(crate::model::CustomerId(id)),
+            ops: vec![op],
+            ..CustomerUpdate::default()
+        };
+        store.save_batch(run, &[update]).await.unwrap();
+        let state = || async {
+            let r = sqlx::query("SELECT state, attempts FROM outbox")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            (r.get::<String, _>(0), r.get::<i64, _>(1))
+        };
+        let a = store
+            .acquire_lease("default", &other("a"), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let ops = store
+            .pending_ops(&ProviderName("p".into()), 0, 10, false)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = ops.iter().map(|o| o.id).collect();
+        assert_eq!(store.claim_ops(&ids, a.fence()).await.unwrap(), ids);
+        assert_eq!(state().await, ("in_flight".into(), 1));
+        store.release_ops(&ids, a.fence()).await.unwrap();
+        assert_eq!(state().await, ("pending".into(), 0));
+        // Under a lost lease nothing is given back: the new holder's to judge.
+        store.claim_ops(&ids, a.fence()).await.unwrap();
+        let stale = a.fence().clone();
+        a.release().await;
+        store.release_ops(&ids, &stale).await.unwrap();
+        assert_eq!(state().await, ("in_flight".into(), 1));
+    }
+
+    #[tokio::test]
     async fn an_expired_lease_is_taken_over() {
         let store = Store::open(&StorePath::Memory, None).await.unwrap();
         let a = store

@@ -237,6 +237,29 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Pending creates of a provider that an earlier attempt may have applied: the
+    /// customer and the payload, to be looked up before any is sent.
+    pub async fn doubtful_creates(
+        &self,
+        provider: &ProviderName,
+    ) -> Result<Vec<(CustomerId, Projection)>> {
+        let rows = sqlx::query(
+            "SELECT customer_id, payload FROM outbox
+             WHERE provider = $1 AND op = 'create' AND maybe_applied = 1 AND state = 'pending'",
+        )
+        .bind(&provider.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    CustomerId(r.get(0)),
+                    serde_json::from_str(&r.get::<String, _>(1))?,
+                ))
+            })
+            .collect()
+    }
+
     /// Gives back operations claimed but never sent (the push was told to stop before
     /// their turn): pending again, with the attempt not counted, while `fence` holds.
     pub async fn release_ops(&self, ids: &[i64], fence: &Fence) -> Result<()> {

@@ -78,6 +78,7 @@ pub async fn push(
     let mut done = 0;
     let concurrency = scope.concurrency.max(1);
     let (provider, scope) = (provider.as_ref(), &scope);
+    let found = &look_up_doubtful(store, provider, scope).await?;
     let mut source = Source {
         store,
         provider,
@@ -94,7 +95,7 @@ pub async fn push(
             if !scope.lease.ensure().await {
                 return Done::NotSent;
             }
-            let (done, outcome) = push_one(provider, scope, op).await;
+            let (done, outcome) = push_one(provider, scope, op, found).await;
             if let Some(o) = outcome {
                 // The writer is gone only after a store error, said by the run.
                 let _ = outcomes.send(o);
@@ -148,6 +149,43 @@ pub async fn push(
     tracing::info!(provider = %provider.name(), created = out.created, updated = out.updated,
         deleted = out.deleted, failed = out.failed, "pushed");
     Ok(out)
+}
+
+/// Records already found for emails of doubtful creates, by email.
+type Found = std::collections::HashMap<Email, Vec<RemoteRecord>>;
+
+/// Doubtful creates (an earlier attempt may have reached the provider: a crash, a
+/// timeout) are looked up together before any of them is sent: one walk of Malomo's
+/// list for all of them, not one each. One alone is looked up when its turn comes, as
+/// is each of them when this lookup fails.
+async fn look_up_doubtful(
+    store: &Store,
+    p: &dyn Provider,
+    scope: &Scope<'_>,
+) -> Result<Found, StoreError> {
+    if scope.updates_only || !p.capabilities().lookup {
+        return Ok(Found::new());
+    }
+    let mut emails: Vec<Email> = store
+        .doubtful_creates(p.name())
+        .await?
+        .into_iter()
+        .filter(|(customer, _)| !scope.frozen.contains(customer))
+        .filter_map(|(_, payload)| payload.email())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    if emails.len() < 2 {
+        return Ok(Found::new());
+    }
+    match p.lookup_all(&emails).await {
+        Ok(found) => Ok(found),
+        Err(e) => {
+            tracing::warn!(provider = %p.name(), error = %e, doubtful = emails.len(),
+                "looking doubtful creates up together failed: each is looked up alone");
+            Ok(Found::new())
+        }
+    }
 }
 
 /// Where a push's outcomes go: the run's one writer, and the token it cancels when it
@@ -252,7 +290,10 @@ pub async fn record_outcomes(
     failed: &CancellationToken,
 ) -> Result<(), StoreError> {
     const MOST: usize = 256;
-    const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+    // Under a rate limit outcomes come a few per second per provider: without waiting,
+    // each would be a commit of its own. What waits here is still in flight in the
+    // store, so a kill meanwhile leaves it doubtful, looked up next run, never lost.
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
     let mut batch = Vec::new();
     while let Some(first) = incoming.recv().await {
         batch.push(first);
@@ -300,12 +341,17 @@ fn tally(out: &mut PushOutcome, done: &mut u64, r: Done) {
 }
 
 /// Sends one operation; answers what it did and the outcome to record.
-async fn push_one(p: &dyn Provider, scope: &Scope<'_>, op: OutboxOp) -> (Done, Option<Outcome>) {
+async fn push_one(
+    p: &dyn Provider,
+    scope: &Scope<'_>,
+    op: OutboxOp,
+    found: &Found,
+) -> (Done, Option<Outcome>) {
     // A create whose request may have reached the provider stays doubtful even when
     // what came after it (the lookup) failed for another reason.
     let mut doubtful = false;
     let result = match op.op.as_str() {
-        "create" => create(p, &op, &mut doubtful)
+        "create" => create(p, &op, &mut doubtful, found)
             .await
             .map(|(record, action)| (Some(record), action)),
         "update" => match &op.remote_id {
@@ -404,13 +450,19 @@ async fn create(
     p: &dyn Provider,
     op: &OutboxOp,
     doubtful: &mut bool,
+    found: &Found,
 ) -> Result<(RemoteRecord, &'static str), ProviderError> {
     let email = op.payload.email();
     let can_lookup = p.capabilities().lookup && email.is_some();
     *doubtful = op.maybe_applied;
     if op.maybe_applied && can_lookup {
-        if let Some(found) = find(p, email.as_ref()).await? {
-            return bring_up_to_date(p, op, found).await.map(|r| (r, "link"));
+        // Looked up with the push's other doubtful creates, else now.
+        let existing = match email.as_ref().and_then(|e| found.get(e)) {
+            Some(records) => records.iter().max_by_key(|r| r.updated_at).cloned(),
+            None => find(p, email.as_ref()).await?,
+        };
+        if let Some(existing) = existing {
+            return bring_up_to_date(p, op, existing).await.map(|r| (r, "link"));
         }
     }
     match p.create(&op.payload).await {

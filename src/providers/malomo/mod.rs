@@ -122,14 +122,24 @@ impl Provider for Malomo {
     }
 
     async fn lookup(&self, email: &Email) -> Result<Vec<RemoteRecord>, ProviderError> {
-        let mut found = Vec::new();
+        let mut found = self.lookup_all(std::slice::from_ref(email)).await?;
+        Ok(found.remove(email).unwrap_or_default())
+    }
+
+    /// Malomo has no search: one walk of the whole list finds every email at once.
+    async fn lookup_all(
+        &self,
+        emails: &[Email],
+    ) -> Result<std::collections::HashMap<Email, Vec<RemoteRecord>>, ProviderError> {
+        let mut found: std::collections::HashMap<Email, Vec<RemoteRecord>> =
+            emails.iter().map(|e| (e.clone(), Vec::new())).collect();
         let mut req = ListRequest::default();
         loop {
             let page = self.list(&req).await?;
             for item in page.items {
                 if let Listed::Record(r) = item {
-                    if r.projection.email().as_ref() == Some(email) {
-                        found.push(r);
+                    if let Some(records) = r.projection.email().and_then(|e| found.get_mut(&e)) {
+                        records.push(r);
                     }
                 }
             }
