@@ -85,7 +85,7 @@ const STREAMS: &str = "
     LEFT JOIN activity_marks m
       ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
     WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
-      AND l.provider IN ";
+      AND l.provider ";
 
 impl Store {
     /// Up to `limit` customers with a stream in `providers`, least recently read first
@@ -103,7 +103,7 @@ impl Store {
              picked AS (SELECT cid, MIN(refreshed) AS r FROM cand GROUP BY cid ORDER BY r, cid LIMIT $4)
              SELECT cand.cid, provider, remote_id, cursor FROM cand JOIN picked ON picked.cid = cand.cid
              ORDER BY picked.r, cand.cid, provider",
-            self.texts(2)
+            self.in_texts(2)
         );
         let rows = sqlx::query(&sql)
             .bind(tenant)
@@ -242,7 +242,7 @@ impl Store {
                     COUNT(DISTINCT CASE WHEN refreshed = '' THEN cid END),
                     MIN(NULLIF(refreshed, ''))
              FROM cand",
-            self.texts(2)
+            self.in_texts(2)
         );
         let row = sqlx::query(&sql)
             .bind(tenant)

@@ -100,13 +100,13 @@ impl Page {
         let rows: Vec<Known> = super::decode_rows(
             sqlx::query_scalar(&format!(
                 "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
-                 WHERE l.provider = $1 AND l.remote_id IN {}",
+                 WHERE l.provider = $1 AND l.remote_id {}",
                 super::json_rows(
                     backend,
                     "l.remote_id, l.customer_id, l.snapshot,
                      CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END, l.observed_at, l.gone"
                 ),
-                super::texts(backend, 2)
+                super::in_texts(backend, 2)
             ))
             .bind(&provider.0)
             .bind(json(&ids))
@@ -187,13 +187,13 @@ impl Page {
         );
         let rows: Vec<Person> = super::decode_rows(sqlx::query_scalar(&format!(
                 "SELECT {} FROM customers c LEFT JOIN links l ON l.customer_id = c.id AND l.provider = $1
-                 WHERE c.email IN {}",
+                 WHERE c.email {}",
                 super::json_rows(
                     backend,
                     "c.email, c.id, CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END,
                      l.remote_id, l.snapshot, l.observed_at, l.gone"
                 ),
-                super::texts(backend, 2)
+                super::in_texts(backend, 2)
             ))
             .bind(&provider.0)
             .bind(json(&emails))
@@ -218,8 +218,8 @@ impl Page {
         }
         let hashes: Vec<String> = observed.iter().map(|o| email_hash(&o.email)).collect();
         let rows = sqlx::query(&format!(
-            "SELECT email_hash FROM customers WHERE email IS NULL AND email_hash IN {}",
-            super::texts(backend, 1)
+            "SELECT email_hash FROM customers WHERE email IS NULL AND email_hash {}",
+            super::in_texts(backend, 1)
         ))
         .bind(json(&hashes))
         .fetch_all(&mut *conn)
@@ -354,8 +354,8 @@ impl Page {
         };
         if !self.deleted.is_empty() {
             sqlx::query(&format!(
-                "DELETE FROM links WHERE provider = $1 AND remote_id IN {}",
-                super::texts(backend, 2)
+                "DELETE FROM links WHERE provider = $1 AND remote_id {}",
+                super::in_texts(backend, 2)
             ))
             .bind(&provider.0)
             .bind(json(&self.deleted))
@@ -402,8 +402,8 @@ impl Page {
             // Only a row with an observed state left (a change that went back) is
             // written: a record seen unchanged costs no write.
             sqlx::query(&format!(
-                "UPDATE links SET observed = NULL WHERE provider = $1 AND observed IS NOT NULL AND remote_id IN {}",
-                super::texts(backend, 2)
+                "UPDATE links SET observed = NULL WHERE provider = $1 AND observed IS NOT NULL AND remote_id {}",
+                super::in_texts(backend, 2)
             ))
             .bind(&provider.0)
             .bind(json(&cleared))

@@ -266,13 +266,13 @@ impl Store {
                     acquired_at = $5, renewed_at = $5, expires_at = $6, released = 0, last_started = $5
              WHERE tenant IN (
                  SELECT tenant FROM leases
-                 WHERE tenant IN {}
+                 WHERE tenant {}
                    AND ((released = 1 AND (last_started IS NULL OR last_started < $8))
                         OR (released = 0 AND expires_at <= $5))
                  ORDER BY last_started IS NOT NULL, last_started, tenant
                  LIMIT $9 {})
              RETURNING tenant, token",
-            self.texts(7),
+            self.in_texts(7),
             self.sql("", "FOR UPDATE SKIP LOCKED")
         );
         let rows = sqlx::query(&sql)
@@ -296,8 +296,8 @@ impl Store {
         let here = gethostname::gethostname().to_string_lossy().into_owned();
         let rows = sqlx::query(&format!(
             "SELECT tenant, worker, host, pid, started, token FROM leases
-             WHERE released = 0 AND host = $1 AND tenant IN {}",
-            self.texts(2)
+             WHERE released = 0 AND host = $1 AND tenant {}",
+            self.in_texts(2)
         ))
         .bind(&here)
         .bind(names)

@@ -172,8 +172,8 @@ impl Store {
         }
         let emails: Vec<&str> = moved.iter().map(|m| m.4.as_str()).collect();
         let owners: HashMap<String, i64> = sqlx::query(&format!(
-            "SELECT email, id FROM customers WHERE email IN {}",
-            self.texts(1)
+            "SELECT email, id FROM customers WHERE email {}",
+            self.in_texts(1)
         ))
         .bind(json(&emails))
         .fetch_all(&self.pool)
@@ -321,10 +321,10 @@ impl Store {
             "SELECT {} FROM (SELECT {CUSTOMER_COLUMNS} FROM customers
              WHERE id > $1 AND (id IN (SELECT customer_id FROM links WHERE observed IS NOT NULL)
                                 OR id IN (SELECT customer_id FROM outbox)
-                                OR id IN {})
+                                OR id {})
              ORDER BY id LIMIT $2) AS c",
             self.json_rows(CUSTOMER_COLUMNS),
-            self.ints(3)
+            self.in_ints(3)
         );
         let rows = super::decode_rows(
             sqlx::query_scalar(&sql)
@@ -364,11 +364,11 @@ impl Store {
         );
         let link_rows: Vec<LinkTuple> = super::decode_rows(
             sqlx::query_scalar(&format!(
-                "SELECT {} FROM links WHERE customer_id IN {}",
+                "SELECT {} FROM links WHERE customer_id {}",
                 self.json_rows(
                     "customer_id, provider, remote_id, snapshot, observed, observed_at, gone"
                 ),
-                self.ints(1)
+                self.in_ints(1)
             ))
             .bind(&ids)
             .fetch_one(&mut *conn)
@@ -389,8 +389,8 @@ impl Store {
         let mut open: HashSet<i64> = HashSet::new();
         let op_rows = sqlx::query(
             &format!(
-                "SELECT customer_id, provider, state, op, maybe_applied FROM outbox WHERE customer_id IN {}",
-                self.ints(1)
+                "SELECT customer_id, provider, state, op, maybe_applied FROM outbox WHERE customer_id {}",
+                self.in_ints(1)
             ),
         )
         .bind(&ids)
@@ -550,8 +550,8 @@ async fn replace_ops(
     let backend = super::backend_of(tx);
     let earlier: HashMap<OpKey, OpHistory> = sqlx::query(&format!(
         "SELECT customer_id, provider, op, attempts, maybe_applied, last_error FROM outbox
-         WHERE customer_id IN {} AND state IN ('pending', 'failed', 'in_flight')",
-        super::ints(backend, 1)
+         WHERE customer_id {} AND state IN ('pending', 'failed', 'in_flight')",
+        super::in_ints(backend, 1)
     ))
     .bind(json(&ids))
     .fetch_all(&mut **tx)
@@ -565,9 +565,9 @@ async fn replace_ops(
     })
     .collect();
     sqlx::query(&format!(
-        "DELETE FROM outbox WHERE customer_id IN {}
+        "DELETE FROM outbox WHERE customer_id {}
            AND state IN ('pending', 'failed', 'in_flight')",
-        super::ints(backend, 1)
+        super::in_ints(backend, 1)
     ))
     .bind(json(&ids))
     .execute(&mut **tx)

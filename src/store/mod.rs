@@ -311,14 +311,14 @@ impl Store {
         self.backend
     }
 
-    /// The set of the strings in the JSON list bound at `$n`, for `IN`.
-    pub(crate) fn texts(&self, n: u8) -> String {
-        texts(self.backend, n)
+    /// Membership in the set of the strings in the JSON list bound at `$n`.
+    pub(crate) fn in_texts(&self, n: u8) -> String {
+        in_texts(self.backend, n)
     }
 
-    /// The set of the integers in the JSON list bound at `$n`, for `IN`.
-    pub(crate) fn ints(&self, n: u8) -> String {
-        ints(self.backend, n)
+    /// Membership in the set of the integers in the JSON list bound at `$n`.
+    pub(crate) fn in_ints(&self, n: u8) -> String {
+        in_ints(self.backend, n)
     }
 
     /// The select list that aggregates a query's rows into one JSON text.
@@ -530,19 +530,28 @@ fn run_row(r: &sqlx::any::AnyRow) -> RunRow {
     }
 }
 
-/// The set of the strings in the JSON list bound at `$n`, for `IN`.
-pub(crate) fn texts(backend: Backend, n: u8) -> String {
+/// Membership in the set of the strings in the JSON list bound at `$n`.
+///
+/// Written after the column: `col IN (…)` on SQLite, `col = ANY(ARRAY(…))` on
+/// PostgreSQL, whose planner turns an `IN (SELECT …)` of a JSON list into a hash join
+/// over a scan of the whole table (it guesses 100 rows and, early in a first sync,
+/// a tiny table), where `= ANY` of an array is an index scan.
+pub(crate) fn in_texts(backend: Backend, n: u8) -> String {
     match backend {
-        Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
-        Backend::Postgres => format!("(SELECT json_array_elements_text(${n}::json))"),
+        Backend::Sqlite => format!("IN (SELECT value FROM json_each(${n}))"),
+        Backend::Postgres => format!("= ANY(ARRAY(SELECT json_array_elements_text(${n}::json)))"),
     }
 }
 
-/// The set of the integers in the JSON list bound at `$n`, for `IN`.
-pub(crate) fn ints(backend: Backend, n: u8) -> String {
+/// Membership in the set of the integers in the JSON list bound at `$n`.
+///
+/// Written after the column, as [`in_texts`].
+pub(crate) fn in_ints(backend: Backend, n: u8) -> String {
     match backend {
-        Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
-        Backend::Postgres => format!("(SELECT json_array_elements_text(${n}::json)::BIGINT)"),
+        Backend::Sqlite => format!("IN (SELECT value FROM json_each(${n}))"),
+        Backend::Postgres => {
+            format!("= ANY(ARRAY(SELECT json_array_elements_text(${n}::json)::BIGINT))")
+        }
     }
 }
 

@@ -223,8 +223,8 @@ impl Store {
         }
         let sql = format!(
             "UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, updated_at = $1
-             WHERE id IN {} AND state = 'pending' AND {FENCE_HOLDS} RETURNING id",
-            self.ints(2)
+             WHERE id {} AND state = 'pending' AND {FENCE_HOLDS} RETURNING id",
+            self.in_ints(2)
         );
         let now = now_text();
         let rows = sqlx::query(&sql)
@@ -268,8 +268,8 @@ impl Store {
         }
         let sql = format!(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, updated_at = $1
-             WHERE id IN {} AND state = 'in_flight' AND {FENCE_HOLDS}",
-            self.ints(2)
+             WHERE id {} AND state = 'in_flight' AND {FENCE_HOLDS}",
+            self.in_ints(2)
         );
         sqlx::query(&sql)
             .bind(now_text())
@@ -387,9 +387,9 @@ impl Store {
                 "(SELECT (e->>0)::BIGINT, e->>1 FROM json_array_elements($3::json) AS e)",
             );
             sqlx::query(&format!(
-                "DELETE FROM links WHERE provider = $1 AND customer_id IN {}
+                "DELETE FROM links WHERE provider = $1 AND customer_id {}
                    AND (customer_id, remote_id) NOT IN {kept}",
-                self.ints(2)
+                self.in_ints(2)
             ))
             .bind(provider)
             .bind(super::links::json(&written_customers))
@@ -397,9 +397,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query(&format!(
-                "DELETE FROM links WHERE provider = $1 AND remote_id IN {}
+                "DELETE FROM links WHERE provider = $1 AND remote_id {}
                    AND (customer_id, remote_id) NOT IN {kept}",
-                self.texts(2)
+                self.in_texts(2)
             ))
             .bind(provider)
             .bind(super::links::json(&written_ids))
@@ -429,8 +429,8 @@ impl Store {
         }
         if !gone.is_empty() {
             sqlx::query(&format!(
-                "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id IN {}",
-                self.texts(2)
+                "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id {}",
+                self.in_texts(2)
             ))
             .bind(provider)
             .bind(super::links::json(&gone))
@@ -438,7 +438,7 @@ impl Store {
             .await?;
         }
         if !done_ops.is_empty() {
-            sqlx::query(&format!("DELETE FROM outbox WHERE id IN {}", self.ints(1)))
+            sqlx::query(&format!("DELETE FROM outbox WHERE id {}", self.in_ints(1)))
                 .bind(super::links::json(&done_ops))
                 .execute(&mut *tx)
                 .await?;
