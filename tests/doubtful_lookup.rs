@@ -26,29 +26,9 @@ async fn the_rerun_after_a_kill_walks_malomo_once_for_every_doubtful_create() {
     // providers') is about to be committed, most of its claimed chunk is not sent yet.
     let malomo = &f.sb.malomo.server.faults;
     malomo.always(Fault::Delay(Duration::from_millis(300)).on("POST", "/customers"));
-    // The only test of this binary: the variable reaches the child alone.
-    std::env::set_var("CUSTSYNC_FAILPOINT", "before-outcome-commit");
-    let mut child = f.spawn_logged(&["--once"], "killed.log");
-    std::env::remove_var("CUSTSYNC_FAILPOINT");
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !f
-        .log_text("killed.log")
-        .contains("failpoint before-outcome-commit reached")
-    {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "custsync ended ({status}) first:\n{}",
-                f.log_text("killed.log")
-            );
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "the failpoint was never reached"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().await.unwrap();
-    let _ = child.wait().await;
+    // The only test of this binary: the failpoint's variable reaches the child alone.
+    f.kill_at_failpoint("before-outcome-commit", "killed.log")
+        .await;
 
     malomo.clear();
     f.sb.clear_logs();

@@ -364,6 +364,30 @@ impl Five {
         spawn_to_log(self.command(args), &self.dir.path().join(log))
     }
 
+    /// Runs `--once` with the failpoint `name` armed (`CUSTSYNC_FAILPOINT`), waits until
+    /// the process says it reached it, and kills it there (SIGKILL). The variable
+    /// reaches the child alone only when no other test of the binary spawns meanwhile:
+    /// use it in a test binary of one test.
+    pub async fn kill_at_failpoint(&self, name: &str, log: &str) {
+        std::env::set_var("CUSTSYNC_FAILPOINT", name);
+        let mut child = self.spawn_logged(&["--once"], log);
+        std::env::remove_var("CUSTSYNC_FAILPOINT");
+        let reached = format!("failpoint {name} reached");
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.log_text(log).contains(&reached) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("custsync ended ({status}) first:\n{}", self.log_text(log));
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "the failpoint {name} was never reached"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        child.kill().await.unwrap();
+        let _ = child.wait().await;
+    }
+
     pub fn log_text(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
     }
