@@ -93,7 +93,8 @@ pub struct Request {
     /// Path after `base_url`, already percent-encoded where needed, starting with `/`.
     pub path: String,
     pub query: Vec<(String, String)>,
-    pub body: Option<serde_json::Value>,
+    /// The JSON body, serialized once: every attempt sends these bytes.
+    pub body: Option<bytes::Bytes>,
     /// Safe to send twice. A request that is not (a create) is retried only when it
     /// cannot have reached the provider: the connection never opened, or a 429.
     pub idempotent: bool,
@@ -122,8 +123,10 @@ impl Request {
         self.query.push((key.to_string(), value.to_string()));
         self
     }
-    pub fn json(mut self, body: serde_json::Value) -> Self {
-        self.body = Some(body);
+    /// The JSON body, serialized once, straight from the connector's wire struct.
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Self {
+        // The wire structs always serialize (their map keys are strings).
+        self.body = serde_json::to_vec(body).ok().map(bytes::Bytes::from);
         self
     }
 }
@@ -148,6 +151,8 @@ pub struct HttpClient {
     kind: crate::config::Kind,
     client: reqwest::Client,
     base: String,
+    /// `base`, parsed once.
+    base_url: Url,
     auth: Auth,
     limiter: DefaultDirectRateLimiter,
     max_retries: usize,
@@ -194,6 +199,7 @@ impl HttpClient {
             kind: cfg.kind,
             client,
             base: cfg.base_url.as_str().trim_end_matches('/').to_string(),
+            base_url: cfg.base_url.clone(),
             auth,
             limiter: limiter(cfg.rate_limit),
             max_retries: cfg.max_retries,
@@ -213,6 +219,25 @@ impl HttpClient {
     /// The absolute URL of a path, for connectors that must compare `Link` headers.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The URL of a request's path: the parsed base URL with the path (and query)
+    /// set, so that no request parses the scheme and host again. A path that does not
+    /// come out as the base URL followed by it (it cannot, for a path starting with
+    /// `/`) falls back to a whole parse.
+    fn request_url(&self, path: &str) -> Url {
+        let (path_part, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let mut url = self.base_url.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}{path_part}"));
+        url.set_query(query);
+        if url.as_str() == self.url(path) {
+            return url;
+        }
+        Url::parse(&self.url(path)).unwrap_or(url)
     }
 
     /// Resolves a `Link` target (absolute or relative) to a path after the base URL.
@@ -309,7 +334,9 @@ impl HttpClient {
         if req.method != Method::GET {
             self.traffic.writes.fetch_add(1, Ordering::Relaxed);
         }
-        let mut builder = self.client.request(req.method.clone(), self.url(&req.path));
+        let mut builder = self
+            .client
+            .request(req.method.clone(), self.request_url(&req.path));
         if !req.query.is_empty() {
             builder = builder.query(&req.query);
         }
@@ -327,7 +354,7 @@ impl HttpClient {
         if let Some(body) = &req.body {
             builder = builder
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.to_string());
+                .body(body.clone());
         }
         let transport = |e: reqwest::Error| {
             if e.is_redirect() {

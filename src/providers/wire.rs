@@ -222,10 +222,6 @@ pub fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
-pub fn to_json<T: serde::Serialize>(body: &T) -> serde_json::Value {
-    serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_borrowed, decode_items, to_json, urlencode};
+use super::wire::{decode_borrowed, decode_items, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -132,7 +132,7 @@ impl Provider for Ecwid {
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, &[], true, None);
-        let req = Request::new(Method::POST, format!("{API}/add_customer")).json(to_json(&body));
+        let req = Request::new(Method::POST, format!("{API}/add_customer")).json(&body);
         let resp = self.http.send(req).await?;
         if resp.status.as_u16() == 409 {
             let conflict = self
@@ -175,7 +175,7 @@ impl Provider for Ecwid {
             format!("{API}/update_customer/{}", urlencode(&id.0)),
         )
         .idempotent()
-        .json(to_json(&body));
+        .json(&body);
         let _: wire::Envelope<wire::UpdateCount> = self.http.send_json(req).await?;
         Ok(RemoteRecord {
             id: id.clone(),

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_array, decode_items, link_next, to_json, urlencode};
+use super::wire::{decode_array, decode_items, link_next, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -88,7 +88,7 @@ impl Provider for Malomo {
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, self.fields().fields, true);
-        let req = Request::new(Method::POST, "/customers").json(to_json(&body));
+        let req = Request::new(Method::POST, "/customers").json(&body);
         let c: wire::Customer = self.http.send_json(req).await?;
         Ok(mapping::to_record(c))
     }
@@ -100,8 +100,7 @@ impl Provider for Malomo {
         changed: &[Field],
     ) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, changed, false);
-        let req = Request::new(Method::PUT, format!("/customers/{}", urlencode(&id.0)))
-            .json(to_json(&body));
+        let req = Request::new(Method::PUT, format!("/customers/{}", urlencode(&id.0))).json(&body);
         let c: wire::Customer = self.http.send_json(req).await?;
         Ok(mapping::to_record(c))
     }

@@ -150,7 +150,7 @@ impl Provider for Nuvemshop {
         let body = mapping::to_body(record, &[], true);
         let c: wire::Customer = self
             .http
-            .send_json(Request::new(Method::POST, "/customers").json(body))
+            .send_json(Request::new(Method::POST, "/customers").json(&body))
             .await?;
         Ok(mapping::to_record(c))
     }
@@ -166,7 +166,7 @@ impl Provider for Nuvemshop {
             Method::PUT,
             format!("/customers/{}", super::wire::urlencode(&id.0)),
         )
-        .json(body);
+        .json(&body);
         let c: wire::Customer = self.http.send_json(req).await?;
         Ok(mapping::to_record(c))
     }

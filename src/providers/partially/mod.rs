@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_borrowed, decode_items, to_json, urlencode};
+use super::wire::{decode_borrowed, decode_items, urlencode};
 use super::{Capabilities, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord};
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
@@ -106,7 +106,7 @@ impl Provider for Partially {
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, &[], true);
-        let req = Request::new(Method::POST, "/customer").json(to_json(&body));
+        let req = Request::new(Method::POST, "/customer").json(&body);
         // 200 and 201 are both success.
         let c: wire::Customer = self.http.send_json(req).await?;
         Ok(mapping::to_record(c))
@@ -119,8 +119,7 @@ impl Provider for Partially {
         changed: &[Field],
     ) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, changed, false);
-        let req = Request::new(Method::PUT, format!("/customer/{}", urlencode(&id.0)))
-            .json(to_json(&body));
+        let req = Request::new(Method::PUT, format!("/customer/{}", urlencode(&id.0))).json(&body);
         let c: wire::Customer = self.http.send_json(req).await?;
         Ok(mapping::to_record(c))
     }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{to_json, urlencode};
+use super::wire::urlencode;
 use super::{Capabilities, ListStyle, Provider, ProviderError, RemoteRecord};
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
@@ -39,7 +39,7 @@ impl Sendwithus {
     async fn upsert(&self, body: wire::CustomerInput) -> Result<RemoteRecord, ProviderError> {
         let req = Request::new(Method::POST, "/customers")
             .idempotent()
-            .json(to_json(&body));
+            .json(&body);
         let env: wire::Envelope = self.http.send_json(req).await?;
         match env.customer {
             Some(c) => Ok(mapping::to_record(c)),
