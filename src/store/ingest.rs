@@ -216,7 +216,15 @@ impl Page {
                 }
             }
         }
-        let hashes: Vec<String> = observed.iter().map(|o| email_hash(&o.email)).collect();
+        // Only an email with no customer can be one `forget` erased.
+        let hashes: Vec<String> = observed
+            .iter()
+            .filter(|o| !self.customers.contains_key(o.email.as_str()))
+            .map(|o| email_hash(&o.email))
+            .collect();
+        if hashes.is_empty() {
+            return Ok(());
+        }
         let rows = sqlx::query(&format!(
             "SELECT email_hash FROM customers WHERE email IS NULL AND email_hash {}",
             super::in_texts(backend, 1)
@@ -273,7 +281,11 @@ impl Page {
         let customer = match self.customers.get(email) {
             Some((_, true)) => return Ok(None),
             Some((c, false)) => *c,
-            None if self.forgotten.contains(&email_hash(&o.email)) => return Ok(None),
+            None if !self.forgotten.is_empty()
+                && self.forgotten.contains(&email_hash(&o.email)) =>
+            {
+                return Ok(None)
+            }
             None => {
                 let c = Customer::Created(self.created.len());
                 self.created.push(email.to_string());

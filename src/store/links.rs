@@ -633,7 +633,7 @@ type OpHistory = (i64, bool, Option<String>);
 pub fn email_hash(email: &Email) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(email.as_str().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }
 
 #[cfg(test)]

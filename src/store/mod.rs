@@ -107,7 +107,7 @@ pub fn tenant_schema(tenant: &str) -> String {
     if s.len() > 63 {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(tenant.as_bytes());
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(&digest[..8]);
         s.truncate(40);
         s.push_str("_z");
         s.push_str(&hex);

@@ -106,7 +106,7 @@ fn plan_basis(config: &Config) -> String {
         config.sync.propagate_deletes,
     );
     let digest = Sha256::digest(text.as_bytes());
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..12])
 }
 
 /// Per-run facts the merge/plan pass needs about every provider.
