@@ -59,9 +59,10 @@ pub struct Scope<'a> {
 /// no pause between chunks. Operations are claimed (marked in flight) a chunk at a time,
 /// in one statement that also checks the lease, before any of the chunk's requests
 /// leave; the next chunk is claimed when a request slot frees and nothing claimed is
-/// left. Each outcome goes to `outcomes`, the run's one writer. Stops taking new
-/// operations once `stop` is cancelled, the writer failed or the lease is lost; those
-/// in flight finish and are recorded, and those claimed but not sent are given back.
+/// left (a chunk is 8 times `concurrency`, 8 to 64). Each outcome goes to `writer`, the
+/// run's one writer. Stops taking new operations once `stop` is cancelled, the writer
+/// failed or the lease is lost; those in flight finish and are recorded, and those
+/// claimed but not sent are given back.
 pub async fn push(
     store: &Store,
     provider: Arc<dyn Provider>,
