@@ -13,11 +13,12 @@ pub struct AuditEntry {
     pub action: &'static str,
     pub customer: Option<CustomerId>,
     pub provider: Option<ProviderName>,
-    pub detail: serde_json::Value,
+    /// The detail as JSON text, serialized once when the entry is made.
+    pub detail: String,
 }
 
 /// One row of `insert_all`'s list: time, customer, provider, action, detail.
-type AuditRow<'a> = (&'a str, Option<i64>, Option<&'a str>, &'a str, String);
+type AuditRow<'a> = (&'a str, Option<i64>, Option<&'a str>, &'a str, &'a str);
 
 /// The statement that stores one entry; [`AuditEntry::bind`] gives its parameters.
 pub(super) const INSERT: &str =
@@ -28,13 +29,13 @@ impl AuditEntry {
         action: &'static str,
         customer: Option<CustomerId>,
         provider: Option<&ProviderName>,
-        detail: serde_json::Value,
+        detail: impl serde::Serialize,
     ) -> Self {
         Self {
             action,
             customer,
             provider: provider.cloned(),
-            detail,
+            detail: super::links::json(&detail),
         }
     }
 
@@ -65,7 +66,7 @@ impl AuditEntry {
                     e.customer.map(|c| c.0),
                     e.provider.as_ref().map(|p| p.0.as_str()),
                     e.action,
-                    super::links::json(&e.detail),
+                    e.detail.as_str(),
                 )
             })
             .collect();
@@ -102,7 +103,7 @@ impl AuditEntry {
             .bind(self.customer.map(|c| c.0))
             .bind(self.provider.as_ref().map(|p| p.0.clone()))
             .bind(self.action)
-            .bind(self.detail.to_string())
+            .bind(self.detail.clone())
     }
 }
 

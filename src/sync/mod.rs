@@ -703,17 +703,36 @@ impl Engine {
                 } else {
                     "merge"
                 };
-                let changes: Vec<_> = merged
-                    .changes
-                    .iter()
-                    .map(|c| json!({"field": c.field.to_string(), "from": c.from, "to": c.to, "provider": self.name_of(c.rank), "edit": c.edit}))
-                    .collect();
-                update.audit.push(AuditEntry::new(
-                    action,
-                    Some(row.id),
-                    None,
-                    json!({"changes": changes}),
-                ));
+                // Serialized straight to text, keys in the order a JSON object of
+                // them has always been stored (sorted), with no JSON tree built.
+                #[derive(serde::Serialize)]
+                struct ChangeDetail<'c> {
+                    edit: bool,
+                    field: String,
+                    from: &'c Option<String>,
+                    provider: String,
+                    to: &'c Option<String>,
+                }
+                #[derive(serde::Serialize)]
+                struct Changes<'c> {
+                    changes: Vec<ChangeDetail<'c>>,
+                }
+                let changes = Changes {
+                    changes: merged
+                        .changes
+                        .iter()
+                        .map(|c| ChangeDetail {
+                            edit: c.edit,
+                            field: c.field.to_string(),
+                            from: &c.from,
+                            provider: self.name_of(c.rank),
+                            to: &c.to,
+                        })
+                        .collect(),
+                };
+                update
+                    .audit
+                    .push(AuditEntry::new(action, Some(row.id), None, changes));
                 update.fields = Some(next.clone());
             }
             for c in &merged.conflicts {
