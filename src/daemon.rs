@@ -393,20 +393,24 @@ impl Worker {
 
     fn finished(&self, tenant: &str, result: Result<Report, crate::sync::RunFailed>) {
         match result {
+            // Counted and judged first, said after: whoever reads "cycle finished" in
+            // the log finds the cycle in /metrics and /readyz already.
             Ok(report) => {
-                log_cycle(tenant, &report);
                 self.shared.metrics.observe_cycle(tenant, &report);
                 let mut h = lock(&self.shared.health);
                 h.store_ok = true;
                 // Readiness follows the listings of a single merchant only.
-                if self.config.tenants.is_none() {
-                    h.last = Some(report);
-                }
+                let report = if self.config.tenants.is_none() {
+                    &*h.last.insert(report)
+                } else {
+                    &report
+                };
+                log_cycle(tenant, report);
             }
             Err(e) => {
-                tracing::error!(tenant, error = %e, "cycle failed");
                 self.shared.metrics.count_cycle(tenant, Outcome::Failed);
                 lock(&self.shared.health).store_ok = false;
+                tracing::error!(tenant, error = %e, "cycle failed");
             }
         }
     }
