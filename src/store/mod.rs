@@ -225,7 +225,7 @@ impl Store {
             .idle_timeout(None)
             .max_lifetime(None)
             .after_connect(|conn, _| {
-                Box::pin(async move { conn.execute(SQLITE_SETTINGS).await.map(|_| ()) })
+                Box::pin(async move { conn.execute(sqlite_settings()).await.map(|_| ()) })
             })
             .connect_with(opts)
             .await
@@ -589,13 +589,17 @@ pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
 /// power loss), foreign keys, and a long wait for another process's write.
 /// The page cache may grow to 32 MiB (SQLite's default is 2 MiB, which a store of
 /// 10,000 customers outgrows: every statement then reads pages back from the OS).
-const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; PRAGMA cache_size = -32768;";
-
-/// The same with FULL sync: every commit is on disk before it returns, so it also
+/// `$sync` is NORMAL, or FULL: every commit on disk before it returns, so that it also
 /// survives a power loss (`[store] synchronous = "full"`).
-const SQLITE_SETTINGS_FULL: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; PRAGMA cache_size = -32768;";
+macro_rules! sqlite_settings {
+    ($sync:literal) => {
+        concat!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
+            $sync,
+            "; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; PRAGMA cache_size = -32768;"
+        )
+    };
+}
 
 static SYNCHRONOUS_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -605,11 +609,13 @@ pub fn set_synchronous_full(full: bool) {
     SYNCHRONOUS_FULL.store(full, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The settings of every SQLite connection this process opens: `synchronous` is a
+/// setting of the connection, so each one, the pool's as the probe's, gets them all.
 fn sqlite_settings() -> &'static str {
     if SYNCHRONOUS_FULL.load(std::sync::atomic::Ordering::Relaxed) {
-        SQLITE_SETTINGS_FULL
+        sqlite_settings!("FULL")
     } else {
-        SQLITE_SETTINGS
+        sqlite_settings!("NORMAL")
     }
 }
 
