@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, Row};
 
-use super::links::{email_hash, json, projection, Duplicate, Observed};
+use super::links::{email_hash, json, Duplicate, Observed};
 use super::{now_text, parse_time, time_text, Backend, Result, RunId, Store};
-use crate::model::{ProviderName, RemoteId};
+use crate::model::{Projection, ProviderName, RemoteId};
 
 impl Store {
     /// Stores one page of a listing in one transaction, records in page order.
@@ -72,7 +72,7 @@ struct Page {
     /// The provider's links by remote id: those with the page's remote ids, and those
     /// of the customers with the page's emails.
     links: HashMap<String, Link>,
-    /// The provider's link of each of those customers, by remote id.
+    /// The remote id of the provider's link of each of those customers.
     by_customer: HashMap<Customer, String>,
     /// Customers with the page's emails: the customer and whether it is tombstoned.
     /// Read only when a record of the page is not linked yet.
@@ -242,29 +242,28 @@ impl Page {
         let Some(link) = self.links.get_mut(id) else {
             return self.link_new(o);
         };
-        // A field the answer did not carry keeps the value the snapshot has.
-        let unchanged = link.tombstoned
-            || match &link.snapshot {
-                None => false,
-                Some(text) if o.record.absent.is_empty() => *text == json(&o.record.projection),
-                Some(text) => {
-                    let snapshot = projection(Some(text.clone()))?;
-                    Some(o.record.completed(snapshot.as_ref()).as_ref()) == snapshot.as_ref()
-                }
-            };
-        if unchanged {
+        // What the record lists, unless it equals the snapshot (or its customer is
+        // tombstoned). A field the answer did not carry keeps the value the snapshot
+        // has. Serialized once, and only a record with such a field parses the snapshot.
+        let listed = match &link.snapshot {
+            _ if link.tombstoned => None,
+            None => Some(json(&o.record.projection)),
+            Some(text) if o.record.absent.is_empty() => {
+                let listed = json(&o.record.projection);
+                (*text != listed).then_some(listed)
+            }
+            Some(text) => {
+                let snapshot: Projection = serde_json::from_str(text)?;
+                let completed = o.record.completed(Some(&snapshot));
+                (*completed != snapshot).then(|| json(&completed))
+            }
+        };
+        let Some(listed) = listed else {
             match &mut link.observed {
                 Some(state) => *state = None,
                 None => link.clear = true,
             }
             return Ok(None);
-        }
-        let listed = match (&link.snapshot, o.record.absent.is_empty()) {
-            (Some(text), false) => {
-                let snapshot = projection(Some(text.clone()))?;
-                json(&o.record.completed(snapshot.as_ref()))
-            }
-            _ => json(&o.record.projection),
         };
         link.observed = Some(Some(listed));
         link.observed_at = Some(time_text(o.time));
@@ -432,9 +431,9 @@ mod tests {
 
     use super::*;
     use crate::config::StorePath;
-    use crate::model::{Email, Field, Projection};
+    use crate::model::{Email, Field};
     use crate::providers::RemoteRecord;
-    use crate::store::links::CustomerUpdate;
+    use crate::store::links::{projection, CustomerUpdate};
 
     fn rec(id: &str, email: &str, name: &str, secs: i64) -> Observed {
         let time = Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap();

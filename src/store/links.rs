@@ -341,14 +341,13 @@ impl Store {
     /// creates.
     async fn with_links(
         &self,
-        rows: Vec<CustomerTuple>,
+        mut rows: Vec<CustomerTuple>,
     ) -> Result<Vec<(CustomerRow, Vec<LinkRow>)>> {
         let mut conn = self.pool.acquire().await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         // An aggregate's order is not promised: the batch is in id order again.
-        let mut rows = rows;
         rows.sort_unstable_by_key(|r| r.0);
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         let ids = json(&ids);
