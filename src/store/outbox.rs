@@ -304,10 +304,48 @@ impl Store {
             }
         }
         let audit: Vec<AuditEntry> = outcomes.iter().filter_map(audit_entry).collect();
+        // Written or deleted: done, whatever the provider.
+        let done: Vec<i64> = outcomes
+            .iter()
+            .filter(|o| !matches!(o, Outcome::Failed { .. }))
+            .map(|o| o.op().id)
+            .collect();
         let mut tx = self.pool.begin().await?;
         for (provider, group) in &groups {
             self.record_provider(&mut tx, run, &provider.0, group, &now)
                 .await?;
+        }
+        if !done.is_empty() {
+            sqlx::query(&format!("DELETE FROM outbox WHERE id {}", self.in_ints(1)))
+                .bind(super::links::json(&done))
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Failures are kept for the next cycle, or parked.
+        for o in outcomes {
+            if let Outcome::Failed {
+                op,
+                error,
+                maybe_applied,
+                parked,
+                next_attempt,
+            } = o
+            {
+                sqlx::query(
+                    "UPDATE outbox SET state = $1, last_error = $2,
+                            maybe_applied = CASE WHEN maybe_applied > $3 THEN maybe_applied ELSE $3 END,
+                            next_attempt_at = $4, updated_at = $5
+                     WHERE id = $6",
+                )
+                .bind(if *parked { "parked" } else { "failed" })
+                .bind(error)
+                .bind(*maybe_applied as i64)
+                .bind(next_attempt.map(time_text))
+                .bind(&now)
+                .bind(op.id)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         let audit: Vec<&AuditEntry> = audit.iter().collect();
         AuditEntry::insert_all(&audit, &mut tx, run).await?;
@@ -315,7 +353,7 @@ impl Store {
         Ok(())
     }
 
-    /// `record_outcomes` for one provider's outcomes, inside its transaction.
+    /// The links of one provider's outcomes, in `record_outcomes`'s transaction.
     async fn record_provider(
         &self,
         tx: &mut sqlx::AnyConnection,
@@ -328,7 +366,6 @@ impl Store {
         let mut written_customers: Vec<i64> = Vec::new();
         let mut written_ids: Vec<&str> = Vec::new();
         let mut gone: Vec<&str> = Vec::new();
-        let mut done_ops: Vec<i64> = Vec::new();
         // The last write of a remote id wins, as if they had been recorded in turn.
         let mut by_remote: std::collections::HashMap<&str, usize> = Default::default();
         for o in outcomes {
@@ -362,14 +399,12 @@ impl Store {
                     }
                     written_customers.push(op.customer.0);
                     written_ids.push(&record.id.0);
-                    done_ops.push(op.id);
                 }
                 Outcome::Deleted { op } => {
                     // Without a remote id no link matches: nothing is marked.
                     if let Some(r) = &op.remote_id {
                         gone.push(&r.0);
                     }
-                    done_ops.push(op.id);
                 }
                 Outcome::Failed { .. } => {}
             }
@@ -436,37 +471,6 @@ impl Store {
             .bind(super::links::json(&gone))
             .execute(&mut *tx)
             .await?;
-        }
-        if !done_ops.is_empty() {
-            sqlx::query(&format!("DELETE FROM outbox WHERE id {}", self.in_ints(1)))
-                .bind(super::links::json(&done_ops))
-                .execute(&mut *tx)
-                .await?;
-        }
-        for o in outcomes {
-            if let Outcome::Failed {
-                op,
-                error,
-                maybe_applied,
-                parked,
-                next_attempt,
-            } = o
-            {
-                sqlx::query(
-                    "UPDATE outbox SET state = $1, last_error = $2,
-                            maybe_applied = CASE WHEN maybe_applied > $3 THEN maybe_applied ELSE $3 END,
-                            next_attempt_at = $4, updated_at = $5
-                     WHERE id = $6",
-                )
-                .bind(if *parked { "parked" } else { "failed" })
-                .bind(error)
-                .bind(*maybe_applied as i64)
-                .bind(next_attempt.map(time_text))
-                .bind(now)
-                .bind(op.id)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
         Ok(())
     }
