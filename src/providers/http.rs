@@ -234,10 +234,11 @@ impl HttpClient {
         let base_path = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base_path}{path_part}"));
         url.set_query(query);
-        if url.as_str() == self.url(path) {
+        let whole = self.url(path);
+        if url.as_str() == whole {
             return url;
         }
-        Url::parse(&self.url(path)).unwrap_or(url)
+        Url::parse(&whole).unwrap_or(url)
     }
 
     /// Resolves a `Link` target (absolute or relative) to a path after the base URL.
