@@ -36,7 +36,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use custsync::sandbox::all::Sandboxes;
-use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus, RequestLog};
+use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, RequestLog};
 
 #[path = "common/measure.rs"]
 mod measure;
@@ -91,10 +91,10 @@ async fn bench(args: &[String], launcher: Arc<launcher::Launcher>) {
         .ok()
         .and_then(|v| v.trim().replace('_', "").parse::<usize>().ok())
         .unwrap_or(if quick { 5_000 } else { 100_000 });
-    print_machine();
+    measure::print_machine("emulators and custsync");
     let mut builds = vec![Build {
         name: "now",
-        path: custsync_binary(),
+        path: measure::custsync_binary(),
     }];
     if let Some(path) = std::env::var_os("BENCH_BASELINE") {
         builds.push(Build {
@@ -228,30 +228,6 @@ async fn rate_limited(launcher: &Arc<launcher::Launcher>, build: &Build) -> Resu
         requests.saturating_sub(LIMITED_BURST as usize) as f64 / LIMITED,
     );
     Ok(row)
-}
-
-// ---- The machine ----
-
-fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "machine: {cpus} CPUs (nproc), {model}, {:.1} GiB memory; emulators and custsync share it",
-        mem_kib / 1024.0 / 1024.0
-    );
 }
 
 // ---- The table ----
@@ -473,24 +449,9 @@ impl World {
             rate_limit: (limits == Limits::On).then_some((LIMITED_BURST, LIMITED)),
             ..Default::default()
         };
-        let sandboxes = Sandboxes {
-            nuvemshop: nuvemshop::Nuvemshop::start(nuvem).await.map_err(io)?,
-            ecwid: ecwid::Ecwid::start(ecwid::Options::default())
-                .await
-                .map_err(io)?,
-            malomo: malomo::Malomo::start(malomo::Options {
-                page_size: 100,
-                ..Default::default()
-            })
+        let sandboxes = Sandboxes::start_with(measure::emulator_options(nuvem))
             .await
-            .map_err(io)?,
-            partially: partially::Partially::start(partially::Options::default())
-                .await
-                .map_err(io)?,
-            sendwithus: sendwithus::Sendwithus::start(sendwithus::Options::default())
-                .await
-                .map_err(io)?,
-        };
+            .map_err(io)?;
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let store_url = match store {
             Store::Sqlite => format!("sqlite://{}", dir.path().join("custsync.db").display()),
@@ -783,13 +744,6 @@ impl Person {
 }
 
 // ---- The child: run, wait, measure ----
-
-/// The binary measured: this build's, or `BENCH_CUSTSYNC` (to compare two builds).
-fn custsync_binary() -> PathBuf {
-    std::env::var_os("BENCH_CUSTSYNC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_custsync")))
-}
 
 /// Set in the environment of the launcher process.
 const LAUNCHER: &str = "CUSTSYNC_BENCH_LAUNCHER";

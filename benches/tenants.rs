@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use sqlx::Row as _;
 
 use custsync::sandbox::all::Sandboxes;
-use custsync::sandbox::{ecwid, malomo, nuvemshop, partially, sendwithus};
+use custsync::sandbox::{ecwid, malomo, nuvemshop, partially};
 
 #[path = "common/measure.rs"]
 mod measure;
@@ -87,8 +87,8 @@ async fn bench(args: &[String]) -> i32 {
         .unwrap_or(20);
     let skip = std::env::var("BENCH_SKIP").unwrap_or_default();
     let postgres = pg::available();
-    print_machine();
-    println!("custsync: {}", binary().display());
+    measure::print_machine("emulators, PostgreSQL and custsync");
+    println!("custsync: {}", measure::custsync_binary().display());
     println!(
         "tenants: {sizes:?} of {customers} customers each, one shared set of five emulators; \
          max_concurrent_tenants 8 (the default), push_concurrency 4\n"
@@ -145,30 +145,6 @@ async fn bench(args: &[String]) -> i32 {
         return 1;
     }
     0
-}
-
-// ---- The machine ----
-
-fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "machine: {cpus} CPUs (nproc), {model}, {:.1} GiB memory; emulators, PostgreSQL and custsync share it",
-        mem_kib / 1024.0 / 1024.0
-    );
 }
 
 // ---- The tables ----
@@ -278,26 +254,10 @@ struct World {
 impl World {
     async fn start(customers: usize) -> Result<World, String> {
         let io = |e: std::io::Error| format!("starting the emulators: {e}");
-        let sandboxes = Sandboxes {
-            nuvemshop: nuvemshop::Nuvemshop::start(nuvemshop::Options::default())
+        let sandboxes =
+            Sandboxes::start_with(measure::emulator_options(nuvemshop::Options::default()))
                 .await
-                .map_err(io)?,
-            ecwid: ecwid::Ecwid::start(ecwid::Options::default())
-                .await
-                .map_err(io)?,
-            malomo: malomo::Malomo::start(malomo::Options {
-                page_size: 100,
-                ..Default::default()
-            })
-            .await
-            .map_err(io)?,
-            partially: partially::Partially::start(partially::Options::default())
-                .await
-                .map_err(io)?,
-            sendwithus: sendwithus::Sendwithus::start(sendwithus::Options::default())
-                .await
-                .map_err(io)?,
-        };
+                .map_err(io)?;
         // Person i in provider i % 4, and every third also in the next one.
         for i in 0..customers {
             let email = format!("person{i}@example.com");
@@ -522,10 +482,10 @@ impl World {
                     "-c",
                     "hostname custsync-bench-other-host && exec \"$0\" \"$@\"",
                 ])
-                .arg(binary());
+                .arg(measure::custsync_binary());
                 c
             } else {
-                Command::new(binary())
+                Command::new(measure::custsync_binary())
             };
             cmd.arg("--config")
                 .arg(&config)
@@ -649,12 +609,6 @@ fn can_unshare() -> bool {
 
 // ---- The child: run, wait, measure ----
 
-fn binary() -> PathBuf {
-    std::env::var_os("BENCH_CUSTSYNC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_custsync")))
-}
-
 struct Run {
     code: i32,
     wall: f64,
@@ -713,7 +667,7 @@ fn run_child(
 ) -> std::io::Result<(i32, f64, f64)> {
     let log_file = std::fs::File::create(log)?;
     let started = Instant::now();
-    let child = Command::new(binary())
+    let child = Command::new(measure::custsync_binary())
         .arg("--once")
         .arg("--config")
         .arg(config)

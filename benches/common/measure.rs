@@ -67,3 +67,48 @@ pub fn server_cpu(postmaster: u32) -> f64 {
     }
     total / hz
 }
+
+/// Prints the machine the numbers come from: CPUs, model, memory, and what shares it.
+pub fn print_machine(shared_with: &str) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "machine: {cpus} CPUs (nproc), {model}, {:.1} GiB memory; {shared_with} share it",
+        mem_kib / 1024.0 / 1024.0
+    );
+}
+
+/// The binary measured: this build's, or `BENCH_CUSTSYNC` (to compare two builds).
+pub fn custsync_binary() -> std::path::PathBuf {
+    std::env::var_os("BENCH_CUSTSYNC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_custsync")))
+}
+
+/// The emulators' options of both benchmarks: Malomo pages of 100 (its emulator's
+/// default is 50), and `nuvemshop` as the scenario needs it.
+pub fn emulator_options(
+    nuvemshop: custsync::sandbox::nuvemshop::Options,
+) -> custsync::sandbox::all::Options {
+    custsync::sandbox::all::Options {
+        nuvemshop,
+        malomo: custsync::sandbox::malomo::Options {
+            page_size: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}

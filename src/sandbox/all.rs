@@ -12,12 +12,14 @@ pub const NAMES: [(&str, &str); 5] = [
     ("email", "sendwithus"),
 ];
 
-/// Options of the emulators whose behaviour tests vary (Nuvemshop's leaky bucket,
-/// Ecwid's lagging index); the others start with their defaults.
+/// Options of the emulators whose behaviour tests and benchmarks vary (Nuvemshop's
+/// leaky bucket, Ecwid's lagging index, Malomo's page size); the others start with
+/// their defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub nuvemshop: nuvemshop::Options,
     pub ecwid: ecwid::Options,
+    pub malomo: malomo::Options,
 }
 
 pub struct Sandboxes {
@@ -34,12 +36,12 @@ impl Sandboxes {
         Self::start_with(Options::default()).await
     }
 
-    /// Starts the five emulators, Nuvemshop and Ecwid with the given options.
+    /// Starts the five emulators, Nuvemshop, Ecwid and Malomo with the given options.
     pub async fn start_with(opts: Options) -> std::io::Result<Sandboxes> {
         Ok(Sandboxes {
             nuvemshop: nuvemshop::Nuvemshop::start(opts.nuvemshop).await?,
             ecwid: ecwid::Ecwid::start(opts.ecwid).await?,
-            malomo: malomo::Malomo::start(malomo::Options::default()).await?,
+            malomo: malomo::Malomo::start(opts.malomo).await?,
             partially: partially::Partially::start(partially::Options::default()).await?,
             sendwithus: sendwithus::Sendwithus::start(sendwithus::Options::default()).await?,
         })
