@@ -46,6 +46,7 @@ async fn list_all(p: &dyn Provider, since: Option<DateTime<Utc>>) -> Vec<RemoteR
             .list(&ListRequest {
                 token: token.take(),
                 since,
+                known: None,
             })
             .await
             .expect("page");

@@ -90,6 +90,7 @@ async fn page(p: &dyn Provider, token: Option<&str>) -> Page {
     let req = ListRequest {
         token: token.map(str::to_string),
         since: None,
+        known: None,
     };
     p.list(&req).await.expect("a page")
 }

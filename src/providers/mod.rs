@@ -63,6 +63,9 @@ pub struct RemoteRecord {
     /// not empty. They never look like an edit nor empty a value: the store keeps the
     /// value it knew for them (the snapshot, or what was written).
     pub absent: Vec<Field>,
+    /// The key of the text a listing sent for this record ([`Known::key`]); `None`
+    /// for a record that did not come from a listing (a write's answer, a lookup).
+    pub listed_key: Option<i64>,
 }
 
 impl RemoteRecord {
@@ -84,6 +87,10 @@ impl RemoteRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Listed {
     Record(RemoteRecord),
+    /// A record listed exactly as it was when the store last took in a listing of it
+    /// (its text has a key in [`Known`]): nothing about it can have changed, so it is
+    /// neither decoded nor stored again; it only counts as present.
+    Unchanged(RemoteId),
     /// A record custsync cannot use (no or invalid email, unreadable JSON). It is
     /// reported and, when its id is known, still counts as present in the listing.
     Skipped {
@@ -102,6 +109,7 @@ impl Listed {
     pub fn remote_id(&self) -> Option<&RemoteId> {
         match self {
             Listed::Record(r) => Some(&r.id),
+            Listed::Unchanged(id) => Some(id),
             Listed::Skipped { remote_id, .. } => remote_id.as_ref(),
         }
     }
@@ -138,6 +146,59 @@ pub struct ListRequest {
     pub token: Option<String>,
     /// Only records updated at or after this time (providers with `incremental`).
     pub since: Option<DateTime<Utc>>,
+    /// A listing the engine stores: each record's text gets a key, and one whose key
+    /// is known comes back as [`Listed::Unchanged`]. `None` for a lookup.
+    pub known: Option<Arc<Known>>,
+}
+
+/// The records a provider's listing stored, by the key of the text each was listed
+/// as. A key is 8 bytes of SHA-256 over a seed (this build and the provider) and the
+/// record's JSON text as sent: the same text under the same mapping always decodes to
+/// the same record, so a record listed again byte for byte needs no decoding, no
+/// comparison and no write. The store forgets a key whenever anything else changes
+/// the link (a write, a deletion), so an equal key always means "as stored".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Known {
+    seed: [u8; 32],
+    ids: std::collections::HashMap<i64, RemoteId>,
+}
+
+impl Known {
+    /// The keys of `provider` (whose name and fields seed them), with the links known
+    /// by key so far.
+    pub fn new(provider: &dyn Provider, ids: std::collections::HashMap<i64, RemoteId>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut seed = Sha256::new();
+        seed.update(env!("CARGO_PKG_VERSION").as_bytes());
+        seed.update([0]);
+        seed.update(provider.name().0.as_bytes());
+        seed.update([0]);
+        for field in provider.fields().fields {
+            seed.update(field.to_string().as_bytes());
+            seed.update([0]);
+        }
+        Known {
+            seed: seed.finalize().into(),
+            ids,
+        }
+    }
+
+    /// The key of one record's listed text.
+    pub fn key(&self, text: &str) -> i64 {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(self.seed)
+            .chain_update(text.as_bytes())
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        i64::from_le_bytes(first)
+    }
+
+    /// The remote id of the link stored with `key`, if any.
+    pub fn get(&self, key: i64) -> Option<&RemoteId> {
+        self.ids.get(&key)
+    }
 }
 
 /// One page of a listing, with what it says of the listing as a whole, so that the

@@ -9,7 +9,7 @@
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Listed, ProviderError, RemoteRecord};
+use super::{Known, Listed, ProviderError, RemoteRecord};
 use crate::model::{ProviderName, RemoteId};
 
 /// The largest field value custsync syncs, in bytes of UTF-8 (64 KiB).
@@ -72,17 +72,41 @@ where
 
 /// Decodes a page's items one by one straight into the connector's wire struct: one
 /// unreadable record is skipped (its id and email read for the report), and a record
-/// holding a value over [`MAX_VALUE_BYTES`] is skipped for its data.
+/// holding a value over [`MAX_VALUE_BYTES`] is skipped for its data. With `known` (a
+/// listing the engine stores), each record gets the key of its text, and one whose
+/// key is known is not decoded at all: [`Listed::Unchanged`].
 pub fn decode_items<'a, T: Deserialize<'a>>(
     items: &[&'a RawValue],
     id_key: &str,
     email_key: &str,
     to_record: impl Fn(T) -> RemoteRecord,
+    known: Option<&Known>,
 ) -> Vec<Listed> {
     items
         .iter()
-        .map(|item| match serde_json::from_str::<T>(item.get()) {
-            Ok(c) => oversized(to_record(c), item),
+        .map(|item| {
+            let key = known.map(|k| (k, k.key(item.get())));
+            if let Some(id) = key.and_then(|(k, key)| k.get(key)) {
+                return Listed::Unchanged(id.clone());
+            }
+            decode_item(item, id_key, email_key, &to_record, key.map(|(_, key)| key))
+        })
+        .collect()
+}
+
+fn decode_item<'a, T: Deserialize<'a>>(
+    item: &&'a RawValue,
+    id_key: &str,
+    email_key: &str,
+    to_record: &impl Fn(T) -> RemoteRecord,
+    key: Option<i64>,
+) -> Listed {
+    match serde_json::from_str::<T>(item.get()) {
+            Ok(c) => {
+                let mut record = to_record(c);
+                record.listed_key = key;
+                oversized(record, item)
+            }
             Err(e) => {
                 let (id, email) = id_and_email(item, id_key, email_key);
                 Listed::Skipped {
@@ -92,8 +116,7 @@ pub fn decode_items<'a, T: Deserialize<'a>>(
                     unreadable: true,
                 }
             }
-        })
-        .collect()
+    }
 }
 
 /// The record, or its skip when one of its values is over the limit: a mapped value

@@ -65,6 +65,19 @@ struct Link {
     /// A stored link seen unchanged (and not observed by the page): an observed state
     /// left on it (a change that went back) is cleared.
     clear: bool,
+    /// The key of the text its record was listed as, as stored.
+    key: Option<i64>,
+    /// The key of the text the page listed it as.
+    listed_key: Option<i64>,
+}
+
+/// A stored link as read for the page.
+struct StoredLink {
+    snapshot: Option<String>,
+    tombstoned: bool,
+    observed_at: Option<String>,
+    gone: i64,
+    key: Option<i64>,
 }
 
 /// What the page's records need to know, kept true as the page is applied.
@@ -95,8 +108,8 @@ impl Page {
         let ids: Vec<&str> = observed.iter().map(|o| o.record.id.0.as_str()).collect();
         // The rows come back as one JSON text: one row crosses from the database, not
         // one per record.
-        /// `remote_id, customer_id, snapshot, tombstoned, observed_at, gone`.
-        type Known = (String, i64, Option<String>, i64, Option<String>, i64);
+        /// `remote_id, customer_id, snapshot, tombstoned, observed_at, gone, listed_key`.
+        type Known = (String, i64, Option<String>, i64, Option<String>, i64, Option<i64>);
         let rows: Vec<Known> = super::decode_rows(
             sqlx::query_scalar(&format!(
                 "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
@@ -104,7 +117,8 @@ impl Page {
                 super::json_rows(
                     backend,
                     "l.remote_id, l.customer_id, l.snapshot,
-                     CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END, l.observed_at, l.gone"
+                     CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END, l.observed_at, l.gone,
+                     l.listed_key"
                 ),
                 super::in_texts(backend, 2)
             ))
@@ -121,14 +135,17 @@ impl Page {
             created: Vec::new(),
             deleted: Vec::new(),
         };
-        for (remote_id, customer, snapshot, tombstoned, observed_at, gone) in rows {
+        for (remote_id, customer, snapshot, tombstoned, observed_at, gone, key) in rows {
             page.stored(
                 remote_id,
                 customer,
-                snapshot,
-                tombstoned != 0,
-                observed_at,
-                gone,
+                StoredLink {
+                    snapshot,
+                    tombstoned: tombstoned != 0,
+                    observed_at,
+                    gone,
+                    key,
+                },
             );
         }
         // Every email of the page, so that a record unlinked while the page is applied
@@ -142,28 +159,22 @@ impl Page {
         Ok(page)
     }
 
-    fn stored(
-        &mut self,
-        remote_id: String,
-        customer: i64,
-        snapshot: Option<String>,
-        tombstoned: bool,
-        observed_at: Option<String>,
-        gone: i64,
-    ) {
+    fn stored(&mut self, remote_id: String, customer: i64, s: StoredLink) {
         self.by_customer
             .insert(Customer::Stored(customer), remote_id.clone());
         self.links.insert(
             remote_id,
             Link {
                 customer: Customer::Stored(customer),
-                snapshot,
-                tombstoned,
-                observed_at,
-                gone: gone != 0,
+                snapshot: s.snapshot,
+                tombstoned: s.tombstoned,
+                observed_at: s.observed_at,
+                gone: s.gone != 0,
                 stored: true,
                 observed: None,
                 clear: false,
+                key: s.key,
+                listed_key: None,
             },
         );
     }
@@ -184,6 +195,7 @@ impl Page {
             Option<String>,
             Option<String>,
             Option<i64>,
+            Option<i64>,
         );
         let rows: Vec<Person> = super::decode_rows(sqlx::query_scalar(&format!(
                 "SELECT {} FROM customers c LEFT JOIN links l ON l.customer_id = c.id AND l.provider = $1
@@ -191,7 +203,7 @@ impl Page {
                 super::json_rows(
                     backend,
                     "c.email, c.id, CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END,
-                     l.remote_id, l.snapshot, l.observed_at, l.gone"
+                     l.remote_id, l.snapshot, l.observed_at, l.gone, l.listed_key"
                 ),
                 super::in_texts(backend, 2)
             ))
@@ -199,7 +211,7 @@ impl Page {
             .bind(json(&emails))
             .fetch_one(&mut *conn)
             .await?)?;
-        for (email, id, tombstoned, remote_id, snapshot, observed_at, gone) in rows {
+        for (email, id, tombstoned, remote_id, snapshot, observed_at, gone, key) in rows {
             let tombstoned = tombstoned != 0;
             self.customers
                 .insert(email, (Customer::Stored(id), tombstoned));
@@ -208,10 +220,13 @@ impl Page {
                     self.stored(
                         remote_id,
                         id,
-                        snapshot,
-                        tombstoned,
-                        observed_at,
-                        gone.unwrap_or(0),
+                        StoredLink {
+                            snapshot,
+                            tombstoned,
+                            observed_at,
+                            gone: gone.unwrap_or(0),
+                            key,
+                        },
                     );
                 }
             }
@@ -242,6 +257,7 @@ impl Page {
         let Some(link) = self.links.get_mut(id) else {
             return self.link_new(o);
         };
+        link.listed_key = o.record.listed_key;
         // What the record lists, unless it equals the snapshot (or its customer is
         // tombstoned). A field the answer did not carry keeps the value the snapshot
         // has. Serialized once, and only a record with such a field parses the snapshot.
@@ -325,6 +341,8 @@ impl Page {
                 stored: false,
                 observed: Some(Some(json(&o.record.projection))),
                 clear: false,
+                key: None,
+                listed_key: o.record.listed_key,
             },
         );
         Ok(replaced)
@@ -376,6 +394,7 @@ impl Page {
         // Links created and links observed: one upsert, which finds each row by its
         // key (an UPDATE … FROM a JSON list scans every link of the provider on SQLite).
         let mut written = Vec::new();
+        let mut rekeyed = Vec::new();
         let mut cleared = Vec::new();
         for (remote_id, link) in &self.links {
             match &link.observed {
@@ -384,28 +403,62 @@ impl Page {
                     customer_id(link.customer)?,
                     state.as_deref(),
                     link.observed_at.as_deref(),
+                    link.listed_key,
                 )),
+                // Seen unchanged as another text: the new key is kept, and an observed
+                // state left on it (a change that went back) is cleared.
+                None if link.stored && link.clear && link.listed_key.is_some() => {
+                    if link.listed_key != link.key {
+                        rekeyed.push((
+                            remote_id.as_str(),
+                            customer_id(link.customer)?,
+                            link.listed_key,
+                        ));
+                    }
+                }
                 None if link.stored && link.clear => cleared.push(remote_id.as_str()),
                 None => {}
             }
         }
         if !written.is_empty() {
             sqlx::query(match backend {
-                Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
+                Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
                      SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                            json_extract(value, '$[3]'), $2
+                            json_extract(value, '$[3]'), $2, json_extract(value, '$[4]')
                      FROM json_each($3) WHERE true
                      ON CONFLICT (provider, remote_id) DO UPDATE
-                     SET observed = excluded.observed, observed_at = excluded.observed_at, seen_run = excluded.seen_run",
-                Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run)
-                     SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2
+                     SET observed = excluded.observed, observed_at = excluded.observed_at, seen_run = excluded.seen_run,
+                         listed_key = excluded.listed_key",
+                Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
+                     SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2, (e->>4)::BIGINT
                      FROM json_array_elements($3::json) AS e
                      ON CONFLICT (provider, remote_id) DO UPDATE
-                     SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run",
+                     SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run,
+                         listed_key = EXCLUDED.listed_key",
             })
             .bind(&provider.0)
             .bind(run.0)
             .bind(json(&written))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !rekeyed.is_empty() {
+            // An upsert, like the one above, to find each row by its key; every row is
+            // there, so nothing is inserted.
+            sqlx::query(match backend {
+                Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, listed_key)
+                     SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+                     FROM json_each($2) WHERE true
+                     ON CONFLICT (provider, remote_id) DO UPDATE
+                     SET observed = NULL, listed_key = excluded.listed_key",
+                Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, listed_key)
+                     SELECT $1, e->>0, (e->>1)::BIGINT, (e->>2)::BIGINT
+                     FROM json_array_elements($2::json) AS e
+                     ON CONFLICT (provider, remote_id) DO UPDATE
+                     SET observed = NULL, listed_key = EXCLUDED.listed_key",
+            })
+            .bind(&provider.0)
+            .bind(json(&rekeyed))
             .execute(&mut *conn)
             .await?;
         }
@@ -446,6 +499,7 @@ mod tests {
                 projection,
                 updated_at: Some(time),
                 absent: Vec::new(),
+                listed_key: None,
             },
             email: Email::parse(email).unwrap(),
             time,

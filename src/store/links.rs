@@ -128,6 +128,24 @@ impl Store {
             .collect())
     }
 
+    /// The live links of `provider` by the key of the text their record was last
+    /// listed as (see [`crate::providers::Known`]): one query, one row back.
+    pub async fn listed_keys(&self, provider: &ProviderName) -> Result<HashMap<i64, RemoteId>> {
+        let rows: Vec<(i64, String)> = super::decode_rows(
+            sqlx::query_scalar(&format!(
+                "SELECT {} FROM links WHERE provider = $1 AND listed_key IS NOT NULL AND gone = 0",
+                self.json_rows("listed_key, remote_id")
+            ))
+            .bind(&provider.0)
+            .fetch_one(&self.pool)
+            .await?,
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, id)| (key, RemoteId(id)))
+            .collect())
+    }
+
     /// Linked records observed with an email other than their snapshot's that belongs
     /// to another customer (not tombstoned, not forgotten). Emails compare as
     /// [`Email`] holds them, so a change of spelling (case, NFC, punycode) is none.
@@ -260,7 +278,7 @@ impl Store {
         let now = now_text();
         for (customer, remote) in gone {
             sqlx::query(
-                "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id = $2",
+                "UPDATE links SET gone = 1, observed = NULL, listed_key = NULL WHERE provider = $1 AND remote_id = $2",
             )
             .bind(&provider.0)
             .bind(&remote.0)

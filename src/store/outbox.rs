@@ -448,13 +448,15 @@ impl Store {
                  FROM json_each($3) WHERE true
                  ON CONFLICT (provider, remote_id) DO UPDATE
                  SET snapshot = excluded.snapshot, observed = excluded.observed,
-                     observed_at = excluded.observed_at, seen_run = excluded.seen_run, gone = 0",
+                     observed_at = excluded.observed_at, seen_run = excluded.seen_run, gone = 0,
+                     listed_key = NULL",
                 "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
                  SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, $2
                  FROM json_array_elements($3::json) AS e
                  ON CONFLICT (provider, remote_id) DO UPDATE
                  SET snapshot = EXCLUDED.snapshot, observed = EXCLUDED.observed,
-                     observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run, gone = 0",
+                     observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run, gone = 0,
+                     listed_key = NULL",
             ))
             .bind(provider)
             .bind(run.0)
@@ -464,7 +466,7 @@ impl Store {
         }
         if !gone.is_empty() {
             sqlx::query(&format!(
-                "UPDATE links SET gone = 1, observed = NULL WHERE provider = $1 AND remote_id {}",
+                "UPDATE links SET gone = 1, observed = NULL, listed_key = NULL WHERE provider = $1 AND remote_id {}",
                 self.in_texts(2)
             ))
             .bind(provider)

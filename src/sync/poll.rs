@@ -3,13 +3,16 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use super::progress::{Event, Progress};
 use super::report::ReportError;
 use crate::model::{Email, RemoteId};
-use crate::providers::{record_email, Capabilities, ListRequest, ListStyle, Listed, Provider};
+use crate::providers::{
+    record_email, Capabilities, Known, ListRequest, ListStyle, Listed, Provider,
+};
 use crate::store::links::Observed;
 use crate::store::{parse_time, time_text, RunId, Store, StoreError};
 
@@ -135,7 +138,17 @@ pub async fn poll(
     let since = cursor
         .filter(|_| !full_due)
         .map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
-    let mut req = ListRequest { token: None, since };
+    // A full listing of a provider listed before mostly sends what it sent last time:
+    // those records are only counted (see `Known`). An incremental one sends changes.
+    let keys = match since {
+        None => store.listed_keys(&name).await?,
+        Some(_) => Default::default(),
+    };
+    let mut req = ListRequest {
+        token: None,
+        since,
+        known: Some(Arc::new(Known::new(provider, keys))),
+    };
     let mut high_water: Option<DateTime<Utc>> = cursor;
     let mut proof = Proof::default();
     loop {
@@ -165,6 +178,7 @@ pub async fn poll(
         for item in page.items {
             out.fetched += 1;
             match item {
+                Listed::Unchanged(id) => present.push(id),
                 Listed::Record(r) => match record_email(&r.projection) {
                     Ok(email) => {
                         if let Some(t) = r.updated_at {

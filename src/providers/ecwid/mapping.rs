@@ -63,6 +63,7 @@ pub fn to_record(id: String, c: Customer) -> RemoteRecord {
         projection,
         updated_at: c.updated.as_deref().and_then(parse_date),
         absent,
+        listed_key: None,
     }
 }
 
@@ -300,7 +301,7 @@ mod tests {
         assert!(nulls.contains(r#""shippingAddresses": null"#));
         let env: Envelope<CustomerList> = serde_json::from_str(&nulls).unwrap();
         let items =
-            crate::providers::wire::decode_items(&env.data.attributes.items, "id", "email", listed);
+            crate::providers::wire::decode_items(&env.data.attributes.items, "id", "email", listed, None);
         assert_eq!(items.len(), 4);
         assert!(items
             .iter()

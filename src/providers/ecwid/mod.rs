@@ -22,7 +22,7 @@ use reqwest::Method;
 use super::http::{HttpClient, Request};
 use super::wire::{decode_borrowed, decode_items, urlencode};
 use super::{
-    Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
@@ -44,7 +44,12 @@ impl Ecwid {
 
     /// One page of the customer search from `offset`, optionally filtered by email,
     /// with the offset of the next page and the total Ecwid states.
-    async fn search(&self, offset: u64, email: Option<&Email>) -> Result<Page, ProviderError> {
+    async fn search(
+        &self,
+        offset: u64,
+        email: Option<&Email>,
+        known: Option<&Known>,
+    ) -> Result<Page, ProviderError> {
         let mut req = Request::get(format!("{API}/customers"));
         if let Some(email) = email {
             req = req.query("email", email.as_str());
@@ -55,7 +60,7 @@ impl Ecwid {
         let env: wire::Envelope<wire::CustomerList> = decode_borrowed(self.name(), &resp.body)?;
         let page = env.data.attributes;
         Ok(Page {
-            items: decode_items(&page.items, "id", "email", mapping::listed),
+            items: decode_items(&page.items, "id", "email", mapping::listed, known),
             next: next_offset(offset, &page).map(|n| n.to_string()),
             total: Some(page.total),
             incomplete: None,
@@ -127,7 +132,7 @@ impl Provider for Ecwid {
                 ProviderError::decode(self.name(), format!("bad offset token {t:?}"))
             })?,
         };
-        self.search(offset, None).await
+        self.search(offset, None, req.known.as_deref()).await
     }
 
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
@@ -151,6 +156,7 @@ impl Provider for Ecwid {
             projection: mapping::written(record, &[], true),
             updated_at: None,
             absent: Vec::new(),
+            listed_key: None,
         })
     }
 
@@ -182,6 +188,7 @@ impl Provider for Ecwid {
             projection: mapping::written(record, changed, false),
             updated_at: None,
             absent: Vec::new(),
+            listed_key: None,
         })
     }
 
@@ -203,7 +210,7 @@ impl Provider for Ecwid {
         let mut found = Vec::new();
         let mut offset = 0;
         loop {
-            let page = self.search(offset, Some(email)).await?;
+            let page = self.search(offset, Some(email), None).await?;
             found.extend(page.items.into_iter().filter_map(|item| match item {
                 Listed::Record(r) if r.projection.email().as_ref() == Some(email) => Some(r),
                 _ => None,

@@ -27,6 +27,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         projection,
         updated_at: c.updated_at.as_deref().and_then(parse_date),
         absent: Vec::new(),
+        listed_key: None,
     }
 }
 
@@ -139,7 +140,7 @@ mod tests {
             nulls.as_bytes(),
         )
         .unwrap();
-        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record);
+        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record, None);
         let crate::providers::Listed::Record(r) = &listed[0] else {
             panic!("{listed:?}")
         };

@@ -27,14 +27,6 @@ impl Malomo {
     }
 }
 
-/// The remote id of a listed item, where it is known.
-fn listed_id(item: &Listed) -> Option<&RemoteId> {
-    match item {
-        Listed::Record(r) => Some(&r.id),
-        Listed::Skipped { remote_id, .. } => remote_id.as_ref(),
-    }
-}
-
 #[async_trait]
 impl Provider for Malomo {
     fn http(&self) -> &HttpClient {
@@ -68,10 +60,16 @@ impl Provider for Malomo {
         if items.is_empty() {
             return Ok(Page::default());
         }
-        let items = decode_items(&items, "id", "email", mapping::to_record);
+        let items = decode_items(
+            &items,
+            "id",
+            "email",
+            mapping::to_record,
+            req.known.as_deref(),
+        );
         let after_last = items
             .last()
-            .and_then(listed_id)
+            .and_then(Listed::remote_id)
             .map(|id| format!("/customers?next={}", urlencode(&id.0)));
         // A `Link` to another origin is never followed: the contract's own cursor
         // takes over (DESIGN 4, 4c Requests).

@@ -65,6 +65,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
             .then_some(Field::Phone)
             .into_iter()
             .collect(),
+        listed_key: None,
     }
 }
 
@@ -221,7 +222,7 @@ mod tests {
         let page = format!("[{nulls}]");
         let provider = crate::model::ProviderName("store".into());
         let items = crate::providers::wire::decode_array(&provider, page.as_bytes()).unwrap();
-        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record);
+        let listed = crate::providers::wire::decode_items(&items, "id", "email", to_record, None);
         let crate::providers::Listed::Record(r) = &listed[0] else {
             panic!("{listed:?}")
         };

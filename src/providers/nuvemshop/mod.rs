@@ -15,7 +15,7 @@ use reqwest::Method;
 use super::http::{HttpClient, Request};
 use super::wire::{decode_array, decode_items, link_next};
 use super::{
-    Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
@@ -45,7 +45,13 @@ impl Nuvemshop {
     }
 
     /// One page at `path`: the `first` of a listing, or one the provider `linked`.
-    async fn page(&self, path: String, first: bool, linked: bool) -> Result<Page, ProviderError> {
+    async fn page(
+        &self,
+        path: String,
+        first: bool,
+        linked: bool,
+        known: Option<&Known>,
+    ) -> Result<Page, ProviderError> {
         let resp = self.http.send(Request::get(path.clone())).await?;
         if resp.status.as_u16() == 404 {
             return past_the_end(&self.http, &resp, first, linked);
@@ -63,7 +69,7 @@ impl Nuvemshop {
             None => None,
         };
         Ok(Page {
-            items: decode_items(&items, "id", "email", mapping::to_record),
+            items: decode_items(&items, "id", "email", mapping::to_record, known),
             next,
             total: resp
                 .header("x-total-count")
@@ -137,11 +143,12 @@ impl Provider for Nuvemshop {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Page, ProviderError> {
+        let known = req.known.as_deref();
         match req.token.as_deref() {
-            None => self.page(self.first_page(req), true, false).await,
+            None => self.page(self.first_page(req), true, false, known).await,
             Some(t) => match t.strip_prefix(GUESSED) {
-                Some(path) => self.page(path.to_string(), false, false).await,
-                None => self.page(t.to_string(), false, true).await,
+                Some(path) => self.page(path.to_string(), false, false, known).await,
+                None => self.page(t.to_string(), false, true, known).await,
             },
         }
     }
@@ -179,7 +186,7 @@ impl Provider for Nuvemshop {
             super::wire::urlencode(email.as_str()),
             self.per_page
         );
-        let mut page = self.page(first, true, false).await?;
+        let mut page = self.page(first, true, false, None).await?;
         let mut found = Vec::new();
         loop {
             // A search that fell short might have missed the record: a create after
@@ -196,7 +203,7 @@ impl Provider for Nuvemshop {
             };
             let req = ListRequest {
                 token: Some(token),
-                since: None,
+                ..ListRequest::default()
             };
             page = self.list(&req).await?;
         }

@@ -58,6 +58,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         projection,
         updated_at: None,
         absent,
+        listed_key: None,
     }
 }
 

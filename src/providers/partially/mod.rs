@@ -97,7 +97,13 @@ impl Provider for Partially {
         let body = self.page(asked, None).await?;
         let answer: wire::CustomerPage = decode_borrowed(self.name(), &body)?;
         Ok(Page {
-            items: decode_items(&answer.customers, "id", "email", mapping::to_record),
+            items: decode_items(
+                &answer.customers,
+                "id",
+                "email",
+                mapping::to_record,
+                req.known.as_deref(),
+            ),
             next: next_page(asked, &answer).map(|n| n.to_string()),
             total: answer.total_entries,
             incomplete: wrong_page(asked, &answer),

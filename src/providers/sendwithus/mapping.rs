@@ -62,6 +62,7 @@ pub fn to_record(c: Customer) -> RemoteRecord {
         projection: p,
         updated_at: None,
         absent: Vec::new(),
+        listed_key: None,
     }
 }
 
