@@ -164,16 +164,20 @@ pub struct Known {
 }
 
 impl Known {
-    /// The keys of `provider` (whose name and fields seed them), with the links known
-    /// by key so far.
-    pub fn new(provider: &dyn Provider, ids: std::collections::HashMap<i64, RemoteId>) -> Self {
+    /// The keys of the provider `name` with `fields` (which seed them, with this
+    /// build's version), and the links known by key so far.
+    pub fn new(
+        name: &ProviderName,
+        fields: &FieldSet,
+        ids: std::collections::HashMap<i64, RemoteId>,
+    ) -> Self {
         use sha2::{Digest, Sha256};
         let mut seed = Sha256::new();
         seed.update(env!("CARGO_PKG_VERSION").as_bytes());
         seed.update([0]);
-        seed.update(provider.name().0.as_bytes());
+        seed.update(name.0.as_bytes());
         seed.update([0]);
-        for field in provider.fields().fields {
+        for field in fields.fields {
             seed.update(field.to_string().as_bytes());
             seed.update([0]);
         }

@@ -102,20 +102,20 @@ fn decode_item<'a, T: Deserialize<'a>>(
     key: Option<i64>,
 ) -> Listed {
     match serde_json::from_str::<T>(item.get()) {
-            Ok(c) => {
-                let mut record = to_record(c);
-                record.listed_key = key;
-                oversized(record, item)
+        Ok(c) => {
+            let mut record = to_record(c);
+            record.listed_key = key;
+            oversized(record, item)
+        }
+        Err(e) => {
+            let (id, email) = id_and_email(item, id_key, email_key);
+            Listed::Skipped {
+                remote_id: id.map(RemoteId),
+                email,
+                reason: format!("unreadable record: {e}"),
+                unreadable: true,
             }
-            Err(e) => {
-                let (id, email) = id_and_email(item, id_key, email_key);
-                Listed::Skipped {
-                    remote_id: id.map(RemoteId),
-                    email,
-                    reason: format!("unreadable record: {e}"),
-                    unreadable: true,
-                }
-            }
+        }
     }
 }
 

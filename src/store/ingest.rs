@@ -109,7 +109,15 @@ impl Page {
         // The rows come back as one JSON text: one row crosses from the database, not
         // one per record.
         /// `remote_id, customer_id, snapshot, tombstoned, observed_at, gone, listed_key`.
-        type Known = (String, i64, Option<String>, i64, Option<String>, i64, Option<i64>);
+        type Known = (
+            String,
+            i64,
+            Option<String>,
+            i64,
+            Option<String>,
+            i64,
+            Option<i64>,
+        );
         let rows: Vec<Known> = super::decode_rows(
             sqlx::query_scalar(&format!(
                 "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
@@ -654,6 +662,60 @@ mod tests {
         let observed: Projection = serde_json::from_str(&observed).unwrap();
         assert_eq!(observed.get(&Field::Language), Some("de"));
         assert_eq!(observed.get(&Field::FirstName), Some("Anna"));
+    }
+
+    #[tokio::test]
+    async fn the_key_of_the_listed_text_is_kept_and_forgotten_when_anything_else_changes_the_link()
+    {
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
+        let p = ProviderName("p".into());
+        let run = s.begin_run("once").await.unwrap();
+        let keyed = |mut o: Observed, key: i64| {
+            o.record.listed_key = Some(key);
+            o
+        };
+        s.ingest_page(&p, run, &[keyed(rec("a1", "x@e.co", "Ann", 1), 7)])
+            .await
+            .unwrap();
+        merge_all(&s, run).await;
+        let keys = s.listed_keys(&p).await.unwrap();
+        assert_eq!(keys, [(7, RemoteId("a1".into()))].into());
+
+        // The same record as another text (a field custsync does not sync changed):
+        // unchanged, so nothing is observed, but the new key is kept.
+        let run = s.begin_run("once").await.unwrap();
+        s.ingest_page(&p, run, &[keyed(rec("a1", "x@e.co", "Ann", 1), 8)])
+            .await
+            .unwrap();
+        assert_eq!(links(&s, "p").await[0].2, None);
+        assert_eq!(
+            s.listed_keys(&p).await.unwrap(),
+            [(8, RemoteId("a1".into()))].into()
+        );
+
+        // A changed record is observed, with its key.
+        s.ingest_page(&p, run, &[keyed(rec("a1", "x@e.co", "Anna", 2), 9)])
+            .await
+            .unwrap();
+        assert_eq!(links(&s, "p").await[0].2.as_deref(), Some("Anna"));
+        assert_eq!(
+            s.listed_keys(&p).await.unwrap(),
+            [(9, RemoteId("a1".into()))].into()
+        );
+        merge_all(&s, run).await;
+        assert_eq!(
+            s.listed_keys(&p).await.unwrap().len(),
+            1,
+            "a merge keeps it"
+        );
+
+        // Gone from the listing: the key is forgotten, so a record that comes back
+        // as the same text is taken in again.
+        let customer = crate::model::CustomerId(links(&s, "p").await[0].1);
+        s.record_deletions(run, &p, &[(customer, RemoteId("a1".into()))], false)
+            .await
+            .unwrap();
+        assert!(s.listed_keys(&p).await.unwrap().is_empty());
     }
 
     #[tokio::test]

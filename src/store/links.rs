@@ -114,17 +114,21 @@ impl Store {
         provider: &ProviderName,
         listed: impl Fn(&str) -> bool,
     ) -> Result<Vec<(CustomerId, RemoteId)>> {
-        let rows = sqlx::query(
-            "SELECT l.customer_id, l.remote_id FROM links l JOIN customers c ON c.id = l.customer_id
-             WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL",
-        )
-        .bind(&provider.0)
-        .fetch_all(&self.pool)
-        .await?;
+        // One row back (a JSON text), not one per link.
+        let rows: Vec<(i64, String)> = super::decode_rows(
+            sqlx::query_scalar(&format!(
+                "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
+                 WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL",
+                self.json_rows("l.customer_id, l.remote_id")
+            ))
+            .bind(&provider.0)
+            .fetch_one(&self.pool)
+            .await?,
+        )?;
         Ok(rows
             .into_iter()
-            .filter(|r| !listed(&r.get::<String, _>(1)))
-            .map(|r| (CustomerId(r.get(0)), RemoteId(r.get(1))))
+            .filter(|(_, remote_id)| !listed(remote_id))
+            .map(|(customer, remote_id)| (CustomerId(customer), RemoteId(remote_id)))
             .collect())
     }
 

@@ -138,16 +138,13 @@ pub async fn poll(
     let since = cursor
         .filter(|_| !full_due)
         .map(|c| c - ChronoDuration::minutes(OVERLAP_MINUTES));
-    // A full listing of a provider listed before mostly sends what it sent last time:
-    // those records are only counted (see `Known`). An incremental one sends changes.
-    let keys = match since {
-        None => store.listed_keys(&name).await?,
-        Some(_) => Default::default(),
-    };
+    // A listing mostly sends what it sent last time (an incremental one too, in its
+    // overlap): those records are only counted (see `Known`).
+    let keys = store.listed_keys(&name).await?;
     let mut req = ListRequest {
         token: None,
         since,
-        known: Some(Arc::new(Known::new(provider, keys))),
+        known: Some(Arc::new(Known::new(&name, provider.fields(), keys))),
     };
     let mut high_water: Option<DateTime<Utc>> = cursor;
     let mut proof = Proof::default();
@@ -234,7 +231,12 @@ pub async fn poll(
         for id in observed.iter().map(|o| &o.record.id).chain(&present) {
             out.seen.insert(id);
         }
-        for d in store.ingest_page(&name, run, &observed).await? {
+        // A page of records listed as before has nothing to store.
+        let duplicates = match observed.is_empty() {
+            true => Vec::new(),
+            false => store.ingest_page(&name, run, &observed).await?,
+        };
+        for d in duplicates {
             let reason = "duplicate email: another record of this provider has it and is linked";
             out.skipped.push(skip(
                 &name.0,

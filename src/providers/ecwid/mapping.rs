@@ -300,8 +300,13 @@ mod tests {
         let nulls = LIST.replace(r#""shippingAddresses": []"#, r#""shippingAddresses": null"#);
         assert!(nulls.contains(r#""shippingAddresses": null"#));
         let env: Envelope<CustomerList> = serde_json::from_str(&nulls).unwrap();
-        let items =
-            crate::providers::wire::decode_items(&env.data.attributes.items, "id", "email", listed, None);
+        let items = crate::providers::wire::decode_items(
+            &env.data.attributes.items,
+            "id",
+            "email",
+            listed,
+            None,
+        );
         assert_eq!(items.len(), 4);
         assert!(items
             .iter()

@@ -22,7 +22,8 @@ use reqwest::Method;
 use super::http::{HttpClient, Request};
 use super::wire::{decode_borrowed, decode_items, urlencode};
 use super::{
-    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError,
+    RemoteRecord,
 };
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 

@@ -147,6 +147,44 @@ mod tests {
         assert_eq!(r.projection.get(&Field::FirstName), None);
         assert_eq!(r.projection.get(&Field::Phone), None);
     }
+    #[test]
+    fn a_record_listed_as_a_known_text_is_not_decoded_and_any_other_text_is() {
+        use crate::providers::{Known, Listed};
+        let name = crate::model::ProviderName("m".into());
+        let items = crate::providers::wire::decode_array(&name, LIST.as_bytes()).unwrap();
+        let fresh = Known::new(&name, &FIELDS, Default::default());
+        let first =
+            crate::providers::wire::decode_items(&items, "id", "email", to_record, Some(&fresh));
+        let Listed::Record(r) = &first[0] else {
+            panic!("{first:?}")
+        };
+        let key = r.listed_key.expect("a listed record has a key");
+        assert_eq!(key, fresh.key(items[0].get()));
+
+        // Known by that key: counted as present under its id, nothing decoded.
+        let known = Known::new(&name, &FIELDS, [(key, r.id.clone())].into());
+        let again =
+            crate::providers::wire::decode_items(&items, "id", "email", to_record, Some(&known));
+        assert_eq!(again[0], Listed::Unchanged(r.id.clone()));
+        assert_eq!(again[0].remote_id(), Some(&r.id));
+
+        // One byte more (a space) is another text, decoded again; another provider,
+        // or a record of another one, never shares the key.
+        let spaced = LIST.replacen("\"id\"", " \"id\"", 1);
+        let items2 = crate::providers::wire::decode_array(&name, spaced.as_bytes()).unwrap();
+        let changed =
+            crate::providers::wire::decode_items(&items2, "id", "email", to_record, Some(&known));
+        assert!(matches!(&changed[0], Listed::Record(c) if c.listed_key != Some(key)));
+        let other = Known::new(
+            &crate::model::ProviderName("n".into()),
+            &FIELDS,
+            Default::default(),
+        );
+        assert_ne!(other.key(items[0].get()), key);
+        // Without `known` (a lookup), no key at all.
+        let plain = crate::providers::wire::decode_items(&items, "id", "email", to_record, None);
+        assert!(matches!(&plain[0], Listed::Record(c) if c.listed_key.is_none()));
+    }
 }
 
 /// A customer event as the events list sends it: `id`, `type`, `label`, and its time

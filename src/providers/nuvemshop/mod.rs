@@ -15,7 +15,8 @@ use reqwest::Method;
 use super::http::{HttpClient, Request};
 use super::wire::{decode_array, decode_items, link_next};
 use super::{
-    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError,
+    RemoteRecord,
 };
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
