@@ -413,17 +413,15 @@ impl Page {
                     link.observed_at.as_deref(),
                     link.listed_key,
                 )),
+                // Seen unchanged as the text it was stored with: nothing to write.
+                None if link.listed_key.is_some() && link.listed_key == link.key => {}
                 // Seen unchanged as another text: the new key is kept, and an observed
                 // state left on it (a change that went back) is cleared.
-                None if link.stored && link.clear && link.listed_key.is_some() => {
-                    if link.listed_key != link.key {
-                        rekeyed.push((
-                            remote_id.as_str(),
-                            customer_id(link.customer)?,
-                            link.listed_key,
-                        ));
-                    }
-                }
+                None if link.stored && link.clear && link.listed_key.is_some() => rekeyed.push((
+                    remote_id.as_str(),
+                    customer_id(link.customer)?,
+                    link.listed_key,
+                )),
                 None if link.stored && link.clear => cleared.push(remote_id.as_str()),
                 None => {}
             }
