@@ -294,7 +294,10 @@ impl Worker {
         // The cycles run as futures of this task (the engine's futures are not all
         // `Send`); they wait on the network, not on a core.
         type Cycle = std::pin::Pin<
-            Box<dyn std::future::Future<Output = (String, Result<Report, crate::sync::RunFailed>)>>,
+            Box<
+                dyn std::future::Future<Output = (String, Result<Report, crate::sync::RunFailed>)>
+                    + Send,
+            >,
         >;
         let mut running: futures::stream::FuturesUnordered<Cycle> =
             futures::stream::FuturesUnordered::new();

@@ -75,7 +75,19 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    // The command runs as a task on the runtime's workers, beside the HTTP connections
+    // it drives, not on this thread: a request's answer then wakes it on a busy
+    // worker's own queue instead of waking this thread through the kernel.
+    let outcome = match runtime.block_on(runtime.spawn(dispatch(cli))) {
+        Ok(outcome) => outcome,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(AppError::Other(anyhow::anyhow!(
+                "the command was cancelled: {e}"
+            ))),
+        },
+    };
+    match outcome {
         Ok(code) => code,
         Err(AppError::Config(e)) => {
             eprintln!("{e}");

@@ -83,6 +83,9 @@ pub struct CustomerUpdate {
     pub id: Option<CustomerId>,
     /// The new canonical record, when it changed.
     pub fields: Option<Projection>,
+    /// The customer's email as it was loaded: a new record with that same email is
+    /// written together with the batch's others (no other customer can hold it).
+    pub stored_email: Option<String>,
     /// Links whose observed record is now the snapshot.
     pub merged: Vec<(ProviderName, RemoteId)>,
     /// The plan for this customer; replaces any open operation it had.
@@ -107,13 +110,9 @@ const CUSTOMER_COLUMNS: &str = "id, email, fields, updated_at, tombstoned_at";
 type CustomerTuple = (i64, Option<String>, String, String, Option<String>);
 
 impl Store {
-    /// Links of `provider` whose record a complete listing did not return (`listed`
-    /// says which remote ids it returned): live, merged, of a customer not tombstoned.
-    pub async fn vanished(
-        &self,
-        provider: &ProviderName,
-        listed: impl Fn(&str) -> bool,
-    ) -> Result<Vec<(CustomerId, RemoteId)>> {
+    /// Links of `provider` whose record a complete listing could have returned: live,
+    /// merged, of a customer not tombstoned. Those it did not return vanished.
+    pub async fn live_links(&self, provider: &ProviderName) -> Result<Vec<(CustomerId, RemoteId)>> {
         // One row back (a JSON text), not one per link.
         let rows: Vec<(i64, String)> = super::decode_rows(
             sqlx::query_scalar(&format!(
@@ -127,7 +126,6 @@ impl Store {
         )?;
         Ok(rows
             .into_iter()
-            .filter(|(_, remote_id)| !listed(remote_id))
             .map(|(customer, remote_id)| (CustomerId(customer), RemoteId(remote_id)))
             .collect())
     }
@@ -469,12 +467,35 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut refused = Vec::new();
         let now = now_text();
+        // New records that keep their email: one statement for all. The others, whose
+        // email changes, one by one, each checked against every other customer's.
+        let mut same_email = Vec::new();
         for (id, u) in &updates {
-            if let Some(fields) = &u.fields {
-                if !save_fields(&mut tx, *id, fields, &now).await? {
-                    refused.push((*id, "the new email belongs to another customer".to_string()));
-                }
+            let Some(fields) = &u.fields else { continue };
+            let email = fields.email();
+            if email.is_some() && email.as_ref().map(Email::as_str) == u.stored_email.as_deref() {
+                same_email.push((id.0, json(fields)));
+            } else if !save_fields(&mut tx, *id, fields, &now).await? {
+                refused.push((*id, "the new email belongs to another customer".to_string()));
             }
+        }
+        if !same_email.is_empty() {
+            // An upsert finds each row by its key (an UPDATE … FROM a JSON list may
+            // scan the table); only ids that exist are given, so nothing is inserted.
+            sqlx::query(self.sql(
+                "INSERT INTO customers (id, fields, updated_at, created_at)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), $1, $1
+                 FROM json_each($2) WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = json_extract(value, '$[0]'))
+                 ON CONFLICT (id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
+                "INSERT INTO customers (id, fields, updated_at, created_at)
+                 SELECT (e->>0)::BIGINT, e->>1, $1, $1
+                 FROM json_array_elements($2::json) AS e WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = (e->>0)::BIGINT)
+                 ON CONFLICT (id) DO UPDATE SET fields = EXCLUDED.fields, updated_at = EXCLUDED.updated_at",
+            ))
+            .bind(&now)
+            .bind(json(&same_email))
+            .execute(&mut *tx)
+            .await?;
         }
         let merged: Vec<(&str, &str)> = updates
             .iter()

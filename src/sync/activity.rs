@@ -130,9 +130,18 @@ pub async fn poll(
         return Ok(report);
     }
     let due = store.activity_due(tenant, &names, budget, only).await?;
-    let outcomes: Vec<Result<ActivityReport, StoreError>> = futures::stream::iter(due)
-        .take_while(|_| std::future::ready(!stop.is_cancelled()))
-        .map(|(customer, streams)| refresh(store, tenant, providers, customer, streams, stop))
+    // The reads are made first and then run (a stream mapped by a closure is a future
+    // the compiler cannot prove `Send`); one not started before `stop` reads nothing.
+    let reads: Vec<_> = due
+        .into_iter()
+        .map(|(customer, streams)| async move {
+            if stop.is_cancelled() {
+                return Ok(ActivityReport::default());
+            }
+            refresh(store, tenant, providers, customer, streams, stop).await
+        })
+        .collect();
+    let outcomes: Vec<Result<ActivityReport, StoreError>> = futures::stream::iter(reads)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;

@@ -131,8 +131,13 @@ pub async fn sync(
                 .map(|s| (s, plan(&mine, s)))
                 .filter(|(_, steps)| !steps.is_empty())
                 .collect();
-            let done: Vec<Outcome> = futures::stream::iter(work)
+            // The calls are made first and then run: a stream mapped by a closure over
+            // borrowed items is a future the compiler cannot prove `Send`.
+            let calls: Vec<_> = work
+                .into_iter()
                 .map(|(s, steps)| apply(c, s, steps, stop))
+                .collect();
+            let done: Vec<Outcome> = futures::stream::iter(calls)
                 .buffer_unordered(concurrency.max(1))
                 .collect()
                 .await;

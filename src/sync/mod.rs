@@ -599,7 +599,8 @@ impl Engine {
         ctx: &mut PassContext<'_>,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let vanished = self.store.vanished(name, |id| seen.contains(id)).await?;
+        let mut vanished = self.store.live_links(name).await?;
+        vanished.retain(|(_, remote_id)| !seen.contains(&remote_id.0));
         ctx.touched.extend(vanished.iter().map(|(c, _)| *c));
         if vanished.is_empty() {
             return Ok(());
@@ -734,6 +735,7 @@ impl Engine {
                     .audit
                     .push(AuditEntry::new(action, Some(row.id), None, changes));
                 update.fields = Some(next.clone());
+                update.stored_email = row.email.clone();
             }
             for c in &merged.conflicts {
                 report.conflicts += 1;
