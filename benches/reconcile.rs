@@ -7,8 +7,8 @@
 //! received. Prints the machine, then one table row per scenario:
 //!   1. first reconciliation of N customers spread over the four listable providers
 //!   2. second reconciliation, nothing changed outside: must make zero writes
-//!   2b. the same again, the steady state of a daemon (the records the first run
-//!      created are now listed as the same text as before)
+//!      (2b: the same again, the steady state of a daemon, where the records the
+//!      first run created are listed as the same text as before)
 //!   3. 1% of the customers edited in one provider each
 //!   4. the first reconciliation again at N/10, for peak RSS against size
 //!   5. rate limits on (50/s per provider, enforced by Nuvemshop): wall time vs floor
