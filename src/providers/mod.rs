@@ -89,8 +89,9 @@ pub enum Listed {
     Record(RemoteRecord),
     /// A record listed exactly as it was when the store last took in a listing of it
     /// (its text has a key in [`Known`]): nothing about it can have changed, so it is
-    /// neither decoded nor stored again; it only counts as present.
-    Unchanged(RemoteId),
+    /// neither decoded nor stored again; it only counts as present, by the
+    /// [`id_hash`] of its remote id.
+    Unchanged(u64),
     /// A record custsync cannot use (no or invalid email, unreadable JSON). It is
     /// reported and, when its id is known, still counts as present in the listing.
     Skipped {
@@ -109,10 +110,29 @@ impl Listed {
     pub fn remote_id(&self) -> Option<&RemoteId> {
         match self {
             Listed::Record(r) => Some(&r.id),
-            Listed::Unchanged(id) => Some(id),
+            Listed::Unchanged(_) => None,
             Listed::Skipped { remote_id, .. } => remote_id.as_ref(),
         }
     }
+}
+
+impl Listed {
+    /// The [`id_hash`] of the record's remote id, where it could be read.
+    pub fn id_hash(&self) -> Option<u64> {
+        match self {
+            Listed::Unchanged(hash) => Some(*hash),
+            other => other.remote_id().map(|id| id_hash(&id.0)),
+        }
+    }
+}
+
+/// A remote id as 8 bytes, for the sets a listing keeps of what it saw (in memory
+/// only, never stored: the hash is this build's).
+pub fn id_hash(id: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 /// One event of a person's stream in a provider, with the provider's id for it (the
@@ -160,7 +180,8 @@ pub struct ListRequest {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Known {
     seed: [u8; 32],
-    ids: std::collections::HashMap<i64, RemoteId>,
+    /// Key → [`id_hash`] of the link's remote id.
+    ids: std::collections::HashMap<i64, u64>,
 }
 
 impl Known {
@@ -169,7 +190,7 @@ impl Known {
     pub fn new(
         name: &ProviderName,
         fields: &FieldSet,
-        ids: std::collections::HashMap<i64, RemoteId>,
+        ids: std::collections::HashMap<i64, u64>,
     ) -> Self {
         use sha2::{Digest, Sha256};
         let mut seed = Sha256::new();
@@ -199,9 +220,9 @@ impl Known {
         i64::from_le_bytes(first)
     }
 
-    /// The remote id of the link stored with `key`, if any.
-    pub fn get(&self, key: i64) -> Option<&RemoteId> {
-        self.ids.get(&key)
+    /// The [`id_hash`] of the link stored with `key`, if any.
+    pub fn get(&self, key: i64) -> Option<u64> {
+        self.ids.get(&key).copied()
     }
 }
 

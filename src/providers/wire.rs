@@ -87,7 +87,7 @@ pub fn decode_items<'a, T: Deserialize<'a>>(
         .map(|item| {
             let key = known.map(|k| (k, k.key(item.get())));
             if let Some(id) = key.and_then(|(k, key)| k.get(key)) {
-                return Listed::Unchanged(id.clone());
+                return Listed::Unchanged(id);
             }
             decode_item(item, id_key, email_key, &to_record, key.map(|(_, key)| key))
         })
@@ -146,7 +146,7 @@ fn oversized(record: RemoteRecord, raw: &RawValue) -> Listed {
 }
 
 /// The id and the email of an unreadable record, where they can be read.
-fn id_and_email(
+pub fn id_and_email(
     item: &RawValue,
     id_key: &str,
     email_key: &str,

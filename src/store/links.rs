@@ -132,19 +132,21 @@ impl Store {
 
     /// The live links of `provider` by the key of the text their record was last
     /// listed as (see [`crate::providers::Known`]): one query, one row back.
-    pub async fn listed_keys(&self, provider: &ProviderName) -> Result<HashMap<i64, RemoteId>> {
-        let rows: Vec<(i64, String)> = super::decode_rows(
-            sqlx::query_scalar(&format!(
-                "SELECT {} FROM links WHERE provider = $1 AND listed_key IS NOT NULL AND gone = 0",
-                self.json_rows("listed_key, remote_id")
-            ))
-            .bind(&provider.0)
-            .fetch_one(&self.pool)
-            .await?,
-        )?;
+    /// Each remote id is kept as its [`crate::providers::id_hash`] (8 bytes).
+    pub async fn listed_keys(&self, provider: &ProviderName) -> Result<HashMap<i64, u64>> {
+        let text: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT {} FROM links WHERE provider = $1 AND listed_key IS NOT NULL AND gone = 0",
+            self.json_rows("listed_key, remote_id")
+        ))
+        .bind(&provider.0)
+        .fetch_one(&self.pool)
+        .await?;
+        // The ids are borrowed from the text where they need no unescaping.
+        let rows: Vec<(i64, std::borrow::Cow<'_, str>)> =
+            serde_json::from_str(text.as_deref().unwrap_or("[]"))?;
         Ok(rows
-            .into_iter()
-            .map(|(key, id)| (key, RemoteId(id)))
+            .iter()
+            .map(|(key, id)| (*key, crate::providers::id_hash(id)))
             .collect())
     }
 

@@ -2,7 +2,7 @@
 //! asking for the next, so that no provider is ever held in memory whole.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -11,7 +11,7 @@ use super::progress::{Event, Progress};
 use super::report::ReportError;
 use crate::model::{Email, RemoteId};
 use crate::providers::{
-    record_email, Capabilities, Known, ListRequest, ListStyle, Listed, Provider,
+    id_hash, record_email, Capabilities, Known, ListRequest, ListStyle, Listed, Provider,
 };
 use crate::store::links::Observed;
 use crate::store::{parse_time, time_text, RunId, Store, StoreError};
@@ -46,21 +46,15 @@ pub struct PollOutcome {
 pub struct Seen(HashSet<u64, BuildHasherDefault<DefaultHasher>>);
 
 impl Seen {
-    fn hash(id: &str) -> u64 {
-        let mut h = DefaultHasher::new();
-        id.hash(&mut h);
-        h.finish()
-    }
-
-    /// Adds `id`; false when it was there already.
-    pub fn insert(&mut self, id: &RemoteId) -> bool {
-        self.0.insert(Seen::hash(&id.0))
+    /// Adds the id of this [`id_hash`]; false when it was there already.
+    pub fn insert(&mut self, id_hash: u64) -> bool {
+        self.0.insert(id_hash)
     }
 
     /// True when the listing returned `id` (or, once in 2^64, another id with its
     /// hash: then a deletion is missed, never invented).
     pub fn contains(&self, id: &str) -> bool {
-        self.0.contains(&Seen::hash(id))
+        self.0.contains(&id_hash(id))
     }
 }
 
@@ -83,10 +77,10 @@ impl Proof {
 
     /// Counts a page's ids; false when the page held records and every one of them
     /// was seen before in this listing (a cursor or offset that goes round).
-    fn page(&mut self, ids: &[&RemoteId]) -> bool {
+    fn page(&mut self, ids: &[u64]) -> bool {
         let mut fresh = 0;
         for id in ids {
-            fresh += usize::from(self.seen.insert(id));
+            fresh += usize::from(self.seen.insert(*id));
         }
         ids.is_empty() || fresh > 0
     }
@@ -165,7 +159,7 @@ pub async fn poll(
             }
         };
         let now = Utc::now();
-        let ids: Vec<&RemoteId> = page.items.iter().filter_map(Listed::remote_id).collect();
+        let ids: Vec<u64> = page.items.iter().filter_map(Listed::id_hash).collect();
         let moved_on = proof.page(&ids);
         if let Some(total) = page.total {
             proof.stated_total = Some(total);
@@ -175,7 +169,9 @@ pub async fn poll(
         for item in page.items {
             out.fetched += 1;
             match item {
-                Listed::Unchanged(id) => present.push(id),
+                Listed::Unchanged(id) => {
+                    out.seen.insert(id);
+                }
                 Listed::Record(r) => match record_email(&r.projection) {
                     Ok(email) => {
                         if let Some(t) = r.updated_at {
@@ -229,7 +225,7 @@ pub async fn poll(
         // What counts as still there: every record stored, and those skipped for their
         // data (not one without any email: that is Partial.ly's erasure, a deletion).
         for id in observed.iter().map(|o| &o.record.id).chain(&present) {
-            out.seen.insert(id);
+            out.seen.insert(id_hash(&id.0));
         }
         // A page of records listed as before has nothing to store.
         let duplicates = match observed.is_empty() {

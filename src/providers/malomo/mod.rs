@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_array, decode_items, link_next, urlencode};
+use super::wire::{decode_array, decode_items, id_and_email, link_next, urlencode};
 use super::{
     Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -56,21 +56,24 @@ impl Provider for Malomo {
             .unwrap_or_else(|| "/customers".to_string());
         let resp = self.http.send(Request::get(path)).await?;
         self.http.expect_success(&resp)?;
-        let items = decode_array(self.name(), &resp.body)?;
-        if items.is_empty() {
+        let raw = decode_array(self.name(), &resp.body)?;
+        let Some(last) = raw.last() else {
             return Ok(Page::default());
-        }
+        };
         let items = decode_items(
-            &items,
+            &raw,
             "id",
             "email",
             mapping::to_record,
             req.known.as_deref(),
         );
-        let after_last = items
-            .last()
-            .and_then(Listed::remote_id)
-            .map(|id| format!("/customers?next={}", urlencode(&id.0)));
+        // The next page starts after the last record's id; one listed as before was
+        // not decoded, so its id is read from its text.
+        let last_id = match items.last() {
+            Some(Listed::Unchanged(_)) => id_and_email(last, "id", "email").0.map(RemoteId),
+            other => other.and_then(Listed::remote_id).cloned(),
+        };
+        let after_last = last_id.map(|id| format!("/customers?next={}", urlencode(&id.0)));
         // A `Link` to another origin is never followed: the contract's own cursor
         // takes over (DESIGN 4, 4c Requests).
         let next = match resp.header("link").and_then(link_next) {
