@@ -717,6 +717,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_key_is_read_whatever_the_number_of_slices() {
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
+        let n = 2 * super::super::links::KEYS_SLICE + 7;
+        sqlx::query(
+            "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < $1)
+             INSERT INTO customers (id, email, fields, updated_at, created_at)
+             SELECT n, 'p' || n || '@e.co', '{}', 'now', 'now' FROM i",
+        )
+        .bind(n)
+        .execute(s.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO links (provider, remote_id, customer_id, snapshot, listed_key)
+             SELECT 'p', 'r' || id, id, '{}', id * 3 FROM customers",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        let keys = s.listed_keys(&ProviderName("p".into())).await.unwrap();
+        assert_eq!(keys.len() as i64, n);
+        assert_eq!(
+            keys.get(&(n * 3)),
+            Some(&crate::providers::id_hash(&format!("r{n}")))
+        );
+    }
+
+    #[tokio::test]
     async fn tombstoned_and_forgotten_people_are_not_linked_again() {
         let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());

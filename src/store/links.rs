@@ -109,6 +109,9 @@ const CUSTOMER_COLUMNS: &str = "id, email, fields, updated_at, tombstoned_at";
 /// `id, email, fields, updated_at, tombstoned_at` of a customer.
 type CustomerTuple = (i64, Option<String>, String, String, Option<String>);
 
+/// How many links [`Store::listed_keys`] reads at a time.
+pub(super) const KEYS_SLICE: i64 = 10_000;
+
 impl Store {
     /// Links of `provider` whose record a complete listing could have returned: live,
     /// merged, of a customer not tombstoned. Those it did not return vanished.
@@ -132,22 +135,38 @@ impl Store {
 
     /// The live links of `provider` by the key of the text their record was last
     /// listed as (see [`crate::providers::Known`]): one query, one row back.
-    /// Each remote id is kept as its [`crate::providers::id_hash`] (8 bytes).
+    /// Each remote id is kept as its [`crate::providers::id_hash`] (8 bytes). Read
+    /// in slices of [`KEYS_SLICE`] links, so that no text of every link is ever held.
     pub async fn listed_keys(&self, provider: &ProviderName) -> Result<HashMap<i64, u64>> {
-        let text: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT {} FROM links WHERE provider = $1 AND listed_key IS NOT NULL AND gone = 0",
+        let sql = format!(
+            "SELECT {} FROM (SELECT listed_key, remote_id FROM links
+               WHERE provider = $1 AND remote_id > $2 AND listed_key IS NOT NULL AND gone = 0
+               ORDER BY remote_id LIMIT $3) AS l",
             self.json_rows("listed_key, remote_id")
-        ))
-        .bind(&provider.0)
-        .fetch_one(&self.pool)
-        .await?;
-        // The ids are borrowed from the text where they need no unescaping.
-        let rows: Vec<(i64, std::borrow::Cow<'_, str>)> =
-            serde_json::from_str(text.as_deref().unwrap_or("[]"))?;
-        Ok(rows
-            .iter()
-            .map(|(key, id)| (*key, crate::providers::id_hash(id)))
-            .collect())
+        );
+        let mut keys = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let text: Option<String> = sqlx::query_scalar(&sql)
+                .bind(&provider.0)
+                .bind(&after)
+                .bind(KEYS_SLICE)
+                .fetch_one(&self.pool)
+                .await?;
+            // The ids are borrowed from the text where they need no unescaping.
+            let rows: Vec<(i64, std::borrow::Cow<'_, str>)> =
+                serde_json::from_str(text.as_deref().unwrap_or("[]"))?;
+            keys.extend(
+                rows.iter()
+                    .map(|(key, id)| (*key, crate::providers::id_hash(id))),
+            );
+            // The greatest id read (an aggregate need not keep the subquery's order);
+            // both databases compare these ids byte by byte, as `str` does.
+            match rows.iter().map(|(_, id)| id).max() {
+                Some(last) if rows.len() as i64 == KEYS_SLICE => after = last.to_string(),
+                _ => return Ok(keys),
+            }
+        }
     }
 
     /// Linked records observed with an email other than their snapshot's that belongs
