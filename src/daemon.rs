@@ -291,8 +291,8 @@ impl Worker {
     /// that frees claims the next, so no worker idles while tenants wait.
     async fn cycle(&mut self, tick: chrono::DateTime<Utc>, stop: &CancellationToken) {
         let max = self.config.cluster.max_concurrent_tenants.max(1);
-        // The cycles run as futures of this task (the engine's futures are not all
-        // `Send`); they wait on the network, not on a core.
+        // The cycles run as futures of this task; they wait on the network, not on a
+        // core.
         type Cycle = std::pin::Pin<
             Box<
                 dyn std::future::Future<Output = (String, Result<Report, crate::sync::RunFailed>)>

@@ -114,9 +114,7 @@ impl Listed {
             Listed::Skipped { remote_id, .. } => remote_id.as_ref(),
         }
     }
-}
 
-impl Listed {
     /// The [`id_hash`] of the record's remote id, where it could be read.
     pub fn id_hash(&self) -> Option<u64> {
         match self {

@@ -94,8 +94,9 @@ pub fn decode_items<'a, T: Deserialize<'a>>(
         .collect()
 }
 
+/// One record decoded (the full path of [`decode_items`]), with the key of its text.
 fn decode_item<'a, T: Deserialize<'a>>(
-    item: &&'a RawValue,
+    item: &'a RawValue,
     id_key: &str,
     email_key: &str,
     to_record: &impl Fn(T) -> RemoteRecord,
@@ -145,7 +146,8 @@ fn oversized(record: RemoteRecord, raw: &RawValue) -> Listed {
     }
 }
 
-/// The id and the email of an unreadable record, where they can be read.
+/// The id and the email of a record read from its text without its wire struct (an
+/// unreadable record, or one not decoded), where they can be read.
 pub fn id_and_email(
     item: &RawValue,
     id_key: &str,

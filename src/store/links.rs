@@ -134,9 +134,9 @@ impl Store {
     }
 
     /// The live links of `provider` by the key of the text their record was last
-    /// listed as (see [`crate::providers::Known`]): one query, one row back.
-    /// Each remote id is kept as its [`crate::providers::id_hash`] (8 bytes). Read
-    /// in slices of [`KEYS_SLICE`] links, so that no text of every link is ever held.
+    /// listed as (see [`crate::providers::Known`]), each remote id kept as its
+    /// [`crate::providers::id_hash`] (8 bytes). Read in slices of [`KEYS_SLICE`] links,
+    /// one row back for each, so that no text of every link is ever held.
     pub async fn listed_keys(&self, provider: &ProviderName) -> Result<HashMap<i64, u64>> {
         let sql = format!(
             "SELECT {} FROM (SELECT listed_key, remote_id FROM links
@@ -493,8 +493,10 @@ impl Store {
         let mut same_email = Vec::new();
         for (id, u) in &updates {
             let Some(fields) = &u.fields else { continue };
-            let email = fields.email();
-            if email.is_some() && email.as_ref().map(Email::as_str) == u.stored_email.as_deref() {
+            let keeps_email = fields
+                .email()
+                .is_some_and(|e| Some(e.as_str()) == u.stored_email.as_deref());
+            if keeps_email {
                 same_email.push((id.0, json(fields)));
             } else if !save_fields(&mut tx, *id, fields, &now).await? {
                 refused.push((*id, "the new email belongs to another customer".to_string()));

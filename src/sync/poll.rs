@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use super::progress::{Event, Progress};
 use super::report::ReportError;
-use crate::model::{Email, RemoteId};
+use crate::model::Email;
 use crate::providers::{
     id_hash, record_email, Capabilities, Known, ListRequest, ListStyle, Listed, Provider,
 };
@@ -77,12 +77,13 @@ impl Proof {
 
     /// Counts a page's ids; false when the page held records and every one of them
     /// was seen before in this listing (a cursor or offset that goes round).
-    fn page(&mut self, ids: &[u64]) -> bool {
-        let mut fresh = 0;
+    fn page(&mut self, ids: impl Iterator<Item = u64>) -> bool {
+        let (mut count, mut fresh) = (0, 0);
         for id in ids {
-            fresh += usize::from(self.seen.insert(*id));
+            count += 1;
+            fresh += usize::from(self.seen.insert(id));
         }
-        ids.is_empty() || fresh > 0
+        count == 0 || fresh > 0
     }
 
     /// The reason a listing that ended here is incomplete, if it is.
@@ -159,19 +160,20 @@ pub async fn poll(
             }
         };
         let now = Utc::now();
-        let ids: Vec<u64> = page.items.iter().filter_map(Listed::id_hash).collect();
-        let moved_on = proof.page(&ids);
+        // Each record's id hashed once, for the proof and for what is still there.
+        let ids: Vec<Option<u64>> = page.items.iter().map(Listed::id_hash).collect();
+        let moved_on = proof.page(ids.iter().flatten().copied());
         if let Some(total) = page.total {
             proof.stated_total = Some(total);
         }
         let mut observed = Vec::with_capacity(page.items.len());
-        let mut present: Vec<RemoteId> = Vec::new();
-        for item in page.items {
+        for (item, id) in page.items.into_iter().zip(ids) {
             out.fetched += 1;
-            match item {
-                Listed::Unchanged(id) => {
-                    out.seen.insert(id);
-                }
+            // What counts as still there: every record stored or listed as before, and
+            // those skipped for their data (not one without any email: that is
+            // Partial.ly's erasure, a deletion).
+            let present = match item {
+                Listed::Unchanged(_) => true,
                 Listed::Record(r) => match record_email(&r.projection) {
                     Ok(email) => {
                         if let Some(t) = r.updated_at {
@@ -187,6 +189,7 @@ pub async fn poll(
                             email,
                             time,
                         });
+                        true
                     }
                     Err(reason) => {
                         // A record with an unusable email is still there: it is not a
@@ -195,11 +198,10 @@ pub async fn poll(
                             .projection
                             .get(&crate::model::Field::Email)
                             .map(str::to_string);
-                        if raw.is_some() {
-                            present.push(r.id.clone());
-                        }
+                        let present = raw.is_some();
                         out.skipped
                             .push(skip(&name.0, raw, Some(r.id.0.clone()), reason));
+                        present
                     }
                 },
                 Listed::Skipped {
@@ -211,21 +213,17 @@ pub async fn poll(
                     if unreadable {
                         proof.fail(format!("a record could not be read ({reason})"));
                     }
-                    if let Some(id) = &remote_id {
-                        present.push(id.clone());
-                    }
                     if let Some(e) = email.as_deref().and_then(|e| Email::parse(e).ok()) {
                         out.skipped_emails.insert(e);
                     }
                     out.skipped
                         .push(skip(&name.0, email, remote_id.map(|r| r.0), reason));
+                    true
                 }
+            };
+            if let (true, Some(id)) = (present, id) {
+                out.seen.insert(id);
             }
-        }
-        // What counts as still there: every record stored, and those skipped for their
-        // data (not one without any email: that is Partial.ly's erasure, a deletion).
-        for id in observed.iter().map(|o| &o.record.id).chain(&present) {
-            out.seen.insert(id_hash(&id.0));
         }
         // A page of records listed as before has nothing to store.
         let duplicates = match observed.is_empty() {
