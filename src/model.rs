@@ -144,22 +144,23 @@ pub enum Field {
     Attr(String),
 }
 
-const NAMED: [(Field, &str); 15] = [
-    (Field::Email, "email"),
-    (Field::FirstName, "first_name"),
-    (Field::LastName, "last_name"),
-    (Field::FullName, "full_name"),
-    (Field::Phone, "phone"),
-    (Field::Locale, "locale"),
-    (Field::Language, "language"),
-    (Field::Line1, "address.line1"),
-    (Field::Line2, "address.line2"),
-    (Field::City, "address.city"),
-    (Field::Region, "address.region"),
-    (Field::PostalCode, "address.postal_code"),
-    (Field::Country, "address.country"),
-    (Field::Note, "note"),
-    (Field::AcceptsMarketing, "accepts_marketing"),
+/// Every field but attributes, in the order they are listed.
+const NAMED: [Field; 15] = [
+    Field::Email,
+    Field::FirstName,
+    Field::LastName,
+    Field::FullName,
+    Field::Phone,
+    Field::Locale,
+    Field::Language,
+    Field::Line1,
+    Field::Line2,
+    Field::City,
+    Field::Region,
+    Field::PostalCode,
+    Field::Country,
+    Field::Note,
+    Field::AcceptsMarketing,
 ];
 
 impl Field {
@@ -192,16 +193,37 @@ impl Field {
     }
 }
 
+impl Field {
+    /// The name of a field other than an attribute (`None` for an attribute, whose
+    /// name is `attributes.KEY`).
+    fn fixed_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Field::Email => "email",
+            Field::FirstName => "first_name",
+            Field::LastName => "last_name",
+            Field::FullName => "full_name",
+            Field::Phone => "phone",
+            Field::Locale => "locale",
+            Field::Language => "language",
+            Field::Line1 => "address.line1",
+            Field::Line2 => "address.line2",
+            Field::City => "address.city",
+            Field::Region => "address.region",
+            Field::PostalCode => "address.postal_code",
+            Field::Country => "address.country",
+            Field::Note => "note",
+            Field::AcceptsMarketing => "accepts_marketing",
+            Field::Attr(_) => return None,
+        })
+    }
+}
+
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Field::Attr(key) = self {
             return write!(f, "attributes.{key}");
         }
-        let name = NAMED
-            .iter()
-            .find(|(field, _)| field == self)
-            .map(|(_, n)| *n);
-        f.write_str(name.unwrap_or("?"))
+        f.write_str(self.fixed_name().unwrap_or("?"))
     }
 }
 
@@ -213,22 +235,35 @@ impl FromStr for Field {
         }
         NAMED
             .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(f, _)| f.clone())
+            .find(|f| f.fixed_name() == Some(s))
+            .cloned()
             .ok_or_else(|| format!("unknown field {s}"))
     }
 }
 
 impl Serialize for Field {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.fixed_name() {
+            Some(name) => s.serialize_str(name),
+            None => s.collect_str(self),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Read from the text itself where it can be (no string made per key).
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 
@@ -549,10 +584,19 @@ mod tests {
 
     #[test]
     fn field_names_round_trip() {
-        for (f, _) in NAMED.iter() {
+        for f in NAMED.iter() {
             assert_eq!(&f.to_string().parse::<Field>().unwrap(), f);
+            let text = serde_json::to_string(f).unwrap();
+            assert_eq!(text, format!("\"{f}\""));
+            assert_eq!(&serde_json::from_str::<Field>(&text).unwrap(), f);
         }
         let a = Field::Attr("gender".into());
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"attributes.gender\"");
+        assert_eq!(
+            serde_json::from_str::<Field>("\"attributes.gen\\u0064er\"").unwrap(),
+            a,
+            "an escaped name is read too"
+        );
         assert_eq!(a.to_string(), "attributes.gender");
         assert_eq!("attributes.gender".parse::<Field>().unwrap(), a);
     }

@@ -5,6 +5,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
+use super::rows::Rows;
 use super::{now_text, Result, RunId, Store};
 use crate::model::{CustomerId, ProviderName};
 
@@ -16,9 +17,6 @@ pub struct AuditEntry {
     /// The detail as JSON text, serialized once when the entry is made.
     pub detail: String,
 }
-
-/// One row of `insert_all`'s list: time, customer, provider, action, detail.
-type AuditRow<'a> = (&'a str, Option<i64>, Option<&'a str>, &'a str, &'a str);
 
 /// The statement that stores one entry; [`AuditEntry::bind`] gives its parameters.
 pub(super) const INSERT: &str =
@@ -55,39 +53,27 @@ impl AuditEntry {
         if entries.is_empty() {
             return Ok(());
         }
-        // Detail travels as JSON text, so it is stored exactly as `insert` stores it.
-        // Rows are tuples serialized straight to text (no JSON tree built per row).
+        // Detail travels as text, so it is stored exactly as `insert` stores it.
         let now = now_text();
-        let rows: Vec<AuditRow> = entries
-            .iter()
-            .map(|e| {
-                (
-                    now.as_str(),
-                    e.customer.map(|c| c.0),
-                    e.provider.as_ref().map(|p| p.0.as_str()),
-                    e.action,
-                    e.detail.as_str(),
-                )
-            })
-            .collect();
-        let sql = match super::backend_of(tx) {
-            super::Backend::Sqlite => {
-                "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
-                 SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                        json_extract(value, '$[3]'), json_extract(value, '$[4]')
-                 FROM json_each($2) ORDER BY key"
-            }
-            super::Backend::Postgres => {
-                "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
-                 SELECT $1, e.value->>0, (e.value->>1)::BIGINT, e.value->>2, e.value->>3, e.value->>4
-                 FROM json_array_elements($2::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key"
-            }
-        };
-        sqlx::query(sql)
-            .bind(run.0)
-            .bind(serde_json::to_string(&rows)?)
-            .execute(&mut **tx)
-            .await?;
+        let mut rows = Rows::with_capacity(4, entries.len());
+        for e in entries {
+            rows.push([
+                e.customer.map(|c| c.0).into(),
+                e.provider.as_ref().map(|p| p.0.as_str()).into(),
+                e.action.into(),
+                e.detail.as_str().into(),
+            ]);
+        }
+        rows.execute(
+            tx,
+            &[run.0.into(), now.as_str().into()],
+            "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
+             SELECT $1, $2, column1, column2, column3, column4 FROM {rows} WHERE true",
+            "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
+             SELECT $1, $2, (e.value->>0)::BIGINT, e.value->>1, e.value->>2, e.value->>3
+             FROM json_array_elements($3::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key",
+        )
+        .await?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{AnyConnection, Row};
 
 use super::links::{email_hash, json, Duplicate, Observed};
+use super::rows::Rows;
 use super::{now_text, parse_time, time_text, Backend, Result, RunId, Store};
 use crate::model::{Projection, ProviderName, RemoteId};
 
@@ -426,48 +427,52 @@ impl Page {
                 None => {}
             }
         }
-        if !written.is_empty() {
-            sqlx::query(match backend {
-                Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
-                     SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                            json_extract(value, '$[3]'), $2, json_extract(value, '$[4]')
-                     FROM json_each($3) WHERE true
-                     ON CONFLICT (provider, remote_id) DO UPDATE
-                     SET observed = excluded.observed, observed_at = excluded.observed_at, seen_run = excluded.seen_run,
-                         listed_key = excluded.listed_key",
-                Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
-                     SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2, (e->>4)::BIGINT
-                     FROM json_array_elements($3::json) AS e
-                     ON CONFLICT (provider, remote_id) DO UPDATE
-                     SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run,
-                         listed_key = EXCLUDED.listed_key",
-            })
-            .bind(&provider.0)
-            .bind(run.0)
-            .bind(json(&written))
-            .execute(&mut *conn)
-            .await?;
+        let mut rows = Rows::with_capacity(5, written.len());
+        for (remote_id, customer, observed, observed_at, key) in &written {
+            rows.push([
+                (*remote_id).into(),
+                (*customer).into(),
+                (*observed).into(),
+                (*observed_at).into(),
+                (*key).into(),
+            ]);
         }
-        if !rekeyed.is_empty() {
-            // An upsert, like the one above, to find each row by its key; every row is
-            // there, so nothing is inserted.
-            sqlx::query(match backend {
-                Backend::Sqlite => "INSERT INTO links (provider, remote_id, customer_id, listed_key)
-                     SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-                     FROM json_each($2) WHERE true
-                     ON CONFLICT (provider, remote_id) DO UPDATE
-                     SET observed = NULL, listed_key = excluded.listed_key",
-                Backend::Postgres => "INSERT INTO links (provider, remote_id, customer_id, listed_key)
-                     SELECT $1, e->>0, (e->>1)::BIGINT, (e->>2)::BIGINT
-                     FROM json_array_elements($2::json) AS e
-                     ON CONFLICT (provider, remote_id) DO UPDATE
-                     SET observed = NULL, listed_key = EXCLUDED.listed_key",
-            })
-            .bind(&provider.0)
-            .bind(json(&rekeyed))
-            .execute(&mut *conn)
-            .await?;
+        rows.execute(
+            conn,
+            &[provider.0.as_str().into(), run.0.into()],
+            "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
+             SELECT $1, column1, column2, column3, column4, $2, column5 FROM {rows} WHERE true
+             ON CONFLICT (provider, remote_id) DO UPDATE
+             SET observed = excluded.observed, observed_at = excluded.observed_at, seen_run = excluded.seen_run,
+                 listed_key = excluded.listed_key",
+            "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
+             SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2, (e->>4)::BIGINT
+             FROM json_array_elements($3::json) AS e
+             ON CONFLICT (provider, remote_id) DO UPDATE
+             SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run,
+                 listed_key = EXCLUDED.listed_key",
+        )
+        .await?;
+        // An upsert, like the one above, to find each row by its key; every row is
+        // there, so nothing is inserted.
+        let mut rows = Rows::with_capacity(3, rekeyed.len());
+        for (remote_id, customer, key) in &rekeyed {
+            rows.push([(*remote_id).into(), (*customer).into(), (*key).into()]);
         }
+        rows.execute(
+            conn,
+            &[provider.0.as_str().into()],
+            "INSERT INTO links (provider, remote_id, customer_id, listed_key)
+             SELECT $1, column1, column2, column3 FROM {rows} WHERE true
+             ON CONFLICT (provider, remote_id) DO UPDATE
+             SET observed = NULL, listed_key = excluded.listed_key",
+            "INSERT INTO links (provider, remote_id, customer_id, listed_key)
+             SELECT $1, e->>0, (e->>1)::BIGINT, (e->>2)::BIGINT
+             FROM json_array_elements($2::json) AS e
+             ON CONFLICT (provider, remote_id) DO UPDATE
+             SET observed = NULL, listed_key = EXCLUDED.listed_key",
+        )
+        .await?;
         if !cleared.is_empty() {
             // Only a row with an observed state left (a change that went back) is
             // written: a record seen unchanged costs no write.

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 
+use super::rows::Rows;
 use super::{audit::AuditEntry, now_text, parse_time, Result, RunId, Store};
 use crate::model::{CustomerId, Email, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
@@ -490,53 +491,55 @@ impl Store {
         let now = now_text();
         // New records that keep their email: one statement for all. The others, whose
         // email changes, one by one, each checked against every other customer's.
-        let mut same_email = Vec::new();
+        let mut same_email = Rows::new(2);
+        let mut texts = Vec::new();
         for (id, u) in &updates {
             let Some(fields) = &u.fields else { continue };
             let keeps_email = fields
                 .email()
                 .is_some_and(|e| Some(e.as_str()) == u.stored_email.as_deref());
             if keeps_email {
-                same_email.push((id.0, json(fields)));
+                texts.push((id.0, json(fields)));
             } else if !save_fields(&mut tx, *id, fields, &now).await? {
                 refused.push((*id, "the new email belongs to another customer".to_string()));
             }
         }
-        if !same_email.is_empty() {
-            // An upsert finds each row by its key (an UPDATE … FROM a JSON list may
-            // scan the table); only ids that exist are given, so nothing is inserted.
-            sqlx::query(self.sql(
+        for (id, fields) in &texts {
+            same_email.push([(*id).into(), fields.into()]);
+        }
+        // An upsert finds each row by its key (an UPDATE … FROM a list may scan the
+        // table); only ids that exist are given, so nothing is inserted.
+        same_email
+            .execute(
+                &mut tx,
+                &[now.as_str().into()],
                 "INSERT INTO customers (id, fields, updated_at, created_at)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), $1, $1
-                 FROM json_each($2) WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = json_extract(value, '$[0]'))
+                 SELECT column1, column2, $1, $1 FROM {rows} AS v
+                 WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = v.column1)
                  ON CONFLICT (id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
                 "INSERT INTO customers (id, fields, updated_at, created_at)
                  SELECT (e->>0)::BIGINT, e->>1, $1, $1
                  FROM json_array_elements($2::json) AS e WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = (e->>0)::BIGINT)
                  ON CONFLICT (id) DO UPDATE SET fields = EXCLUDED.fields, updated_at = EXCLUDED.updated_at",
-            ))
-            .bind(&now)
-            .bind(json(&same_email))
-            .execute(&mut *tx)
+            )
             .await?;
+        let mut merged = Rows::new(2);
+        for (_, u) in &updates {
+            for (p, r) in &u.merged {
+                merged.push([p.0.as_str().into(), r.0.as_str().into()]);
+            }
         }
-        let merged: Vec<(&str, &str)> = updates
-            .iter()
-            .flat_map(|(_, u)| u.merged.iter().map(|(p, r)| (p.0.as_str(), r.0.as_str())))
-            .collect();
-        if !merged.is_empty() {
-            sqlx::query(self.sql(
+        merged
+            .execute(
+                &mut tx,
+                &[],
                 "UPDATE links SET snapshot = observed, observed = NULL
-                 WHERE observed IS NOT NULL AND (provider, remote_id) IN
-                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1))",
+                 WHERE observed IS NOT NULL AND (provider, remote_id) IN (SELECT column1, column2 FROM {rows})",
                 "UPDATE links SET snapshot = observed, observed = NULL
                  WHERE observed IS NOT NULL AND (provider, remote_id) IN
                    (SELECT e->>0, e->>1 FROM json_array_elements($1::json) AS e)",
-            ))
-            .bind(json(&merged))
-            .execute(&mut *tx)
+            )
             .await?;
-        }
         replace_ops(&mut tx, run, &updates, &now).await?;
         let audit: Vec<&AuditEntry> = updates.iter().flat_map(|(_, u)| &u.audit).collect();
         AuditEntry::insert_all(&audit, &mut tx, run).await?;
@@ -637,21 +640,18 @@ async fn replace_ops(
     .bind(json(&ids))
     .execute(&mut **tx)
     .await?;
-    // One array element per operation; payload and changed travel as JSON text, so
-    // they are stored exactly as written here.
-    let rows: Vec<_> = updates
+    // Payload and changed travel as JSON text, so they are stored exactly as written.
+    let ops: Vec<_> = updates
         .iter()
         .flat_map(|(id, u)| u.ops.iter().map(move |op| (id.0, op)))
         .map(|(id, op)| {
             let before = earlier.get(&(id, op.provider.0.clone(), op.op.to_string()));
             let attempts = before.map_or(0, |b| b.0);
             let maybe = op.op == "create" && before.is_some_and(|b| b.1);
-            let last_error = before.and_then(|b| b.2.clone());
+            let last_error = before.and_then(|b| b.2.as_deref());
             (
-                op.provider.0.as_str(),
                 id,
-                op.op,
-                op.remote_id.as_ref().map(|r| r.0.as_str()),
+                op,
                 json(&op.payload),
                 json(&op.changed),
                 maybe as i64,
@@ -660,33 +660,35 @@ async fn replace_ops(
             )
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
+    let mut rows = Rows::with_capacity(9, ops.len());
+    for (id, op, payload, changed, maybe, attempts, last_error) in &ops {
+        rows.push([
+            op.provider.0.as_str().into(),
+            (*id).into(),
+            op.op.into(),
+            op.remote_id.as_ref().map(|r| r.0.as_str()).into(),
+            payload.into(),
+            changed.into(),
+            (*maybe).into(),
+            (*attempts).into(),
+            (*last_error).into(),
+        ]);
     }
-    let insert = match backend {
-        super::Backend::Sqlite => {
-            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
-                                 attempts, last_error, run_id, created_at, updated_at)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                    'pending', json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), $1, $2, $3
-             FROM json_each($4) ORDER BY key"
-        }
-        super::Backend::Postgres => {
-            "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
-                                 attempts, last_error, run_id, created_at, updated_at)
-             SELECT e.value->>0, (e.value->>1)::BIGINT, e.value->>2, e.value->>3, e.value->>4, e.value->>5,
-                    'pending', (e.value->>6)::BIGINT, (e.value->>7)::BIGINT, e.value->>8, $1, $2, $3
-             FROM json_array_elements($4::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key"
-        }
-    };
-    sqlx::query(insert)
-        .bind(run.0)
-        .bind(now)
-        .bind(now)
-        .bind(json(&rows))
-        .execute(&mut **tx)
-        .await?;
+    rows.execute(
+        tx,
+        &[run.0.into(), now.into()],
+        "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
+                             attempts, last_error, run_id, created_at, updated_at)
+         SELECT column1, column2, column3, column4, column5, column6, 'pending', column7, column8, column9,
+                $1, $2, $2
+         FROM {rows} WHERE true",
+        "INSERT INTO outbox (provider, customer_id, op, remote_id, payload, changed, state, maybe_applied,
+                             attempts, last_error, run_id, created_at, updated_at)
+         SELECT e.value->>0, (e.value->>1)::BIGINT, e.value->>2, e.value->>3, e.value->>4, e.value->>5,
+                'pending', (e.value->>6)::BIGINT, (e.value->>7)::BIGINT, e.value->>8, $1, $2, $2
+         FROM json_array_elements($3::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key",
+    )
+    .await?;
     Ok(())
 }
 

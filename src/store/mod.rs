@@ -16,6 +16,7 @@ mod ingest;
 pub mod lease;
 pub mod links;
 pub mod outbox;
+mod rows;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
@@ -589,6 +590,11 @@ pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
 /// power loss), foreign keys, and a long wait for another process's write.
 /// The page cache may grow to 32 MiB (SQLite's default is 2 MiB, which a store of
 /// 10,000 customers outgrows: every statement then reads pages back from the OS).
+/// Statement journals stay in memory (`temp_store`): each multi-row statement inside a
+/// transaction otherwise writes the pages it changes to a temporary file first (a
+/// first run's system time about a quarter lower). The WAL is checkpointed every
+/// 10,000 pages (40 MiB) instead of 1,000: a page changed often is copied back to
+/// the database once per checkpoint, and each checkpoint ends in two fsyncs.
 /// `$sync` is NORMAL, or FULL: every commit on disk before it returns, so that it also
 /// survives a power loss (`[store] synchronous = "full"`).
 macro_rules! sqlite_settings {
@@ -596,7 +602,7 @@ macro_rules! sqlite_settings {
         concat!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
             $sync,
-            "; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; PRAGMA cache_size = -32768;"
+            "; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000;"
         )
     };
 }

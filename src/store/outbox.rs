@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::audit::AuditEntry;
 use super::lease::{Fence, FENCE_HOLDS};
+use super::rows::Rows;
 use super::{now_text, time_text, Result, RunId, Store};
 use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
@@ -441,11 +442,21 @@ impl Store {
             .bind(&pairs)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(self.sql(
+            let mut rows = Rows::with_capacity(5, links.len());
+            for (remote_id, customer, snapshot, observed, observed_at) in &links {
+                rows.push([
+                    (*remote_id).into(),
+                    (*customer).into(),
+                    snapshot.into(),
+                    observed.as_deref().into(),
+                    observed_at.into(),
+                ]);
+            }
+            rows.execute(
+                tx,
+                &[provider.into(), run.0.into()],
                 "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
-                 SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                        json_extract(value, '$[3]'), json_extract(value, '$[4]'), $2
-                 FROM json_each($3) WHERE true
+                 SELECT $1, column1, column2, column3, column4, column5, $2 FROM {rows} WHERE true
                  ON CONFLICT (provider, remote_id) DO UPDATE
                  SET snapshot = excluded.snapshot, observed = excluded.observed,
                      observed_at = excluded.observed_at, seen_run = excluded.seen_run, gone = 0,
@@ -457,11 +468,7 @@ impl Store {
                  SET snapshot = EXCLUDED.snapshot, observed = EXCLUDED.observed,
                      observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run, gone = 0,
                      listed_key = NULL",
-            ))
-            .bind(provider)
-            .bind(run.0)
-            .bind(serde_json::to_string(&links)?)
-            .execute(&mut *tx)
+            )
             .await?;
         }
         if !gone.is_empty() {
