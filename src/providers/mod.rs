@@ -179,17 +179,13 @@ pub struct ListRequest {
 pub struct Known {
     seed: [u8; 32],
     /// Key → [`id_hash`] of the link's remote id.
-    ids: std::collections::HashMap<i64, u64>,
+    ids: foldhash::HashMap<i64, u64>,
 }
 
 impl Known {
     /// The keys of the provider `name` with `fields` (which seed them, with this
     /// build's version), and the links known by key so far.
-    pub fn new(
-        name: &ProviderName,
-        fields: &FieldSet,
-        ids: std::collections::HashMap<i64, u64>,
-    ) -> Self {
+    pub fn new(name: &ProviderName, fields: &FieldSet, ids: foldhash::HashMap<i64, u64>) -> Self {
         use sha2::{Digest, Sha256};
         let mut seed = Sha256::new();
         seed.update(env!("CARGO_PKG_VERSION").as_bytes());

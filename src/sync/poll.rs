@@ -2,7 +2,6 @@
 //! asking for the next, so that no provider is ever held in memory whole.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -41,9 +40,10 @@ pub struct PollOutcome {
     pub seen: Seen,
 }
 
-/// The remote ids a listing returned, as 8-byte hashes.
+/// The remote ids a listing returned, as 8-byte hashes (in a set hashed by foldhash,
+/// with a seed of its own: its keys are hashes already).
 #[derive(Debug, Default)]
-pub struct Seen(HashSet<u64, BuildHasherDefault<DefaultHasher>>);
+pub struct Seen(foldhash::HashSet<u64>);
 
 impl Seen {
     /// Adds the id of this [`id_hash`]; false when it was there already.

@@ -163,7 +163,7 @@ mod tests {
 
         // Known by that key: counted as present under its id, nothing decoded.
         let id = crate::providers::id_hash(&r.id.0);
-        let known = Known::new(&name, &FIELDS, [(key, id)].into());
+        let known = Known::new(&name, &FIELDS, [(key, id)].into_iter().collect());
         let again =
             crate::providers::wire::decode_items(&items, "id", "email", to_record, Some(&known));
         assert_eq!(again[0], Listed::Unchanged(id));
