@@ -15,7 +15,7 @@ use sqlx::{Any, AnyConnection};
 use super::{backend_of, Backend, Result};
 
 /// The most parameters one SQLite statement binds (SQLite allows 32,766): a few
-/// hundred rows, whose statement is prepared once and kept.
+/// hundred rows.
 const MOST_PARAMS: usize = 2000;
 
 /// One bound value.
@@ -92,7 +92,7 @@ impl<'a> Rows<'a> {
     ///
     /// `sqlite` holds `{rows}` where a table of the rows goes, its columns named
     /// `column1`, `column2`, … in order: `SELECT column1, $1 FROM {rows} WHERE true`.
-    /// It runs once per few hundred rows, in order. `postgres` reads the rows as a JSON
+    /// It runs once per chunk of rows (a power of two, a few hundred at most), in order. `postgres` reads the rows as a JSON
     /// array of arrays bound after `fixed`, and runs once.
     pub(crate) async fn execute(
         &self,
@@ -107,13 +107,13 @@ impl<'a> Rows<'a> {
         let mut changed = 0;
         match backend_of(conn) {
             Backend::Sqlite => {
-                let per = (MOST_PARAMS / self.columns).max(1);
-                for chunk in self.values.chunks(per * self.columns) {
-                    let rows = chunk.len() / self.columns;
+                let mut rest = self.values.as_slice();
+                while !rest.is_empty() {
+                    let rows = chunk_rows(rest.len() / self.columns, self.columns);
+                    let (chunk, after) = rest.split_at(rows * self.columns);
+                    rest = after;
                     let (sql, slots) = sqlite_statement(sqlite, self.columns, rows);
-                    // A full chunk's statement serves again; a last, shorter one is
-                    // prepared for this once.
-                    let mut q = sqlx::query(&sql).persistent(rows == per);
+                    let mut q = sqlx::query(&sql);
                     for slot in slots {
                         match slot {
                             Slot::Fixed(i) => q = bind(q, fixed[i]),
@@ -142,6 +142,16 @@ impl<'a> Rows<'a> {
         }
         Ok(changed)
     }
+}
+
+/// How many of `left` rows the next SQLite statement takes: a power of two, at most
+/// [`MOST_PARAMS`] parameters. A statement is prepared once per size and kept by the
+/// connection, so a page of any number of rows reuses a few statements (100 rows go
+/// as 64, 32 and 4) instead of preparing one of its own.
+fn chunk_rows(left: usize, columns: usize) -> usize {
+    let most = (MOST_PARAMS / columns.max(1)).max(1);
+    let most = 1 << most.ilog2();
+    left.min(most).checked_ilog2().map_or(0, |b| 1 << b)
 }
 
 /// What a `?` of a SQLite statement made by [`sqlite_statement`] takes, in order.
@@ -216,6 +226,16 @@ mod tests {
             [Slot::Fixed(1), Slot::Fixed(0), Slot::Rows, Slot::Fixed(1)]
         );
         assert_eq!(sqlite_statement("{rows}", 1, 1).0, "(VALUES (?))");
+    }
+
+    #[test]
+    fn rows_go_in_chunks_of_powers_of_two_within_the_parameter_limit() {
+        assert_eq!(chunk_rows(100, 5), 64);
+        assert_eq!(chunk_rows(36, 5), 32);
+        assert_eq!(chunk_rows(1, 9), 1);
+        assert_eq!(chunk_rows(5000, 9), 128, "2000 / 9 = 222 rows at most");
+        assert_eq!(chunk_rows(5000, 1), 1024);
+        assert_eq!(chunk_rows(0, 3), 0);
     }
 
     #[tokio::test]
