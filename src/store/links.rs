@@ -511,7 +511,6 @@ impl Store {
         let now = now_text();
         // New records that keep their email: one statement for all. The others, whose
         // email changes, one by one, each checked against every other customer's.
-        let mut same_email = Rows::new(2);
         let mut texts = Vec::new();
         for (id, u) in &updates {
             let Some(fields) = &u.fields else { continue };
@@ -524,6 +523,7 @@ impl Store {
                 refused.push((*id, "the new email belongs to another customer".to_string()));
             }
         }
+        let mut same_email = Rows::with_capacity(2, texts.len());
         for (id, fields) in &texts {
             same_email.push([(*id).into(), fields.into()]);
         }

@@ -92,8 +92,9 @@ impl<'a> Rows<'a> {
     ///
     /// `sqlite` holds `{rows}` where a table of the rows goes, its columns named
     /// `column1`, `column2`, … in order: `SELECT column1, $1 FROM {rows} WHERE true`.
-    /// It runs once per chunk of rows (a power of two, a few hundred at most), in order. `postgres` reads the rows as a JSON
-    /// array of arrays bound after `fixed`, and runs once.
+    /// It runs once per chunk of rows (a power of two, a few hundred at most), in
+    /// order. `postgres` reads the rows as a JSON array of arrays bound after `fixed`,
+    /// and runs once.
     pub(crate) async fn execute(
         &self,
         conn: &mut AnyConnection,
