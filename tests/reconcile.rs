@@ -350,3 +350,42 @@ async fn the_dry_run_plan_shows_each_fields_old_and_new_value_in_text_and_json()
     assert_eq!(change["to"], json!("Ann Lee-Park"), "{doc:#}");
     assert_eq!(w.writes(), 0, "a dry run writes nothing");
 }
+
+/// A record custsync created in Malomo is known by the text of the create's answer,
+/// which is what Malomo's listing sends for it: the next listing takes nothing in for
+/// it. Edited there afterwards, its text is another, and the edit is taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_custsync_wrote_is_known_by_its_answer_until_it_is_edited() {
+    use custsync::config::StorePath;
+    use custsync::model::ProviderName;
+    use custsync::store::Store;
+
+    let w = seeded().await;
+    assert_eq!(w.once().await.code, 0);
+    let malomo = ProviderName("malomo".into());
+    let keyed = |n: usize| {
+        let path = StorePath::File(w.db_path());
+        let malomo = malomo.clone();
+        async move {
+            let store = Store::open(&path, None).await.unwrap();
+            let keys = store.listed_keys(&malomo).await.unwrap();
+            store.close().await;
+            assert_eq!(keys.len(), n, "{keys:?}");
+        }
+    };
+    // Ann and Bob as listed, Carla as her create was answered.
+    keyed(3).await;
+
+    w.clear_logs();
+    assert_eq!(w.once().await.code, 0);
+    assert_eq!(w.writes(), 0);
+    keyed(3).await;
+
+    let carla = w.malomo.by_email("carla@example.com.br")[0].id.clone();
+    w.malomo
+        .edit(&carla, |c| c.phone_number = Some("555-0199".into()));
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let n = &w.nuvem.by_email("carla@example.com.br")[0];
+    assert_eq!(n["phone"], json!("555-0199"));
+}

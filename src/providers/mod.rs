@@ -63,8 +63,9 @@ pub struct RemoteRecord {
     /// not empty. They never look like an edit nor empty a value: the store keeps the
     /// value it knew for them (the snapshot, or what was written).
     pub absent: Vec<Field>,
-    /// The key of the text a listing sent for this record ([`Known::key`]); `None`
-    /// for a record that did not come from a listing (a write's answer, a lookup).
+    /// The key of the text a listing sent for this record ([`Known::key`]), or of a
+    /// write's answer that is the record as a listing shows it (see
+    /// [`wire::decode_answer`]); `None` for a lookup, or an answer of another shape.
     pub listed_key: Option<i64>,
 }
 
@@ -200,6 +201,12 @@ impl Known {
             seed: seed.finalize().into(),
             ids,
         }
+    }
+
+    /// The keys of the provider `name` with `fields`, with no link known: what a
+    /// connector keys its write answers with ([`wire::decode_answer`]).
+    pub fn seed(name: &ProviderName, fields: &FieldSet) -> Self {
+        Self::new(name, fields, foldhash::HashMap::default())
     }
 
     /// The key of one record's listed text.

@@ -94,6 +94,30 @@ pub fn decode_items<'a, T: Deserialize<'a>>(
         .collect()
 }
 
+/// Decodes a write's answer that is the record itself, in the shape a listing shows
+/// it (Malomo and Partial.ly answer a create or an update with the customer), with
+/// the same decoder as a listing and the key of its text. When the next listing sends
+/// that same text, the record is known as written and is not decoded again (see
+/// [`Known`]). Text too long to hold only syncable values gets no key, so that a
+/// listing would judge it.
+///
+/// Not for a provider listed incrementally (Nuvemshop): a record listed unchanged is
+/// not decoded, so its `updated_at` cannot move the listing's cursor, and the cursor
+/// would stay behind every record custsync wrote, listed again at every cycle.
+pub fn decode_answer<T: serde::de::DeserializeOwned>(
+    provider: &ProviderName,
+    body: &[u8],
+    to_record: impl FnOnce(T) -> RemoteRecord,
+    keys: &Known,
+) -> Result<RemoteRecord, ProviderError> {
+    let raw: &RawValue = decode_borrowed(provider, body)?;
+    let text = raw.get();
+    let mut record =
+        to_record(serde_json::from_str(text).map_err(|e| ProviderError::decode(provider, e))?);
+    record.listed_key = (text.len() <= MAX_VALUE_BYTES).then(|| keys.key(text));
+    Ok(record)
+}
+
 /// One record decoded (the full path of [`decode_items`]), with the key of its text.
 fn decode_item<'a, T: Deserialize<'a>>(
     item: &'a RawValue,

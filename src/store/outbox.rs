@@ -363,7 +363,7 @@ impl Store {
         outcomes: &[&Outcome],
         now: &str,
     ) -> Result<()> {
-        let mut links: Vec<(&str, i64, String, Option<String>, String)> = Vec::new();
+        let mut links: Vec<(&str, i64, String, Option<String>, String, Option<i64>)> = Vec::new();
         let mut written_customers: Vec<i64> = Vec::new();
         let mut written_ids: Vec<&str> = Vec::new();
         let mut gone: Vec<&str> = Vec::new();
@@ -390,6 +390,9 @@ impl Store {
                             .updated_at
                             .map(time_text)
                             .unwrap_or_else(|| now.to_string()),
+                        // The answer's text as a listing would send it, when it decodes
+                        // to the snapshot (see `wire::decode_answer`).
+                        record.listed_key.filter(|_| extras.is_empty()),
                     );
                     match by_remote.get(record.id.0.as_str()) {
                         Some(&i) => links[i] = row,
@@ -442,32 +445,33 @@ impl Store {
             .bind(&pairs)
             .execute(&mut *tx)
             .await?;
-            let mut rows = Rows::with_capacity(5, links.len());
-            for (remote_id, customer, snapshot, observed, observed_at) in &links {
+            let mut rows = Rows::with_capacity(6, links.len());
+            for (remote_id, customer, snapshot, observed, observed_at, key) in &links {
                 rows.push([
                     (*remote_id).into(),
                     (*customer).into(),
                     snapshot.into(),
                     observed.as_deref().into(),
                     observed_at.into(),
+                    (*key).into(),
                 ]);
             }
             rows.execute(
                 tx,
                 &[provider.into(), run.0.into()],
-                "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
-                 SELECT $1, column1, column2, column3, column4, column5, $2 FROM {rows} WHERE true
+                "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, listed_key, seen_run)
+                 SELECT $1, column1, column2, column3, column4, column5, column6, $2 FROM {rows} WHERE true
                  ON CONFLICT (provider, remote_id) DO UPDATE
                  SET snapshot = excluded.snapshot, observed = excluded.observed,
                      observed_at = excluded.observed_at, seen_run = excluded.seen_run, gone = 0,
-                     listed_key = NULL",
-                "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, seen_run)
-                 SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, $2
+                     listed_key = excluded.listed_key",
+                "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, listed_key, seen_run)
+                 SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, (e->>5)::BIGINT, $2
                  FROM json_array_elements($3::json) AS e
                  ON CONFLICT (provider, remote_id) DO UPDATE
                  SET snapshot = EXCLUDED.snapshot, observed = EXCLUDED.observed,
                      observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run, gone = 0,
-                     listed_key = NULL",
+                     listed_key = EXCLUDED.listed_key",
             )
             .await?;
         }

@@ -395,6 +395,13 @@ async fn push_one(
                 .map(|(f, _)| f.clone())
                 .collect();
             let adopted = !extras.is_empty();
+            // The key of the answer's text stands for the snapshot when a listing of
+            // that text would find the snapshot: the text decoded, with what it did not
+            // carry taken from the snapshot (which has it from the payload), and no
+            // field the write did not send; and an email the listing takes in.
+            if adopted || crate::providers::record_email(&record.projection).is_err() {
+                record.listed_key = None;
+            }
             let done = if op.op == "create" {
                 Done::Created { adopted }
             } else {

@@ -11,19 +11,32 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_array, decode_items, id_and_email, link_next, urlencode};
+use super::wire::{decode_answer, decode_array, decode_items, id_and_email, link_next, urlencode};
 use super::{
-    Capabilities, ListRequest, ListStyle, Listed, Page, Provider, ProviderError, RemoteRecord,
+    Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError,
+    RemoteRecord,
 };
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 pub struct Malomo {
     http: HttpClient,
+    /// Keys of write answers, as a listing keys its records.
+    keys: Known,
 }
 
 impl Malomo {
     pub fn new(http: HttpClient) -> Self {
-        Self { http }
+        Self {
+            keys: Known::seed(http.provider(), &mapping::FIELDS),
+            http,
+        }
+    }
+
+    /// Sends a create or an update whose answer is the customer, as a listing shows it.
+    async fn written(&self, req: Request) -> Result<RemoteRecord, ProviderError> {
+        let resp = self.http.send(req).await?;
+        self.http.expect_success(&resp)?;
+        decode_answer(self.name(), &resp.body, mapping::to_record, &self.keys)
     }
 }
 
@@ -90,8 +103,7 @@ impl Provider for Malomo {
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, self.fields().fields, true);
         let req = Request::new(Method::POST, "/customers").json(&body);
-        let c: wire::Customer = self.http.send_json(req).await?;
-        Ok(mapping::to_record(c))
+        self.written(req).await
     }
 
     async fn update(
@@ -102,8 +114,7 @@ impl Provider for Malomo {
     ) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, changed, false);
         let req = Request::new(Method::PUT, format!("/customers/{}", urlencode(&id.0))).json(&body);
-        let c: wire::Customer = self.http.send_json(req).await?;
-        Ok(mapping::to_record(c))
+        self.written(req).await
     }
 
     async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {

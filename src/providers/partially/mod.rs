@@ -16,21 +16,33 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_borrowed, decode_items, urlencode};
-use super::{Capabilities, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord};
+use super::wire::{decode_answer, decode_borrowed, decode_items, urlencode};
+use super::{
+    Capabilities, Known, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord,
+};
 use crate::model::{Email, Field, FieldSet, Projection, RemoteId};
 
 pub struct Partially {
     http: HttpClient,
     per_page: u32,
+    /// Keys of write answers, as a listing keys its records.
+    keys: Known,
 }
 
 impl Partially {
     pub fn new(http: HttpClient, per_page: u32) -> Self {
         Self {
+            keys: Known::seed(http.provider(), &mapping::FIELDS),
             http,
             per_page: per_page.clamp(1, 100),
         }
+    }
+
+    /// Sends a create or an update whose answer is the customer, as a listing shows it.
+    async fn written(&self, req: Request) -> Result<RemoteRecord, ProviderError> {
+        let resp = self.http.send(req).await?;
+        self.http.expect_success(&resp)?;
+        decode_answer(self.name(), &resp.body, mapping::to_record, &self.keys)
     }
 
     /// The answer to one page of `GET /customer`, optionally searched with `q` (read
@@ -114,8 +126,7 @@ impl Provider for Partially {
         let body = mapping::to_input(record, &[], true);
         let req = Request::new(Method::POST, "/customer").json(&body);
         // 200 and 201 are both success.
-        let c: wire::Customer = self.http.send_json(req).await?;
-        Ok(mapping::to_record(c))
+        self.written(req).await
     }
 
     async fn update(
@@ -126,8 +137,7 @@ impl Provider for Partially {
     ) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, changed, false);
         let req = Request::new(Method::PUT, format!("/customer/{}", urlencode(&id.0))).json(&body);
-        let c: wire::Customer = self.http.send_json(req).await?;
-        Ok(mapping::to_record(c))
+        self.written(req).await
     }
 
     async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {
