@@ -121,6 +121,10 @@ fn op_from_row(r: &sqlx::any::AnyRow) -> Result<OutboxOp> {
     })
 }
 
+/// A written record's link: `remote_id, customer_id, snapshot, observed, observed_at,
+/// listed_key`.
+type WrittenLink<'a> = (&'a str, i64, String, Option<String>, String, Option<i64>);
+
 impl Store {
     /// After a crash: operations that were in flight may or may not have reached their
     /// provider. They become failed; a create among them is marked doubtful, so it is
@@ -363,7 +367,7 @@ impl Store {
         outcomes: &[&Outcome],
         now: &str,
     ) -> Result<()> {
-        let mut links: Vec<(&str, i64, String, Option<String>, String, Option<i64>)> = Vec::new();
+        let mut links: Vec<WrittenLink> = Vec::new();
         let mut written_customers: Vec<i64> = Vec::new();
         let mut written_ids: Vec<&str> = Vec::new();
         let mut gone: Vec<&str> = Vec::new();
