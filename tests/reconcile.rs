@@ -389,3 +389,27 @@ async fn a_record_custsync_wrote_is_known_by_its_answer_until_it_is_edited() {
     let n = &w.nuvem.by_email("carla@example.com.br")[0];
     assert_eq!(n["phone"], json!("555-0199"));
 }
+
+/// A record custsync created in Nuvemshop (whose answers are not keyed) and deleted
+/// there before any listing keyed it: the listing returns every record it knew by key,
+/// so only the links without a key are read for what vanished, and that one is among
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_deleted_before_any_listing_keyed_it_is_seen_as_deleted() {
+    let mut w = seeded().await;
+    w.extra_toml = "full_listing_hours = 0".into();
+    assert_eq!(w.once().await.code, 0);
+    let bob = w.nuvem.by_email("bob@example.com")[0]["id"]
+        .as_u64()
+        .unwrap();
+    w.nuvem.remove(bob);
+
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.count("malomo", "deleted"), 1);
+    assert!(w.malomo.by_email("bob@example.com").is_empty());
+    assert_eq!(
+        w.nuvem_emails(),
+        vec!["ann@example.com", "carla@example.com.br"]
+    );
+}

@@ -221,6 +221,11 @@ impl Known {
         i64::from_le_bytes(first)
     }
 
+    /// The [`id_hash`]es of the links known by key.
+    pub fn id_hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ids.values().copied()
+    }
+
     /// The [`id_hash`] of the link stored with `key`, if any.
     pub fn get(&self, key: i64) -> Option<u64> {
         self.ids.get(&key).copied()

@@ -115,13 +115,25 @@ pub(super) const KEYS_SLICE: i64 = 10_000;
 
 impl Store {
     /// Links of `provider` whose record a complete listing could have returned: live,
-    /// merged, of a customer not tombstoned. Those it did not return vanished.
-    pub async fn live_links(&self, provider: &ProviderName) -> Result<Vec<(CustomerId, RemoteId)>> {
+    /// merged, of a customer not tombstoned. Those it did not return vanished. With
+    /// `unkeyed_only`, only those without a listed key (see
+    /// [`crate::providers::Known`]), each from its own partial index.
+    pub async fn live_links(
+        &self,
+        provider: &ProviderName,
+        unkeyed_only: bool,
+    ) -> Result<Vec<(CustomerId, RemoteId)>> {
+        let unkeyed = if unkeyed_only {
+            "AND l.listed_key IS NULL"
+        } else {
+            ""
+        };
         // One row back (a JSON text), not one per link.
         let rows: Vec<(i64, String)> = super::decode_rows(
             sqlx::query_scalar(&format!(
                 "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
-                 WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL",
+                 WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL {unkeyed}
+                   AND c.tombstoned_at IS NULL",
                 self.json_rows("l.customer_id, l.remote_id")
             ))
             .bind(&provider.0)

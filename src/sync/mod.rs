@@ -599,7 +599,9 @@ impl Engine {
         ctx: &mut PassContext<'_>,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let mut vanished = self.store.live_links(name).await?;
+        // After a listing that returned every link it knew by key, only the links it
+        // did not know by key can be missing from it: a steady run reads those few.
+        let mut vanished = self.store.live_links(name, seen.every_keyed()).await?;
         vanished.retain(|(_, remote_id)| !seen.contains(&remote_id.0));
         ctx.touched.extend(vanished.iter().map(|(c, _)| *c));
         if vanished.is_empty() {

@@ -43,9 +43,15 @@ pub struct PollOutcome {
 /// The remote ids a listing returned, as 8-byte hashes (in a set hashed by foldhash,
 /// with a seed of its own: its keys are hashes already).
 #[derive(Debug, Default)]
-pub struct Seen(foldhash::HashSet<u64>);
+pub struct Seen(foldhash::HashSet<u64>, bool);
 
 impl Seen {
+    /// True when the listing returned every link it knew by key when it began: then
+    /// only a link without a listed key can have vanished.
+    pub fn every_keyed(&self) -> bool {
+        self.1
+    }
+
     /// Adds the id of this [`id_hash`]; false when it was there already.
     pub fn insert(&mut self, id_hash: u64) -> bool {
         self.0.insert(id_hash)
@@ -286,6 +292,9 @@ pub async fn poll(
         });
     }
     out.complete = since.is_none();
+    if let (true, Some(known)) = (out.complete, &req.known) {
+        out.seen.1 = known.id_hashes().all(|id| out.seen.0.contains(&id));
+    }
     if caps.incremental {
         if let Some(h) = high_water {
             store.set_cursor(&name, &time_text(h)).await?;
