@@ -413,3 +413,48 @@ async fn a_record_deleted_before_any_listing_keyed_it_is_seen_as_deleted() {
         vec!["ann@example.com", "carla@example.com.br"]
     );
 }
+
+/// Partial.ly lists an erased customer (`gdpr_remove` of one with payment history) with
+/// its id and no email: a deletion, though the listing returned that id, which then
+/// reaches Malomo. Ann erased there is deleted from Malomo; the others stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_erased_in_partially_is_deleted_where_it_can_be() {
+    use custsync::sandbox::partially::{self, Partially};
+
+    let mut w = seeded().await;
+    let plans = Partially::start(partially::Options::default())
+        .await
+        .expect("start partially");
+    w.add_provider(format!(
+        "[providers.plans]\nkind = \"partially\"\nbase_url = \"{}\"\napi_key = \"{}\"\nrate_limit = {{ per_second = 1000.0, burst = 100 }}\n",
+        plans.base_url(),
+        plans.api_key()
+    ));
+    plans.insert(partially::Customer::new(
+        "dana@example.com",
+        Some("Dana"),
+        None,
+    ));
+    assert_eq!(w.once().await.code, 0);
+    assert_eq!(plans.customers().len(), 4);
+    assert_eq!(w.malomo.by_email("ann@example.com").len(), 1);
+
+    let ann = plans.by_email("ann@example.com")[0].id.clone();
+    plans.edit(&ann, |c| {
+        c.email = None;
+        c.first_name = None;
+        c.last_name = None;
+    });
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.count("malomo", "deleted"), 1);
+    assert!(w.malomo.by_email("ann@example.com").is_empty());
+    assert_eq!(
+        w.malomo_emails(),
+        vec![
+            "bob@example.com",
+            "carla@example.com.br",
+            "dana@example.com"
+        ]
+    );
+}

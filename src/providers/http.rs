@@ -286,6 +286,20 @@ impl HttpClient {
         self.decode(&resp.body)
     }
 
+    /// Sends a create or an update whose answer is the record, in the shape the
+    /// provider's listing shows it, keyed as a listing keys it
+    /// ([`super::wire::decode_answer`]).
+    pub async fn send_answer<T: DeserializeOwned>(
+        &self,
+        req: Request,
+        to_record: impl FnOnce(T) -> super::RemoteRecord,
+        keys: &super::Known,
+    ) -> Result<super::RemoteRecord, ProviderError> {
+        let resp = self.send(req).await?;
+        self.expect_success(&resp)?;
+        super::wire::decode_answer(&self.provider, &resp.body, to_record, keys)
+    }
+
     pub fn decode<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, ProviderError> {
         serde_json::from_slice(body).map_err(|e| ProviderError::decode(&self.provider, e))
     }

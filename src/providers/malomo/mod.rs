@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_answer, decode_array, decode_items, id_and_email, link_next, urlencode};
+use super::wire::{decode_array, decode_items, id_and_email, link_next, urlencode};
 use super::{
     Capabilities, Known, ListRequest, ListStyle, Listed, Page, Provider, ProviderError,
     RemoteRecord,
@@ -30,13 +30,6 @@ impl Malomo {
             keys: Known::seed(http.provider(), &mapping::FIELDS),
             http,
         }
-    }
-
-    /// Sends a create or an update whose answer is the customer, as a listing shows it.
-    async fn written(&self, req: Request) -> Result<RemoteRecord, ProviderError> {
-        let resp = self.http.send(req).await?;
-        self.http.expect_success(&resp)?;
-        decode_answer(self.name(), &resp.body, mapping::to_record, &self.keys)
     }
 }
 
@@ -103,7 +96,9 @@ impl Provider for Malomo {
     async fn create(&self, record: &Projection) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, self.fields().fields, true);
         let req = Request::new(Method::POST, "/customers").json(&body);
-        self.written(req).await
+        self.http
+            .send_answer(req, mapping::to_record, &self.keys)
+            .await
     }
 
     async fn update(
@@ -114,7 +109,9 @@ impl Provider for Malomo {
     ) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, changed, false);
         let req = Request::new(Method::PUT, format!("/customers/{}", urlencode(&id.0))).json(&body);
-        self.written(req).await
+        self.http
+            .send_answer(req, mapping::to_record, &self.keys)
+            .await
     }
 
     async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 
 use super::http::{HttpClient, Request};
-use super::wire::{decode_answer, decode_borrowed, decode_items, urlencode};
+use super::wire::{decode_borrowed, decode_items, urlencode};
 use super::{
     Capabilities, Known, ListRequest, ListStyle, Page, Provider, ProviderError, RemoteRecord,
 };
@@ -36,13 +36,6 @@ impl Partially {
             http,
             per_page: per_page.clamp(1, 100),
         }
-    }
-
-    /// Sends a create or an update whose answer is the customer, as a listing shows it.
-    async fn written(&self, req: Request) -> Result<RemoteRecord, ProviderError> {
-        let resp = self.http.send(req).await?;
-        self.http.expect_success(&resp)?;
-        decode_answer(self.name(), &resp.body, mapping::to_record, &self.keys)
     }
 
     /// The answer to one page of `GET /customer`, optionally searched with `q` (read
@@ -126,7 +119,9 @@ impl Provider for Partially {
         let body = mapping::to_input(record, &[], true);
         let req = Request::new(Method::POST, "/customer").json(&body);
         // 200 and 201 are both success.
-        self.written(req).await
+        self.http
+            .send_answer(req, mapping::to_record, &self.keys)
+            .await
     }
 
     async fn update(
@@ -137,7 +132,9 @@ impl Provider for Partially {
     ) -> Result<RemoteRecord, ProviderError> {
         let body = mapping::to_input(record, changed, false);
         let req = Request::new(Method::PUT, format!("/customer/{}", urlencode(&id.0))).json(&body);
-        self.written(req).await
+        self.http
+            .send_answer(req, mapping::to_record, &self.keys)
+            .await
     }
 
     async fn delete(&self, id: &RemoteId) -> Result<(), ProviderError> {
