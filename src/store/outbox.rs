@@ -394,9 +394,9 @@ impl Store {
                             .updated_at
                             .map(time_text)
                             .unwrap_or_else(|| now.to_string()),
-                        // The answer's text as a listing would send it, when it decodes
-                        // to the snapshot (see `wire::decode_answer`).
-                        record.listed_key.filter(|_| extras.is_empty()),
+                        // The answer's text as a listing would send it, kept by the push
+                        // only when it stands for this snapshot (no extras).
+                        record.listed_key,
                     );
                     match by_remote.get(record.id.0.as_str()) {
                         Some(&i) => links[i] = row,
