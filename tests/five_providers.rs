@@ -69,6 +69,36 @@ five::both! {
 }
 
 five::both! {
+    /// What custsync keeps of a write to Ecwid (whose answers carry no record) is what
+    /// Ecwid's listing then shows: the next run finds nothing changed, so it merges and
+    /// plans nobody, not just writes nothing.
+    async fn a_record_custsync_updated_in_ecwid_lists_as_it_was_kept(b: Backend) {
+        let f = Five::start_on(b).await;
+        let mut eddie = ecwid::Customer::new("eddie@example.com", Some("Eddie"), Some("Front"));
+        eddie.accept_marketing = Some(false);
+        f.sb.ecwid.insert(eddie);
+        f.sb.malomo.insert(malomo::Customer::new(
+            "eddie@example.com",
+            Some("Eddie"),
+            Some("Front"),
+            Some("555-0101"),
+        ));
+        let run = f.once().await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let held = &f.sb.ecwid.by_email("eddie@example.com")[0];
+        assert_eq!(held.billing_person["phone"], json!("555-0101"));
+        assert_eq!(held.accept_marketing, Some(false));
+
+        f.sb.clear_logs();
+        let again = f.once().await;
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert_eq!(f.sb.writes(), 0, "{:#?}", f.write_lines());
+        let planned = &again.report.as_ref().unwrap()["planned_customers"];
+        assert_eq!(planned, &json!(0), "{}", again.why());
+    }
+}
+
+five::both! {
     async fn an_edit_in_partially_reaches_every_other_provider(b: Backend) {
         let f = Five::start_on(b).await;
         let id = f.sb.partially.insert(partially::Customer::new(

@@ -17,14 +17,64 @@ use super::rows::Rows;
 use super::{now_text, parse_time, time_text, Backend, Result, RunId, Store};
 use crate::model::{Projection, ProviderName, RemoteId};
 
+/// Links of one listing seen unchanged as another text than the one their key stands
+/// for (a record custsync wrote, listed for the first time): the new key is written
+/// later, many pages together, not in each page's transaction.
+///
+/// Written with its page, a key rewrote its link row (snapshot and observed state
+/// included) on a page of SQLite's own for nearly every record, and each page's commit
+/// wrote those pages to the WAL again: a third of the first listing after a first run.
+/// Written together, a table page holding many of them is written once.
+///
+/// A key held here is dropped as soon as a later page of the listing touches its link
+/// (reads it to apply a record, deletes it, observes it), so the key written is always
+/// the last text that link was seen as with nothing else changed since. A key never
+/// written costs only a decoding at the next listing.
+#[derive(Debug, Default)]
+pub struct Rekeys {
+    /// Remote id → (customer id, key).
+    by_remote: HashMap<String, (i64, i64)>,
+}
+
+impl Rekeys {
+    /// How many keys are held: [`Store::write_rekeys`] once there are this many.
+    pub const FLUSH_AT: usize = 8192;
+
+    pub fn len(&self) -> usize {
+        self.by_remote.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_remote.is_empty()
+    }
+}
+
 impl Store {
-    /// Stores one page of a listing in one transaction, records in page order.
-    /// Returns the records not linked as duplicates.
+    /// Stores one page alone ([`Store::ingest_listing_page`] with its keys written at
+    /// once).
     pub async fn ingest_page(
         &self,
         provider: &ProviderName,
         run: RunId,
         observed: &[Observed],
+    ) -> Result<Vec<Duplicate>> {
+        let mut rekeys = Rekeys::default();
+        let duplicates = self
+            .ingest_listing_page(provider, run, observed, &mut rekeys)
+            .await?;
+        self.write_rekeys(provider, &mut rekeys).await?;
+        Ok(duplicates)
+    }
+
+    /// Stores one page of a listing in one transaction, records in page order.
+    /// Returns the records not linked as duplicates. The new keys of links seen
+    /// unchanged are left in `rekeys`, for [`Store::write_rekeys`].
+    pub async fn ingest_listing_page(
+        &self,
+        provider: &ProviderName,
+        run: RunId,
+        observed: &[Observed],
+        rekeys: &mut Rekeys,
     ) -> Result<Vec<Duplicate>> {
         let _one_at_a_time = self.ingest.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -35,9 +85,53 @@ impl Store {
                 duplicates.push(d);
             }
         }
-        page.write(&mut tx, provider, run).await?;
+        // Every link the page read or changed is the page's now: a key held for it
+        // from an earlier page no longer stands.
+        for remote_id in page.links.keys().chain(&page.deleted) {
+            rekeys.by_remote.remove(remote_id);
+        }
+        page.write(&mut tx, provider, run, rekeys).await?;
         tx.commit().await?;
         Ok(duplicates)
+    }
+
+    /// Writes the keys held in `rekeys` (and forgets them), in one transaction: each
+    /// link still linked to the same customer gets its key and loses an observed state
+    /// left on it (a change that went back). Nothing is inserted.
+    pub async fn write_rekeys(&self, provider: &ProviderName, rekeys: &mut Rekeys) -> Result<()> {
+        if rekeys.is_empty() {
+            return Ok(());
+        }
+        let mut held: Vec<(String, (i64, i64))> = rekeys.by_remote.drain().collect();
+        // In the order of the index the statement finds them by.
+        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let _one_at_a_time = self.ingest.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut rows = Rows::with_capacity(3, held.len());
+        for (remote_id, (customer, key)) in &held {
+            rows.push([remote_id.as_str().into(), (*customer).into(), (*key).into()]);
+        }
+        // An upsert finds each row by its key (an UPDATE … FROM a list scans every link
+        // of the provider on SQLite); the EXISTS keeps it from inserting a link that
+        // went in the meantime, or from moving one to another customer.
+        rows.execute(
+            &mut tx,
+            &[provider.0.as_str().into()],
+            "INSERT INTO links (provider, remote_id, customer_id, listed_key)
+             SELECT $1, column1, column2, column3 FROM {rows}
+             WHERE EXISTS (SELECT 1 FROM links k WHERE k.provider = $1 AND k.remote_id = column1 AND k.customer_id = column2)
+             ON CONFLICT (provider, remote_id) DO UPDATE
+             SET observed = NULL, listed_key = excluded.listed_key",
+            "INSERT INTO links (provider, remote_id, customer_id, listed_key)
+             SELECT $1, e->>0, (e->>1)::BIGINT, (e->>2)::BIGINT
+             FROM json_array_elements($2::json) AS e
+             WHERE EXISTS (SELECT 1 FROM links k WHERE k.provider = $1 AND k.remote_id = e->>0 AND k.customer_id = (e->>1)::BIGINT)
+             ON CONFLICT (provider, remote_id) DO UPDATE
+             SET observed = NULL, listed_key = EXCLUDED.listed_key",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -363,6 +457,7 @@ impl Page {
         conn: &mut AnyConnection,
         provider: &ProviderName,
         run: RunId,
+        rekeys: &mut Rekeys,
     ) -> Result<()> {
         let backend = super::backend_of(conn);
         let mut ids = HashMap::with_capacity(self.created.len());
@@ -403,7 +498,6 @@ impl Page {
         // Links created and links observed: one upsert, which finds each row by its
         // key (an UPDATE … FROM a JSON list scans every link of the provider on SQLite).
         let mut written = Vec::new();
-        let mut rekeyed = Vec::new();
         let mut cleared = Vec::new();
         for (remote_id, link) in &self.links {
             match &link.observed {
@@ -418,12 +512,13 @@ impl Page {
                 None if link.listed_key.is_some() && link.listed_key == link.key => {}
                 // Seen unchanged as another text: the new key is kept, and an observed
                 // state left on it (a change that went back) is cleared.
-                None if link.stored && link.clear && link.listed_key.is_some() => rekeyed.push((
-                    remote_id.as_str(),
-                    customer_id(link.customer)?,
-                    link.listed_key,
-                )),
-                None if link.stored && link.clear => cleared.push(remote_id.as_str()),
+                // Held, to be written with many others (see `Rekeys`).
+                None if link.stored && link.clear => match (link.listed_key, link.customer) {
+                    (Some(key), Customer::Stored(customer)) => {
+                        rekeys.by_remote.insert(remote_id.clone(), (customer, key));
+                    }
+                    _ => cleared.push(remote_id.as_str()),
+                },
                 None => {}
             }
         }
@@ -451,26 +546,6 @@ impl Page {
              ON CONFLICT (provider, remote_id) DO UPDATE
              SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run,
                  listed_key = EXCLUDED.listed_key",
-        )
-        .await?;
-        // An upsert, like the one above, to find each row by its key; every row is
-        // there, so nothing is inserted.
-        let mut rows = Rows::with_capacity(3, rekeyed.len());
-        for (remote_id, customer, key) in &rekeyed {
-            rows.push([(*remote_id).into(), (*customer).into(), (*key).into()]);
-        }
-        rows.execute(
-            conn,
-            &[provider.0.as_str().into()],
-            "INSERT INTO links (provider, remote_id, customer_id, listed_key)
-             SELECT $1, column1, column2, column3 FROM {rows} WHERE true
-             ON CONFLICT (provider, remote_id) DO UPDATE
-             SET observed = NULL, listed_key = excluded.listed_key",
-            "INSERT INTO links (provider, remote_id, customer_id, listed_key)
-             SELECT $1, e->>0, (e->>1)::BIGINT, (e->>2)::BIGINT
-             FROM json_array_elements($2::json) AS e
-             ON CONFLICT (provider, remote_id) DO UPDATE
-             SET observed = NULL, listed_key = EXCLUDED.listed_key",
         )
         .await?;
         if !cleared.is_empty() {
@@ -750,6 +825,69 @@ mod tests {
             .await
             .unwrap();
         assert!(s.listed_keys(&p).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_key_held_for_later_is_dropped_when_a_later_page_touches_its_link() {
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
+        let p = ProviderName("p".into());
+        let run = s.begin_run("once").await.unwrap();
+        let keyed = |mut o: Observed, key: i64| {
+            o.record.listed_key = Some(key);
+            o
+        };
+        let id = crate::providers::id_hash("a1");
+        s.ingest_page(&p, run, &[keyed(rec("a1", "x@e.co", "Ann", 1), 7)])
+            .await
+            .unwrap();
+        merge_all(&s, run).await;
+
+        // Seen unchanged as another text: the key is held, not written with the page.
+        let mut rekeys = Rekeys::default();
+        let page = [keyed(rec("a1", "x@e.co", "Ann", 1), 8)];
+        s.ingest_listing_page(&p, run, &page, &mut rekeys)
+            .await
+            .unwrap();
+        assert_eq!(rekeys.len(), 1);
+        let stored = s.listed_keys(&p).await.unwrap();
+        assert_eq!(stored, [(7, id)].into_iter().collect());
+
+        // A later page of the same listing changes the record: the held key goes, and
+        // writing what is held leaves the change and its key alone.
+        let page = [keyed(rec("a1", "x@e.co", "Anna", 2), 9)];
+        s.ingest_listing_page(&p, run, &page, &mut rekeys)
+            .await
+            .unwrap();
+        assert!(rekeys.is_empty());
+        s.write_rekeys(&p, &mut rekeys).await.unwrap();
+        assert_eq!(links(&s, "p").await[0].2.as_deref(), Some("Anna"));
+        let stored = s.listed_keys(&p).await.unwrap();
+        assert_eq!(stored, [(9, id)].into_iter().collect());
+
+        // Back to the snapshot's text: held, then written with the observed change
+        // cleared (it went back).
+        let page = [keyed(rec("a1", "x@e.co", "Ann", 1), 10)];
+        s.ingest_listing_page(&p, run, &page, &mut rekeys)
+            .await
+            .unwrap();
+        assert_eq!(links(&s, "p").await[0].2.as_deref(), Some("Anna"));
+        s.write_rekeys(&p, &mut rekeys).await.unwrap();
+        assert!(rekeys.is_empty());
+        assert_eq!(links(&s, "p").await[0].2, None);
+        let stored = s.listed_keys(&p).await.unwrap();
+        assert_eq!(stored, [(10, id)].into_iter().collect());
+
+        // A link that went before the held key is written is not brought back.
+        let page = [keyed(rec("a1", "x@e.co", "Ann", 1), 11)];
+        s.ingest_listing_page(&p, run, &page, &mut rekeys)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM links")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        s.write_rekeys(&p, &mut rekeys).await.unwrap();
+        assert!(links(&s, "p").await.is_empty());
     }
 
     #[tokio::test]

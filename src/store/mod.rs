@@ -18,6 +18,8 @@ pub mod links;
 pub mod outbox;
 mod rows;
 
+pub use ingest::Rekeys;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;

@@ -13,7 +13,7 @@ use crate::providers::{
     id_hash, record_email, Capabilities, Known, ListRequest, ListStyle, Listed, Provider,
 };
 use crate::store::links::Observed;
-use crate::store::{parse_time, time_text, RunId, Store, StoreError};
+use crate::store::{parse_time, time_text, Rekeys, RunId, Store, StoreError};
 
 /// How far back an incremental listing reaches before its cursor, for clock skew and
 /// records written while the last listing ran.
@@ -149,11 +149,15 @@ pub async fn poll(
     };
     let mut high_water: Option<DateTime<Utc>> = cursor;
     let mut proof = Proof::default();
+    // Held across pages, written when many are held and when the listing ends however
+    // it ends (they stand whether it was complete or not).
+    let mut rekeys = Rekeys::default();
     loop {
         let page = match provider.list(&req).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(provider = %name, error = %e, "listing failed");
+                store.write_rekeys(&name, &mut rekeys).await?;
                 if let Some(p) = progress {
                     p(&Event::ListingDone {
                         provider: name.0.clone(),
@@ -234,7 +238,15 @@ pub async fn poll(
         // A page of records listed as before has nothing to store.
         let duplicates = match observed.is_empty() {
             true => Vec::new(),
-            false => store.ingest_page(&name, run, &observed).await?,
+            false => {
+                let duplicates = store
+                    .ingest_listing_page(&name, run, &observed, &mut rekeys)
+                    .await?;
+                if rekeys.len() >= Rekeys::FLUSH_AT {
+                    store.write_rekeys(&name, &mut rekeys).await?;
+                }
+                duplicates
+            }
         };
         for d in duplicates {
             let reason = "duplicate email: another record of this provider has it and is linked";
@@ -272,6 +284,7 @@ pub async fn poll(
             None => break,
         }
     }
+    store.write_rekeys(&name, &mut rekeys).await?;
     out.incomplete = proof.verdict(since.is_none());
     if let Some(reason) = &out.incomplete {
         tracing::warn!(provider = %name, reason = %reason, fetched = out.fetched, "listing incomplete");
