@@ -122,21 +122,17 @@ pub fn to_input(
 }
 
 /// What Ecwid holds after a write of `fields` of `p` succeeded (`p` is the whole
-/// desired projection): `p` itself, with `acceptMarketing` as it was sent.
-pub fn written(p: &Projection, fields: &[Field], create: bool) -> Projection {
+/// desired projection): `p` itself, with `acceptMarketing` as a boolean. Written or
+/// not, that is what `p` implies: sent, it is `p`'s; not sent, the plan found Ecwid's
+/// equal to `p`'s or, where `p` has none, Ecwid's own default (`false`), which its
+/// listing then shows.
+pub fn written(p: &Projection) -> Projection {
     let mut out: Projection = p
         .iter()
         .filter(|(f, _)| FIELDS.carries(f))
         .map(|(f, v)| (f.clone(), v.to_string()))
         .collect();
-    let sent = if create {
-        p.get(&Field::AcceptsMarketing).is_some()
-    } else {
-        fields.contains(&Field::AcceptsMarketing)
-    };
-    if sent {
-        out.set(Field::AcceptsMarketing, Some(marketing(p).to_string()));
-    }
+    out.set(Field::AcceptsMarketing, Some(marketing(p).to_string()));
     out
 }
 
@@ -412,10 +408,7 @@ mod tests {
                 "lang": "en"
             })
         );
-        assert_eq!(
-            written(&p, &[], true).get(&Field::AcceptsMarketing),
-            Some("true")
-        );
+        assert_eq!(written(&p).get(&Field::AcceptsMarketing), Some("true"));
         let phone_only = Projection::new()
             .with(Field::Email, Some("b@x.co"))
             .with(Field::Phone, Some("555"));
@@ -445,7 +438,7 @@ mod tests {
                 "acceptMarketing": false
             })
         );
-        let snap = written(&p, &changed, false);
+        let snap = written(&p);
         assert_eq!(snap.get(&Field::AcceptsMarketing), Some("false"));
         assert_eq!(snap.get(&Field::FirstName), Some("Anne"));
     }

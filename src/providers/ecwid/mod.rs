@@ -154,7 +154,7 @@ impl Provider for Ecwid {
             .ok_or_else(|| ProviderError::decode(self.name(), "add_customer answered no id"))?;
         Ok(RemoteRecord {
             id: RemoteId(id),
-            projection: mapping::written(record, &[], true),
+            projection: mapping::written(record),
             updated_at: None,
             absent: Vec::new(),
             listed_key: None,
@@ -186,7 +186,7 @@ impl Provider for Ecwid {
         let _: wire::Envelope<wire::UpdateCount> = self.http.send_json(req).await?;
         Ok(RemoteRecord {
             id: id.clone(),
-            projection: mapping::written(record, changed, false),
+            projection: mapping::written(record),
             updated_at: None,
             absent: Vec::new(),
             listed_key: None,
