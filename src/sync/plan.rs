@@ -1,7 +1,7 @@
 //! The plan: what each provider is missing or has stale, as creates, updates and
 //! deletes. A pure function of the canonical record and the links' snapshots.
 
-use crate::model::{project, FieldSet, Projection, ProviderName, RemoteId};
+use crate::model::{project, Field, FieldSet, Projection, ProviderName, RemoteId};
 use crate::providers::Capabilities;
 
 /// One provider as the planner sees it for one customer.
@@ -52,6 +52,23 @@ impl Op {
     }
 }
 
+/// `desired` with each field the update leaves as it is (equal once normalized) spelled
+/// as the provider has it (an email in capitals, a phone with spaces): what the
+/// provider holds after the write, so that the snapshot kept of a write whose answer
+/// does not carry the record (Ecwid) is what the next listing shows.
+fn as_spelled(mut desired: Projection, snapshot: &Projection, changed: &[Field]) -> Projection {
+    let kept: Vec<(Field, String)> = snapshot
+        .iter()
+        .filter(|(f, v)| !changed.contains(f) && desired.get(f).is_some_and(|d| d != *v))
+        .filter(|(f, _)| desired.same(snapshot, f))
+        .map(|(f, v)| (f.clone(), v.to_string()))
+        .collect();
+    for (f, v) in kept {
+        desired.set(f, Some(v));
+    }
+    desired
+}
+
 /// Plans one customer across its targets. A tombstoned customer is deleted wherever a
 /// live link exists and the provider can delete; otherwise each provider gets the
 /// canonical record projected onto its fields, compared with its snapshot.
@@ -84,7 +101,10 @@ pub fn plan<'a>(
                 };
                 (t.caps.update && !changed.is_empty()).then(|| Op::Update {
                     remote_id: link.remote_id.clone(),
-                    payload: desired,
+                    payload: match link.snapshot {
+                        Some(snapshot) => as_spelled(desired, snapshot, &changed),
+                        None => desired,
+                    },
                     changed,
                 })
             }
