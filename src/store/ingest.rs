@@ -51,7 +51,8 @@ impl Rekeys {
 
 impl Store {
     /// Stores one page alone ([`Store::ingest_listing_page`] with its keys written at
-    /// once).
+    /// once): the tests' way to store a page; a listing holds its keys across pages.
+    #[cfg(test)]
     pub async fn ingest_page(
         &self,
         provider: &ProviderName,

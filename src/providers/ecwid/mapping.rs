@@ -121,11 +121,11 @@ pub fn to_input(
     }
 }
 
-/// What Ecwid holds after a write of `fields` of `p` succeeded (`p` is the whole
-/// desired projection): `p` itself, with `acceptMarketing` as a boolean. Written or
-/// not, that is what `p` implies: sent, it is `p`'s; not sent, the plan found Ecwid's
-/// equal to `p`'s or, where `p` has none, Ecwid's own default (`false`), which its
-/// listing then shows.
+/// What Ecwid holds after a create or update with `p` succeeded (`p` is the whole
+/// desired projection, whichever of its fields were sent): `p` itself, with
+/// `acceptMarketing` as a boolean. Sent or not, that is what `p` implies: sent, it is
+/// `p`'s; not sent, the plan found Ecwid's equal to `p`'s or, where `p` has none,
+/// Ecwid's own default (`false`), which its listing then shows.
 pub fn written(p: &Projection) -> Projection {
     let mut out: Projection = p
         .iter()
