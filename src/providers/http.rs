@@ -43,6 +43,64 @@ const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
 /// process that lost its lease while a write waited sends nothing more.
 pub trait WriteGate: Send + Sync {
     fn may_write(&self) -> futures::future::BoxFuture<'_, bool>;
+
+    /// Asked once more, without waiting, when the connection's task takes a write's
+    /// body to put it on the socket: false when the permission `may_write` gave may
+    /// have run out since (this process was paused in between). Defaults to true.
+    fn still_may_write(&self) -> bool {
+        true
+    }
+}
+
+/// A write's body that asks its gate once more when hyper first polls it, on the
+/// connection's own task, right before the request's bytes are written: a process
+/// stopped after `may_write` said yes and resumed after its lease ran out sends an
+/// incomplete request (its head at most), which no server acts on.
+struct GatedBody {
+    data: Option<bytes::Bytes>,
+    len: u64,
+    gate: Arc<dyn WriteGate>,
+    /// Set when the gate said no here: the request was not sent.
+    refused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct LeaseRanOut;
+
+impl std::fmt::Display for LeaseRanOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the lease ran out before the request was written")
+    }
+}
+
+impl std::error::Error for LeaseRanOut {}
+
+impl http_body::Body for GatedBody {
+    type Data = bytes::Bytes;
+    type Error = LeaseRanOut;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, LeaseRanOut>>> {
+        let Some(data) = self.data.take() else {
+            return std::task::Poll::Ready(None);
+        };
+        if self.gate.still_may_write() {
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+        } else {
+            self.refused.store(true, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Err(LeaseRanOut)))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(if self.data.is_some() { self.len } else { 0 })
+    }
 }
 
 tokio::task_local! {
@@ -335,16 +393,20 @@ impl HttpClient {
 
     async fn attempt(&self, req: &Request) -> Result<Response, ProviderError> {
         let ticket = self.admission().await?;
-        if req.method != Method::GET {
-            if let Ok(gate) = GATE.try_with(Arc::clone) {
-                if !gate.may_write().await {
-                    return Err(ProviderError::Refused {
-                        provider: self.provider.clone(),
-                        message: "not sent: this process no longer holds the lease".into(),
-                    });
-                }
+        let lost_lease = || ProviderError::Refused {
+            provider: self.provider.clone(),
+            message: "not sent: this process no longer holds the lease".into(),
+        };
+        let gate = match req.method {
+            Method::GET => None,
+            _ => GATE.try_with(Arc::clone).ok(),
+        };
+        if let Some(gate) = &gate {
+            if !gate.may_write().await {
+                return Err(lost_lease());
             }
         }
+        let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         if req.method != Method::GET {
             self.traffic.writes.fetch_add(1, Ordering::Relaxed);
@@ -367,11 +429,21 @@ impl HttpClient {
             Auth::BasicUser(key) => builder.basic_auth(key.expose_secret(), Some("")),
         };
         if let Some(body) = &req.body {
-            builder = builder
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
+            builder = builder.header(CONTENT_TYPE, "application/json");
+            builder = match &gate {
+                Some(gate) => builder.body(reqwest::Body::wrap(GatedBody {
+                    data: Some(body.clone()),
+                    len: body.len() as u64,
+                    gate: Arc::clone(gate),
+                    refused: Arc::clone(&refused),
+                })),
+                None => builder.body(body.clone()),
+            };
         }
         let transport = |e: reqwest::Error| {
+            if refused.load(Ordering::SeqCst) {
+                return lost_lease();
+            }
             if e.is_redirect() {
                 return ProviderError::Refused {
                     provider: self.provider.clone(),
@@ -729,5 +801,61 @@ mod tests {
         for _ in 0..100 {
             assert!(full_jitter(Duration::from_millis(10)) <= Duration::from_millis(10));
         }
+    }
+
+    /// Says yes when asked before the send, and whatever `late` holds when asked
+    /// again as the body goes to the socket.
+    struct Gate {
+        late: bool,
+    }
+    impl WriteGate for Gate {
+        fn may_write(&self) -> futures::future::BoxFuture<'_, bool> {
+            Box::pin(async { true })
+        }
+        fn still_may_write(&self) -> bool {
+            self.late
+        }
+    }
+
+    /// A create whose gate says yes, then no once the connection takes its body (the
+    /// process paused past its lease in between), reaches the server incomplete: no
+    /// customer is made, and the error says the request was not sent (still doubtful,
+    /// like any refused write: its head may have left).
+    #[tokio::test]
+    async fn a_write_whose_lease_runs_out_before_its_bytes_leave_is_not_sent() {
+        use crate::sandbox::sendwithus::{Options, Sendwithus};
+        let swu = Sendwithus::start(Options::default()).await.unwrap();
+        let config = crate::config::Config::from_toml(&format!(
+            "[providers.email]\nkind = \"sendwithus\"\nbase_url = \"{}\"\napi_key = \"{}\"\nmax_retries = 2\n",
+            swu.base_url(),
+            swu.api_key()
+        ))
+        .unwrap();
+        let client = HttpClient::new(config.provider("email").unwrap()).unwrap();
+        let create = |email: &str| {
+            let mut req = Request::new(Method::POST, "/customers");
+            req.body = Some(format!(r#"{{"email":"{email}"}}"#).into());
+            req
+        };
+        let late = gated(
+            Arc::new(Gate { late: false }),
+            client.send(create("a@example.com")),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&late, ProviderError::Refused { message, .. } if message.contains("lease")),
+            "{late:?}"
+        );
+        assert!(swu.customers().is_empty(), "{:?}", swu.customers());
+        // The same request with the lease still held is made.
+        gated(
+            Arc::new(Gate { late: true }),
+            client.send(create("b@example.com")),
+        )
+        .await
+        .unwrap();
+        let made: Vec<String> = swu.customers().into_iter().map(|c| c.email).collect();
+        assert_eq!(made, ["b@example.com"]);
     }
 }

@@ -508,6 +508,15 @@ impl crate::providers::http::WriteGate for Lease {
     fn may_write(&self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(self.ensure())
     }
+
+    /// Asked as the write's bytes go to the socket, `ensure` having said yes a moment
+    /// before: still true unless this process was paused in between, for a sixth of
+    /// the lease or more. Then the lease may be another's by now, and the write is
+    /// dropped unsent (the store is not asked: this runs on the connection's task).
+    fn still_may_write(&self) -> bool {
+        !self.state.lost.is_cancelled()
+            && Instant::now() + self.state.ttl / 6 < self.state.valid_until()
+    }
 }
 
 impl Drop for Lease {
