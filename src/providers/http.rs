@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -213,6 +214,9 @@ pub struct HttpClient {
     base_url: Url,
     auth: Auth,
     limiter: DefaultDirectRateLimiter,
+    /// Requests wait for the limiter one at a time, in the order they came: waiting
+    /// together, every one of them woke at each free slot, and all but one slept again.
+    turn: tokio::sync::Mutex<()>,
     max_retries: usize,
     /// When the provider's own word (a 429's wait, its budget headers) lets the next
     /// request go.
@@ -260,6 +264,7 @@ impl HttpClient {
             base_url: cfg.base_url.clone(),
             auth,
             limiter: limiter(cfg.rate_limit),
+            turn: tokio::sync::Mutex::new(()),
             max_retries: cfg.max_retries,
             pacer: Pacer::default(),
             traffic: Arc::new(Traffic::default()),
@@ -509,6 +514,18 @@ impl HttpClient {
         Ok(body.freeze())
     }
 
+    /// Waits until the limiter lets a request go, on the runtime's own timer:
+    /// governor's `until_ready` waits on a timer thread of its own, and every wait
+    /// then cost two more thread wake-ups (the timer thread, then a runtime worker),
+    /// which under a rate limit, where nearly every request waits, were a good part of
+    /// the process's CPU.
+    async fn limiter_ready(&self) {
+        let _turn = self.turn.lock().await;
+        while let Err(later) = self.limiter.check() {
+            tokio::time::sleep(later.wait_time_from(self.limiter.clock().now())).await;
+        }
+    }
+
     /// Waits until the limiter and then the provider's own word let a request go.
     /// After waiting on the provider, the limiter is asked again, so that requests
     /// held back together (by a 429's pause) leave spaced, not all at once. A pause
@@ -517,7 +534,7 @@ impl HttpClient {
     /// quickly too instead of stalling for two minutes and drawing another 429.
     async fn admission(&self) -> Result<Ticket<'_>, ProviderError> {
         loop {
-            self.limiter.until_ready().await;
+            self.limiter_ready().await;
             match self.pacer.admit(Instant::now(), MAX_PROVIDER_WAIT) {
                 Admit::Go(ticket) => return Ok(ticket),
                 Admit::Wait(until) => tokio::time::sleep_until(until).await,
