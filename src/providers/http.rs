@@ -447,7 +447,11 @@ impl HttpClient {
         }
         let transport = |e: reqwest::Error| {
             if refused.load(Ordering::SeqCst) {
-                return lost_lease();
+                return ProviderError::Refused {
+                    provider: self.provider.clone(),
+                    message: "not sent: this process was paused and its lease may have run out"
+                        .into(),
+                };
             }
             if e.is_redirect() {
                 return ProviderError::Refused {
@@ -874,5 +878,19 @@ mod tests {
         .unwrap();
         let made: Vec<String> = swu.customers().into_iter().map(|c| c.email).collect();
         assert_eq!(made, ["b@example.com"]);
+        // A 307 to the same origin is not followed with the body handed over once: the
+        // answer comes back as it is, and nothing more is made.
+        swu.server.faults.always(
+            crate::sandbox::faults::Fault::redirect(307, &format!("{}/customers", swu.base_url()))
+                .on("POST", "/customers"),
+        );
+        let redirected = gated(
+            Arc::new(Gate { late: true }),
+            client.send(create("c@example.com")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(redirected.status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(swu.customers().len(), 1);
     }
 }
