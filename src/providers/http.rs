@@ -59,10 +59,7 @@ pub trait WriteGate: Send + Sync {
 /// incomplete request (its head at most), which no server acts on.
 struct GatedBody {
     data: Option<bytes::Bytes>,
-    len: u64,
     gate: Arc<dyn WriteGate>,
-    /// Set when the gate said no here: the request was not sent.
-    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -76,6 +73,19 @@ impl std::fmt::Display for LeaseRanOut {
 
 impl std::error::Error for LeaseRanOut {}
 
+/// True when `e` is a request its [`GatedBody`] cut off: the error hyper made of it
+/// carries [`LeaseRanOut`] among its sources.
+fn cut_off_by_lease(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<LeaseRanOut>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 impl http_body::Body for GatedBody {
     type Data = bytes::Bytes;
     type Error = LeaseRanOut;
@@ -87,12 +97,10 @@ impl http_body::Body for GatedBody {
         let Some(data) = self.data.take() else {
             return std::task::Poll::Ready(None);
         };
-        if self.gate.still_may_write() {
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
-        } else {
-            self.refused.store(true, Ordering::SeqCst);
-            std::task::Poll::Ready(Some(Err(LeaseRanOut)))
-        }
+        std::task::Poll::Ready(Some(match self.gate.still_may_write() {
+            true => Ok(http_body::Frame::data(data)),
+            false => Err(LeaseRanOut),
+        }))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -100,7 +108,7 @@ impl http_body::Body for GatedBody {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(if self.data.is_some() { self.len } else { 0 })
+        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
 
@@ -411,7 +419,6 @@ impl HttpClient {
                 return Err(lost_lease());
             }
         }
-        let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         if req.method != Method::GET {
             self.traffic.writes.fetch_add(1, Ordering::Relaxed);
@@ -438,15 +445,13 @@ impl HttpClient {
             builder = match &gate {
                 Some(gate) => builder.body(reqwest::Body::wrap(GatedBody {
                     data: Some(body.clone()),
-                    len: body.len() as u64,
                     gate: Arc::clone(gate),
-                    refused: Arc::clone(&refused),
                 })),
                 None => builder.body(body.clone()),
             };
         }
         let transport = |e: reqwest::Error| {
-            if refused.load(Ordering::SeqCst) {
+            if cut_off_by_lease(&e) {
                 return ProviderError::Refused {
                     provider: self.provider.clone(),
                     message: "not sent: this process was paused and its lease may have run out"
