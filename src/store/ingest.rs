@@ -622,11 +622,7 @@ mod tests {
             .into_iter()
             .map(|(row, links)| CustomerUpdate {
                 id: Some(row.id),
-                merged: links
-                    .iter()
-                    .filter(|l| l.observed.is_some())
-                    .map(|l| (l.provider.clone(), l.remote_id.clone()))
-                    .collect(),
+                merged: links.iter().any(|l| l.observed.is_some()),
                 ..CustomerUpdate::default()
             })
             .collect();

@@ -72,6 +72,10 @@ pub struct FailedOp {
     pub next_attempt_at: Option<String>,
 }
 
+/// A provider's pending creates that may have reached it, read from their partial
+/// index (`outbox_doubtful`).
+pub(super) const DOUBTFUL_CREATES: &str = "SELECT customer_id, payload FROM outbox
+ WHERE provider = $1 AND op = 'create' AND maybe_applied = 1 AND state = 'pending'";
 const OP_COLUMNS: &str = "o.id, o.provider, o.customer_id, c.email, o.op, o.remote_id, o.payload, o.changed, o.attempts, o.maybe_applied";
 
 /// [`OP_COLUMNS`] as the subquery in `pending_ops` names them.
@@ -248,13 +252,10 @@ impl Store {
         &self,
         provider: &ProviderName,
     ) -> Result<Vec<(CustomerId, Projection)>> {
-        let rows = sqlx::query(
-            "SELECT customer_id, payload FROM outbox
-             WHERE provider = $1 AND op = 'create' AND maybe_applied = 1 AND state = 'pending'",
-        )
-        .bind(&provider.0)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(DOUBTFUL_CREATES)
+            .bind(&provider.0)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((

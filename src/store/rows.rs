@@ -70,10 +70,6 @@ pub(crate) struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    pub(crate) fn new(columns: usize) -> Self {
-        Self::with_capacity(columns, 0)
-    }
-
     pub(crate) fn with_capacity(columns: usize, rows: usize) -> Self {
         Rows {
             columns,
@@ -248,7 +244,7 @@ mod tests {
             .await
             .unwrap();
         let texts: Vec<String> = (0..2500).map(|i| format!("\"{i}\" é\\n")).collect();
-        let mut rows = Rows::new(2);
+        let mut rows = Rows::with_capacity(2, 0);
         for (i, t) in texts.iter().enumerate() {
             let s = (i % 7 != 0).then_some(t.as_str());
             rows.push([(i as i64).into(), s.into()]);

@@ -754,14 +754,10 @@ impl Engine {
             }
             canonical = next;
         }
-        update.merged = links
-            .iter()
-            .filter(|l| l.observed.is_some())
-            .map(|l| (l.provider.clone(), l.remote_id.clone()))
-            .collect();
+        update.merged = links.iter().any(|l| l.observed.is_some());
 
         if canonical.is_empty() || ctx.held.contains(&row.id) {
-            return (!update.merged.is_empty() || update.fields.is_some()).then_some(update);
+            return (update.merged || update.fields.is_some()).then_some(update);
         }
         let targets: Vec<Target<'_>> = self
             .providers
@@ -790,10 +786,8 @@ impl Engine {
         for (provider, op) in plan(&canonical, row.tombstoned, &targets) {
             update.ops.push(new_op(provider, op));
         }
-        let nothing = update.ops.is_empty()
-            && update.merged.is_empty()
-            && update.fields.is_none()
-            && !row.has_open_ops;
+        let nothing =
+            update.ops.is_empty() && !update.merged && update.fields.is_none() && !row.has_open_ops;
         (!nothing).then_some(update)
     }
 
