@@ -6,7 +6,7 @@
 //! not own when a stream is read or what a membership should be: `sync::activity` and
 //! `sync::groups` decide, this module keeps. `forget` erases all three (`erasure.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use sqlx::Row;
 
@@ -76,17 +76,6 @@ pub struct Membership {
     pub member: bool,
 }
 
-/// The live links of `providers` (a JSON list at `$2`) of customers not tombstoned,
-/// with their marks.
-const STREAMS: &str = "
-    SELECT l.customer_id AS cid, l.provider AS provider, l.remote_id AS remote_id,
-           m.cursor AS cursor, COALESCE(m.refreshed_at, '') AS refreshed
-    FROM links l JOIN customers c ON c.id = l.customer_id
-    LEFT JOIN activity_marks m
-      ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
-    WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
-      AND l.provider ";
-
 /// A batch of a provider's live links after a customer id, in the order of the live
 /// links' index: the range and the order are on the link's column, so each batch reads
 /// its own rows only (ordered by the customer's id, SQLite sorted every link after the
@@ -97,9 +86,20 @@ pub(super) const GROUP_BATCH: &str =
  WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND l.customer_id > $2
  ORDER BY l.customer_id LIMIT $3";
 
+/// What is known of the memberships of a range of customer ids, read from their index.
+pub(super) const GROUP_MEMBERS: &str =
+    "SELECT customer_id, group_id, remote_id, member FROM group_members
+ WHERE tenant = $1 AND provider = $2 AND customer_id BETWEEN $3 AND $4";
+
 impl Store {
     /// Up to `limit` customers with a stream in `providers`, least recently read first
     /// (never read first of all), each with its streams; only `only` when given.
+    ///
+    /// The customers are read a range of ids at a time, and the `limit` most due kept
+    /// as they come: no statement reads or sorts every stream (one did, and at
+    /// 1,000,000 people it held the store's connection for 37 s and sorted 90 MB).
+    /// The scan stops once `limit` never-read customers are held: no later id can come
+    /// before them.
     pub async fn activity_due(
         &self,
         tenant: &str,
@@ -107,35 +107,110 @@ impl Store {
         limit: usize,
         only: Option<CustomerId>,
     ) -> Result<Vec<(CustomerId, Vec<Stream>)>> {
-        let names: Vec<&str> = providers.iter().map(|p| p.0.as_str()).collect();
-        let sql = format!(
-            "WITH cand AS ({STREAMS}{} AND ($3 IS NULL OR l.customer_id = $3)),
-             picked AS (SELECT cid, MIN(refreshed) AS r FROM cand GROUP BY cid ORDER BY r, cid LIMIT $4)
-             SELECT cand.cid, provider, remote_id, cursor FROM cand JOIN picked ON picked.cid = cand.cid
-             ORDER BY picked.r, cand.cid, provider",
-            self.in_texts(2)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(super::links::json(&names))
-            .bind(only.map(|c| c.0))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+        let names = super::links::json(&providers.iter().map(|p| &p.0).collect::<Vec<_>>());
+        // The most due, as a heap whose top is the least due held.
+        let mut due: BinaryHeap<(String, i64)> = BinaryHeap::with_capacity(limit + 1);
+        if limit > 0 {
+            self.each_due(tenant, &names, only, |cid, refreshed, _| {
+                due.push((refreshed, cid));
+                if due.len() > limit {
+                    due.pop();
+                }
+                // Full of never-read customers: a later (higher) id cannot come first.
+                let settled = due.len() == limit && due.peek().is_some_and(|(r, _)| r.is_empty());
+                !settled
+            })
             .await?;
-        let mut out: Vec<(CustomerId, Vec<Stream>)> = Vec::new();
-        for r in rows {
-            let id = CustomerId(r.get(0));
-            let stream = Stream {
+        }
+        let picked: Vec<(String, i64)> = due.into_sorted_vec();
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = picked.iter().map(|(_, cid)| *cid).collect();
+        let sql = format!(
+            "SELECT l.customer_id, l.provider, l.remote_id, m.cursor
+             FROM links l LEFT JOIN activity_marks m
+               ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
+             WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND l.provider {} AND l.customer_id {}
+             ORDER BY l.customer_id, l.provider",
+            self.in_texts(2),
+            self.in_ints(3)
+        );
+        let mut streams: HashMap<i64, Vec<Stream>> = HashMap::new();
+        for r in sqlx::query(&sql)
+            .bind(tenant)
+            .bind(&names)
+            .bind(super::links::json(&ids))
+            .fetch_all(&self.pool)
+            .await?
+        {
+            streams.entry(r.get(0)).or_default().push(Stream {
                 provider: ProviderName(r.get(1)),
                 remote_id: RemoteId(r.get(2)),
                 cursor: r.get(3),
-            };
-            match out.last_mut() {
-                Some((last, streams)) if *last == id => streams.push(stream),
-                _ => out.push((id, vec![stream])),
-            }
+            });
         }
-        Ok(out)
+        Ok(picked
+            .into_iter()
+            .filter_map(|(_, cid)| Some((CustomerId(cid), streams.remove(&cid)?)))
+            .collect())
+    }
+
+    /// Calls `f` with each customer not tombstoned that has a live stream in the JSON
+    /// list of providers `names`, when its least recently read stream was read (`""`:
+    /// one never was) and when the least recently read of those read was; a range of
+    /// ids per statement, in id order, while `f` answers true.
+    async fn each_due(
+        &self,
+        tenant: &str,
+        names: &str,
+        only: Option<CustomerId>,
+        mut f: impl FnMut(i64, String, Option<String>) -> bool,
+    ) -> Result<()> {
+        const IDS: i64 = 20_000;
+        let (mut after, last) = match only {
+            Some(c) => (c.0 - 1, c.0),
+            None => {
+                let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM customers")
+                    .fetch_one(&self.pool)
+                    .await?;
+                (0, max.unwrap_or(0))
+            }
+        };
+        let sql = format!(
+            "SELECT {} FROM (
+               SELECT l.customer_id AS cid, MIN(COALESCE(m.refreshed_at, '')) AS r,
+                      MIN(m.refreshed_at) AS o
+               FROM links l JOIN customers c ON c.id = l.customer_id
+               LEFT JOIN activity_marks m
+                 ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
+               WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
+                 AND l.provider {} AND l.customer_id > $3 AND l.customer_id <= $4
+               GROUP BY l.customer_id) AS d",
+            self.json_rows("cid, r, o"),
+            self.in_texts(2)
+        );
+        while after < last {
+            let upto = (after + IDS).min(last);
+            let mut rows: Vec<(i64, String, Option<String>)> = super::decode_rows(
+                sqlx::query_scalar(&sql)
+                    .bind(tenant)
+                    .bind(names)
+                    .bind(after)
+                    .bind(upto)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )?;
+            // An aggregate's order is not promised.
+            rows.sort_unstable_by_key(|r| r.0);
+            for (cid, refreshed, oldest) in rows {
+                if !f(cid, refreshed, oldest) {
+                    return Ok(());
+                }
+            }
+            after = upto;
+        }
+        Ok(())
     }
 
     /// Stores one read of a stream in one transaction: its events (an event already
@@ -239,31 +314,31 @@ impl Store {
             .collect()
     }
 
-    /// How far behind activity polling is over the streams of `providers`.
+    /// How far behind activity polling is over the streams of `providers`, read a
+    /// range of ids at a time (see [`Store::activity_due`]).
     pub async fn activity_lag(
         &self,
         tenant: &str,
         providers: &[ProviderName],
     ) -> Result<ActivityLag> {
-        let names: Vec<&str> = providers.iter().map(|p| p.0.as_str()).collect();
-        let sql = format!(
-            "WITH cand AS ({STREAMS}{})
-             SELECT COUNT(DISTINCT cid),
-                    COUNT(DISTINCT CASE WHEN refreshed = '' THEN cid END),
-                    MIN(NULLIF(refreshed, ''))
-             FROM cand",
-            self.in_texts(2)
-        );
-        let row = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(super::links::json(&names))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(ActivityLag {
-            customers: row.get::<i64, _>(0).max(0) as u64,
-            never_refreshed: row.get::<i64, _>(1).max(0) as u64,
-            oldest_refresh: row.get(2),
+        let names = super::links::json(&providers.iter().map(|p| &p.0).collect::<Vec<_>>());
+        let mut lag = ActivityLag {
+            customers: 0,
+            never_refreshed: 0,
+            oldest_refresh: None,
+        };
+        self.each_due(tenant, &names, None, |_, refreshed, oldest| {
+            lag.customers += 1;
+            lag.never_refreshed += u64::from(refreshed.is_empty());
+            if let Some(o) = oldest {
+                if lag.oldest_refresh.as_ref().is_none_or(|held| o < *held) {
+                    lag.oldest_refresh = Some(o);
+                }
+            }
+            true
         })
+        .await?;
+        Ok(lag)
     }
 
     /// Up to `limit` customers with id above `after` linked to `provider`, with what
@@ -286,16 +361,13 @@ impl Store {
         };
         let (first, last): (i64, i64) = (first.get(0), last.get(0));
         let mut known: HashMap<i64, HashMap<String, (RemoteId, bool)>> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT customer_id, group_id, remote_id, member FROM group_members
-             WHERE tenant = $1 AND provider = $2 AND customer_id BETWEEN $3 AND $4",
-        )
-        .bind(tenant)
-        .bind(&provider.0)
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await?
+        for r in sqlx::query(GROUP_MEMBERS)
+            .bind(tenant)
+            .bind(&provider.0)
+            .bind(first)
+            .bind(last)
+            .fetch_all(&self.pool)
+            .await?
         {
             known
                 .entry(r.get(0))
@@ -403,6 +475,59 @@ mod tests {
             }
         }
         s
+    }
+
+    /// Customers far apart in id, read a range at a time: the most due come first
+    /// whatever range they are in, and the lag counts every range.
+    #[tokio::test]
+    async fn the_most_due_are_found_across_ranges_of_ids() {
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
+        // Read at: 1 and 45,000 recently, 70,000 long ago; 30,000 and 90,000 never.
+        let read = [
+            (1, Some("2026-12-02T10:00:00Z")),
+            (30_000, None),
+            (45_000, Some("2026-12-02T09:00:00Z")),
+            (70_000, Some("2026-01-01T00:00:00Z")),
+            (90_000, None),
+        ];
+        for (id, at) in read {
+            sqlx::query("INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES ($1, $2, '{}', 'x', 'x')")
+                .bind(id)
+                .bind(format!("p{id}@example.com"))
+                .execute(s.pool())
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('ship', $1, $2, '{}')")
+                .bind(format!("ship-{id}"))
+                .bind(id)
+                .execute(s.pool())
+                .await
+                .unwrap();
+            if let Some(at) = at {
+                sqlx::query("INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at) VALUES ('default', 'ship', $1, $2)")
+                    .bind(id)
+                    .bind(at)
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+            }
+        }
+        let sources = [name("ship")];
+        let due = |n| {
+            let s = &s;
+            let sources = &sources;
+            async move {
+                let due = s.activity_due("default", sources, n, None).await.unwrap();
+                due.iter().map(|(c, _)| c.0).collect::<Vec<i64>>()
+            }
+        };
+        assert_eq!(due(2).await, [30_000, 90_000], "never read first, by id");
+        assert_eq!(due(3).await, [30_000, 90_000, 70_000]);
+        assert_eq!(due(10).await, [30_000, 90_000, 70_000, 45_000, 1]);
+        assert!(due(0).await.is_empty());
+        let lag = s.activity_lag("default", &sources).await.unwrap();
+        assert_eq!((lag.customers, lag.never_refreshed), (5, 2));
+        assert_eq!(lag.oldest_refresh.as_deref(), Some("2026-01-01T00:00:00Z"));
     }
 
     #[tokio::test]

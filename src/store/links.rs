@@ -784,8 +784,13 @@ mod tests {
             (EMAIL_CLAIMS_SQLITE, "links_reobserved"),
             (crate::store::outbox::DOUBTFUL_CREATES, "outbox_doubtful"),
             (crate::store::activity::GROUP_BATCH, "links_live"),
+            (
+                crate::store::activity::GROUP_MEMBERS,
+                "group_members_customer",
+            ),
         ] {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind("p")
                 .bind("p")
                 .bind(0)
                 .bind(500)
