@@ -409,7 +409,7 @@ impl Engine {
                     None,
                     None,
                     format!(
-                        "lease of tenant {} lost to another process: stopped writing",
+                        "lease of tenant {} lost (another process took it over, or it expired before it could be renewed): stopped writing",
                         self.tenant
                     ),
                 );
