@@ -97,7 +97,7 @@ impl Store {
     ///
     /// The customers are read a range of ids at a time, and the `limit` most due kept
     /// as they come: no statement reads or sorts every stream (one did, and at
-    /// 1,000,000 people it held the store's connection for 37 s and sorted 90 MB).
+    /// 1,000,000 people it held the store's connection for 37 s and sorted about 90 MB).
     /// The scan stops once `limit` never-read customers are held: no later id can come
     /// before them.
     pub async fn activity_due(
@@ -156,10 +156,11 @@ impl Store {
             .collect())
     }
 
-    /// Calls `f` with each customer not tombstoned that has a live stream in the JSON
-    /// list of providers `names`, when its least recently read stream was read (`""`:
-    /// one never was) and when the least recently read of those read was; a range of
-    /// ids per statement, in id order, while `f` answers true.
+    /// Calls `f`, in id order and while it answers true, with each customer not
+    /// tombstoned that has a live stream in the JSON list of providers `names`: its id,
+    /// when its least recently read stream was read (`""` when one never was), and the
+    /// oldest read of its streams that were read (`None`: none was). One statement per
+    /// range of ids.
     async fn each_due(
         &self,
         tenant: &str,
