@@ -107,7 +107,7 @@ impl Store {
         limit: usize,
         only: Option<CustomerId>,
     ) -> Result<Vec<(CustomerId, Vec<Stream>)>> {
-        let names = super::links::json(&providers.iter().map(|p| &p.0).collect::<Vec<_>>());
+        let names = super::links::json(&providers);
         // The most due, as a heap whose top is the least due held.
         let mut due: BinaryHeap<(String, i64)> = BinaryHeap::with_capacity(limit + 1);
         if limit > 0 {
@@ -322,7 +322,7 @@ impl Store {
         tenant: &str,
         providers: &[ProviderName],
     ) -> Result<ActivityLag> {
-        let names = super::links::json(&providers.iter().map(|p| &p.0).collect::<Vec<_>>());
+        let names = super::links::json(&providers);
         let mut lag = ActivityLag {
             customers: 0,
             never_refreshed: 0,
