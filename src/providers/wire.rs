@@ -86,8 +86,8 @@ pub fn decode_items<'a, T: Deserialize<'a>>(
         .iter()
         .map(|item| {
             let key = known.map(|k| (k, k.key(item.get())));
-            if let Some(id) = key.and_then(|(k, key)| k.get(key)) {
-                return Listed::Unchanged(id);
+            if let Some(at) = key.and_then(|(k, key)| k.links().find(key)) {
+                return Listed::Unchanged(at);
             }
             decode_item(item, id_key, email_key, &to_record, key.map(|(_, key)| key))
         })

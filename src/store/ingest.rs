@@ -571,7 +571,7 @@ mod tests {
 
     use super::*;
     use crate::config::StorePath;
-    use crate::model::{Email, Field};
+    use crate::model::{CustomerId, Email, Field};
     use crate::providers::RemoteRecord;
     use crate::store::links::{projection, CustomerUpdate};
 
@@ -910,9 +910,78 @@ mod tests {
         let keys = s.listed_keys(&ProviderName("p".into())).await.unwrap();
         assert_eq!(keys.len() as i64, n);
         assert_eq!(
-            keys.get(&(n * 3)),
-            Some(&crate::providers::id_hash(&format!("r{n}")))
+            keys.id_of(n * 3),
+            Some(crate::providers::id_hash(&format!("r{n}")))
         );
+    }
+
+    #[tokio::test]
+    async fn the_vanished_are_found_among_every_slice_of_live_links() {
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
+        let n = 2 * super::super::links::LIVE_SLICE + 7;
+        sqlx::query(
+            "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < $1)
+             INSERT INTO customers (id, email, fields, updated_at, created_at)
+             SELECT n, 'p' || n || '@e.co', '{}', 'now', 'now' FROM i",
+        )
+        .bind(n)
+        .execute(s.pool())
+        .await
+        .unwrap();
+        // Every link keyed but every tenth; 13 unmerged, 17 gone, 19 of a tombstoned
+        // customer: none of those three can vanish.
+        sqlx::query(
+            "INSERT INTO links (provider, remote_id, customer_id, snapshot, listed_key, gone)
+             SELECT 'p', 'r' || id, id, CASE WHEN id = 13 THEN NULL ELSE '{}' END,
+                    CASE WHEN id % 10 = 0 THEN NULL ELSE id END, CASE WHEN id = 17 THEN 1 ELSE 0 END
+             FROM customers",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        sqlx::query("UPDATE customers SET tombstoned_at = 'now' WHERE id = 19")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let p = ProviderName("p".into());
+        // Listed: all but these, one in each slice and the last.
+        let missing = [3, 13, 17, 19, 20, 20_005, 40_000, n];
+        let listed = |id: &str| {
+            let id: i64 = id[1..].parse().unwrap();
+            !missing.contains(&id)
+        };
+        let ids = |v: Vec<(CustomerId, RemoteId)>| {
+            let mut ids: Vec<i64> = v.into_iter().map(|(c, _)| c.0).collect();
+            ids.sort_unstable();
+            ids
+        };
+        // Each slice reads its partial index in order: no sort, no scan of every link.
+        for (unkeyed, index) in [(false, "links_live"), (true, "links_unkeyed")] {
+            let plan: Vec<String> =
+                sqlx::query(&format!("EXPLAIN QUERY PLAN {}", s.vanished_sql(unkeyed)))
+                    .bind("p")
+                    .bind(0)
+                    .bind(20)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect();
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index} not used: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{plan:?}"
+            );
+        }
+        let all = s.vanished_links(&p, false, listed).await.unwrap();
+        assert_eq!(ids(all), [3, 20, 20_005, 40_000, n]);
+        // Only those without a listed key.
+        let unkeyed = s.vanished_links(&p, true, listed).await.unwrap();
+        assert_eq!(ids(unkeyed), [20, 40_000]);
     }
 
     #[tokio::test]

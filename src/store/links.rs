@@ -113,37 +113,68 @@ type CustomerTuple = (i64, Option<String>, String, String, Option<String>);
 /// How many links [`Store::listed_keys`] reads at a time.
 pub(super) const KEYS_SLICE: i64 = 10_000;
 
+/// How many live links [`Store::vanished_links`] reads at a time.
+pub(super) const LIVE_SLICE: i64 = 20_000;
+
 impl Store {
-    /// Links of `provider` whose record a complete listing could have returned: live,
-    /// merged, of a customer not tombstoned. Those it did not return vanished. With
-    /// `unkeyed_only`, only those without a listed key (see
+    /// Links of `provider` whose record a complete listing could have returned (live,
+    /// merged, of a customer not tombstoned) and that `listed` says it did not return:
+    /// they vanished. With `unkeyed_only`, only those without a listed key (see
     /// [`crate::providers::Known`]), each from its own partial index.
-    pub async fn live_links(
+    ///
+    /// Read in slices of [`LIVE_SLICE`] links in the order of the customer's id, one row
+    /// back for each, keeping only the vanished: no statement reads every link of the
+    /// provider (at a million links one did for seconds, holding SQLite's only
+    /// connection from the lease's renewal), and no list of every link is ever held.
+    pub async fn vanished_links(
         &self,
         provider: &ProviderName,
         unkeyed_only: bool,
+        listed: impl Fn(&str) -> bool,
     ) -> Result<Vec<(CustomerId, RemoteId)>> {
+        let sql = self.vanished_sql(unkeyed_only);
+        let mut vanished = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let rows: Vec<(i64, String)> = super::decode_rows(
+                sqlx::query_scalar(&sql)
+                    .bind(&provider.0)
+                    .bind(after)
+                    .bind(LIVE_SLICE)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )?;
+            // The greatest id read (an aggregate need not keep the subquery's order).
+            let last = rows.iter().map(|(customer, _)| *customer).max();
+            let full = rows.len() as i64 == LIVE_SLICE;
+            vanished.extend(
+                rows.into_iter()
+                    .filter(|(_, remote_id)| !listed(remote_id))
+                    .map(|(customer, remote_id)| (CustomerId(customer), RemoteId(remote_id))),
+            );
+            match last {
+                Some(last) if full => after = last,
+                _ => return Ok(vanished),
+            }
+        }
+    }
+
+    /// One slice of [`Store::vanished_links`]: `$1` the provider, `$2` the greatest
+    /// customer id read so far, `$3` the slice's size.
+    pub(super) fn vanished_sql(&self, unkeyed_only: bool) -> String {
         let unkeyed = if unkeyed_only {
             "AND l.listed_key IS NULL"
         } else {
             ""
         };
-        // One row back (a JSON text), not one per link.
-        let rows: Vec<(i64, String)> = super::decode_rows(
-            sqlx::query_scalar(&format!(
-                "SELECT {} FROM links l JOIN customers c ON c.id = l.customer_id
-                 WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL {unkeyed}
-                   AND c.tombstoned_at IS NULL",
-                self.json_rows("l.customer_id, l.remote_id")
-            ))
-            .bind(&provider.0)
-            .fetch_one(&self.pool)
-            .await?,
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|(customer, remote_id)| (CustomerId(customer), RemoteId(remote_id)))
-            .collect())
+        format!(
+            "SELECT {} FROM (SELECT l.customer_id, l.remote_id FROM links l
+               JOIN customers c ON c.id = l.customer_id
+               WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL {unkeyed}
+                 AND l.customer_id > $2 AND c.tombstoned_at IS NULL
+               ORDER BY l.customer_id LIMIT $3) AS l",
+            self.json_rows("l.customer_id, l.remote_id")
+        )
     }
 
     /// The live links of `provider` by the key of the text their record was last
@@ -153,14 +184,16 @@ impl Store {
     pub async fn listed_keys(
         &self,
         provider: &ProviderName,
-    ) -> Result<foldhash::HashMap<i64, u64>> {
+    ) -> Result<crate::providers::StoredKeys> {
         let sql = format!(
             "SELECT {} FROM (SELECT listed_key, remote_id FROM links
                WHERE provider = $1 AND remote_id > $2 AND listed_key IS NOT NULL AND gone = 0
                ORDER BY remote_id LIMIT $3) AS l",
             self.json_rows("listed_key, remote_id")
         );
-        let mut keys = foldhash::HashMap::default();
+        // Grown by doubling: the capacity not yet written is never touched, so it takes
+        // no memory (the allocator maps a vector this large, and moves it by remapping).
+        let mut keys = Vec::new();
         let mut after = String::new();
         loop {
             let text: Option<String> = sqlx::query_scalar(&sql)
@@ -180,7 +213,7 @@ impl Store {
             // both databases compare these ids byte by byte, as `str` does.
             match rows.iter().map(|(_, id)| id).max() {
                 Some(last) if rows.len() as i64 == KEYS_SLICE => after = last.to_string(),
-                _ => return Ok(keys),
+                _ => return Ok(crate::providers::StoredKeys::from_pairs(keys)),
             }
         }
     }

@@ -601,8 +601,13 @@ impl Engine {
     ) -> Result<(), StoreError> {
         // After a listing that returned every link it knew by key, only the links it
         // did not know by key can be missing from it: a steady run reads those few.
-        let mut vanished = self.store.live_links(name, seen.every_keyed()).await?;
-        vanished.retain(|(_, remote_id)| !seen.contains(&remote_id.0));
+        let present = seen.present();
+        let vanished = self
+            .store
+            .vanished_links(name, seen.every_keyed(), |remote_id| {
+                present.contains(remote_id)
+            })
+            .await?;
         ctx.touched.extend(vanished.iter().map(|(c, _)| *c));
         if vanished.is_empty() {
             return Ok(());

@@ -11,6 +11,7 @@ use super::report::ReportError;
 use crate::model::Email;
 use crate::providers::{
     id_hash, record_email, Capabilities, Known, ListRequest, ListStyle, Listed, Provider,
+    StoredKeys,
 };
 use crate::store::links::Observed;
 use crate::store::{parse_time, time_text, Rekeys, RunId, Store, StoreError};
@@ -40,27 +41,135 @@ pub struct PollOutcome {
     pub seen: Seen,
 }
 
-/// The remote ids a listing returned, as 8-byte hashes (in a set hashed by foldhash,
-/// with a seed of its own: its keys are hashes already).
+/// What a listing saw of the provider's records: one bit for each link it knew by key
+/// when it began ([`Listed::Unchanged`], by the link's place in its [`StoredKeys`]),
+/// and the [`id_hash`]es of the records it saw otherwise (decoded, skipped, erased). A
+/// no-op listing of a million links holds 128 KiB of bits beside the keys, where two
+/// sets of hashes took 38 MiB.
 #[derive(Debug, Default)]
-pub struct Seen(foldhash::HashSet<u64>, bool);
+pub struct Seen {
+    known: Arc<Known>,
+    /// Bit `place`: the link at that place was listed unchanged.
+    unchanged: Vec<u64>,
+    /// The ids listed otherwise, by hash.
+    other: foldhash::HashSet<u64>,
+    /// Of `other`, those listed only as absent (a record without any email:
+    /// Partial.ly's erasure): seen, not present.
+    absent: foldhash::HashSet<u64>,
+    every_keyed: bool,
+}
 
 impl Seen {
+    fn new(known: Arc<Known>) -> Self {
+        Seen {
+            unchanged: vec![0; known.links().len().div_ceil(64)],
+            known,
+            ..Seen::default()
+        }
+    }
+
+    fn links(&self) -> &StoredKeys {
+        self.known.links()
+    }
+
+    /// A record listed unchanged, by its link's place: whether it is new to this
+    /// listing. `None` for a place the listing does not know.
+    fn unchanged(&mut self, place: u32) -> Option<bool> {
+        let id = self.links().id_at(place)?;
+        let (word, bit) = (place as usize / 64, 1u64 << (place % 64));
+        let word = self.unchanged.get_mut(word)?;
+        let before = *word & bit != 0;
+        *word |= bit;
+        Some(!before && !self.other.contains(&id))
+    }
+
+    /// A record listed otherwise, by the hash of its id, present or not: whether it is
+    /// new to this listing. One listed unchanged before and changed now counts as new
+    /// here (what a page moves on by); [`Seen::count`] counts it once.
+    fn other(&mut self, id: u64, present: bool) -> bool {
+        let new = self.other.insert(id);
+        if present {
+            self.absent.remove(&id);
+        } else if new {
+            self.absent.insert(id);
+        }
+        new
+    }
+
+    /// The places of the links listed unchanged.
+    fn places(&self) -> impl Iterator<Item = u32> + '_ {
+        self.unchanged.iter().enumerate().flat_map(|(at, &word)| {
+            (0..64)
+                .filter(move |bit| word & (1 << bit) != 0)
+                .map(move |bit| (at * 64 + bit) as u32)
+        })
+    }
+
+    /// How many distinct records the listing showed: one listed both unchanged and
+    /// otherwise counts once.
+    fn count(&self) -> u64 {
+        let unchanged: u64 = self
+            .unchanged
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        let both = match self.other.is_empty() {
+            true => 0,
+            false => self
+                .places()
+                .filter_map(|place| self.links().id_at(place))
+                .filter(|id| self.other.contains(id))
+                .count() as u64,
+        };
+        unchanged + self.other.len() as u64 - both
+    }
+
+    fn present_otherwise(&self, id: u64) -> bool {
+        self.other.contains(&id) && !self.absent.contains(&id)
+    }
+
+    /// At the end of a complete listing: whether it showed every link it knew by key
+    /// when it began, present.
+    fn settle(&mut self) {
+        let every_keyed = self.links().ids().enumerate().all(|(place, id)| {
+            self.unchanged[place / 64] & (1 << (place % 64)) != 0 || self.present_otherwise(id)
+        });
+        self.every_keyed = every_keyed;
+    }
+
     /// True when the listing returned every link it knew by key when it began: then
     /// only a link without a listed key can have vanished.
     pub fn every_keyed(&self) -> bool {
-        self.1
+        self.every_keyed
     }
 
-    /// Adds the id of this [`id_hash`]; false when it was there already.
-    pub fn insert(&mut self, id_hash: u64) -> bool {
-        self.0.insert(id_hash)
+    /// The ids the listing showed present, sorted, to look links up by remote id.
+    pub fn present(&self) -> Present {
+        let mut ids: Vec<u64> = self
+            .places()
+            .filter_map(|place| self.links().id_at(place))
+            .chain(
+                self.other
+                    .iter()
+                    .copied()
+                    .filter(|id| !self.absent.contains(id)),
+            )
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Present(ids)
     }
+}
 
+/// The [`id_hash`]es of the records a listing showed present ([`Seen::present`]), 8
+/// bytes each.
+pub struct Present(Vec<u64>);
+
+impl Present {
     /// True when the listing returned `id` (or, once in 2^64, another id with its
     /// hash: then a deletion is missed, never invented).
     pub fn contains(&self, id: &str) -> bool {
-        self.0.contains(&id_hash(id))
+        self.0.binary_search(&id_hash(id)).is_ok()
     }
 }
 
@@ -68,8 +177,6 @@ impl Seen {
 /// short or never ends (DESIGN 4c "Listings that prove themselves").
 #[derive(Default)]
 struct Proof {
-    /// The remote ids seen in this listing.
-    seen: Seen,
     /// The whole listing's size, as the provider last stated it.
     stated_total: Option<u64>,
     /// The first reason the listing is not complete.
@@ -81,21 +188,11 @@ impl Proof {
         self.incomplete.get_or_insert_with(|| reason.into());
     }
 
-    /// Counts a page's ids; false when the page held records and every one of them
-    /// was seen before in this listing (a cursor or offset that goes round).
-    fn page(&mut self, ids: impl Iterator<Item = u64>) -> bool {
-        let (mut count, mut fresh) = (0, 0);
-        for id in ids {
-            count += 1;
-            fresh += usize::from(self.seen.insert(id));
-        }
-        count == 0 || fresh > 0
-    }
-
-    /// The reason a listing that ended here is incomplete, if it is.
-    fn verdict(&mut self, full: bool) -> Option<String> {
+    /// The reason a listing that ended here, having shown `seen`, is incomplete, if
+    /// it is.
+    fn verdict(&mut self, full: bool, seen: &Seen) -> Option<String> {
         if let (true, Some(total)) = (full, self.stated_total) {
-            let seen = self.seen.0.len() as u64;
+            let seen = seen.count();
             if seen < total {
                 self.fail(format!(
                     "the listing ended after {seen} of the {total} records it says it holds"
@@ -142,10 +239,12 @@ pub async fn poll(
     // A listing mostly sends what it sent last time (an incremental one too, in its
     // overlap): those records are only counted (see `Known`).
     let keys = store.listed_keys(&name).await?;
+    let known = Arc::new(Known::new(&name, provider.fields(), keys));
+    out.seen = Seen::new(known.clone());
     let mut req = ListRequest {
         token: None,
         since,
-        known: Some(Arc::new(Known::new(&name, provider.fields(), keys))),
+        known: Some(known),
     };
     let mut high_water: Option<DateTime<Utc>> = cursor;
     let mut proof = Proof::default();
@@ -170,20 +269,30 @@ pub async fn poll(
             }
         };
         let now = Utc::now();
-        // Each record's id hashed once, for the proof and for what is still there.
-        let ids: Vec<Option<u64>> = page.items.iter().map(Listed::id_hash).collect();
-        let moved_on = proof.page(ids.iter().flatten().copied());
         if let Some(total) = page.total {
             proof.stated_total = Some(total);
         }
+        // How many of the page's records have an id, and how many of those this
+        // listing had not shown before: a page of none new goes round.
+        let (mut with_id, mut new) = (0usize, 0usize);
         let mut observed = Vec::with_capacity(page.items.len());
-        for (item, id) in page.items.into_iter().zip(ids) {
+        for item in page.items {
             out.fetched += 1;
+            let id = item.remote_id().map(|id| id_hash(&id.0));
             // What counts as still there: every record stored or listed as before, and
             // those skipped for their data (not one without any email: that is
             // Partial.ly's erasure, a deletion).
             let present = match item {
-                Listed::Unchanged(_) => true,
+                Listed::Unchanged(place) => {
+                    with_id += 1;
+                    match out.seen.unchanged(place) {
+                        Some(fresh) => new += usize::from(fresh),
+                        None => {
+                            proof.fail("a record was listed as a link the listing does not know")
+                        }
+                    }
+                    continue;
+                }
                 Listed::Record(r) => match record_email(&r.projection) {
                     Ok(email) => {
                         if let Some(t) = r.updated_at {
@@ -231,10 +340,12 @@ pub async fn poll(
                     true
                 }
             };
-            if let (true, Some(id)) = (present, id) {
-                out.seen.insert(id);
+            if let Some(id) = id {
+                with_id += 1;
+                new += usize::from(out.seen.other(id, present));
             }
         }
+        let moved_on = with_id == 0 || new > 0;
         // A page of records listed as before has nothing to store.
         let duplicates = match observed.is_empty() {
             true => Vec::new(),
@@ -285,7 +396,7 @@ pub async fn poll(
         }
     }
     store.write_rekeys(&name, &mut rekeys).await?;
-    out.incomplete = proof.verdict(since.is_none());
+    out.incomplete = proof.verdict(since.is_none(), &out.seen);
     if let Some(reason) = &out.incomplete {
         tracing::warn!(provider = %name, reason = %reason, fetched = out.fetched, "listing incomplete");
         if let Some(p) = progress {
@@ -305,8 +416,8 @@ pub async fn poll(
         });
     }
     out.complete = since.is_none();
-    if let (true, Some(known)) = (out.complete, &req.known) {
-        out.seen.1 = known.id_hashes().all(|id| out.seen.0.contains(&id));
+    if out.complete {
+        out.seen.settle();
     }
     if caps.incremental {
         if let Some(h) = high_water {
@@ -331,5 +442,105 @@ fn skip(
         email,
         remote_id,
         error: reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listing that knew the links `a`, `b` and `c` by key.
+    fn seen_of_three() -> (Seen, [u32; 3]) {
+        let links: StoredKeys = [(10, id_hash("a")), (20, id_hash("b")), (30, id_hash("c"))]
+            .into_iter()
+            .collect();
+        let name = crate::model::ProviderName("p".into());
+        let fields = crate::providers::malomo::mapping::FIELDS;
+        let known = Arc::new(Known::new(&name, &fields, links));
+        let place = |key| known.links().find(key).unwrap();
+        let places = [place(10), place(20), place(30)];
+        (Seen::new(known), places)
+    }
+
+    #[test]
+    fn a_record_listed_unchanged_and_again_changed_counts_once() {
+        let (mut seen, [a, b, _]) = seen_of_three();
+        assert_eq!(seen.unchanged(a), Some(true));
+        assert_eq!(seen.unchanged(a), Some(false), "the same text twice");
+        assert!(
+            seen.other(id_hash("a"), true),
+            "changed since: a page moves on by it"
+        );
+        assert_eq!(seen.unchanged(b), Some(true));
+        // Two records, not three: a listing that says it holds three fell short.
+        assert_eq!(seen.count(), 2);
+        let mut proof = Proof {
+            stated_total: Some(3),
+            incomplete: None,
+        };
+        assert!(proof.verdict(true, &seen).is_some());
+
+        // Changed first, then listed as its old text: not new either.
+        let (mut seen, [a, ..]) = seen_of_three();
+        assert!(seen.other(id_hash("a"), true));
+        assert_eq!(seen.unchanged(a), Some(false));
+        assert_eq!(seen.count(), 1);
+        assert_eq!(seen.unchanged(7), None, "no such place");
+    }
+
+    #[test]
+    fn every_keyed_only_when_each_known_link_was_shown_present() {
+        let (mut seen, [a, b, c]) = seen_of_three();
+        for place in [a, b, c] {
+            seen.unchanged(place);
+        }
+        seen.other(id_hash("new"), true);
+        seen.settle();
+        assert!(seen.every_keyed());
+
+        // One of them changed: shown present all the same.
+        let (mut seen, [a, b, _]) = seen_of_three();
+        seen.unchanged(a);
+        seen.unchanged(b);
+        seen.other(id_hash("c"), true);
+        seen.settle();
+        assert!(seen.every_keyed());
+
+        // One erased (shown without any email), one missing.
+        for erased in [true, false] {
+            let (mut seen, [a, b, _]) = seen_of_three();
+            seen.unchanged(a);
+            seen.unchanged(b);
+            if erased {
+                seen.other(id_hash("c"), false);
+            }
+            seen.settle();
+            assert!(!seen.every_keyed(), "erased: {erased}");
+            let present = seen.present();
+            assert!(present.contains("a") && present.contains("b"));
+            assert!(!present.contains("c"));
+        }
+    }
+
+    #[test]
+    fn present_is_what_was_shown_present_however_it_was_shown() {
+        let (mut seen, [a, ..]) = seen_of_three();
+        seen.unchanged(a);
+        seen.other(id_hash("d"), true);
+        seen.other(id_hash("e"), false);
+        // Erased, then shown again with an email: present.
+        seen.other(id_hash("f"), false);
+        seen.other(id_hash("f"), true);
+        // Shown with an email, then erased in the same listing: present (seen there).
+        seen.other(id_hash("g"), true);
+        seen.other(id_hash("g"), false);
+        let present = seen.present();
+        for id in ["a", "d", "f", "g"] {
+            assert!(present.contains(id), "{id}");
+        }
+        for id in ["b", "c", "e", "h"] {
+            assert!(!present.contains(id), "{id}");
+        }
+        assert_eq!(seen.count(), 5);
     }
 }
