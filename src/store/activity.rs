@@ -86,10 +86,30 @@ pub(super) const GROUP_BATCH: &str =
  WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL AND l.customer_id > $2
  ORDER BY l.customer_id LIMIT $3";
 
+/// [`GROUP_BATCH`] for the customers marked in `groups_dirty` only (what changed since
+/// the last pass), in the order of their ids. `CROSS JOIN` keeps SQLite reading the
+/// marks first (by their key, in order) and each one's link and customer by theirs;
+/// left to choose, it read every link of the provider after `$2` and sorted them.
+pub(super) const GROUP_DIRTY_BATCH: &str =
+    "SELECT c.id, l.remote_id, c.fields, CASE WHEN c.tombstoned_at IS NULL THEN 0 ELSE 1 END
+ FROM groups_dirty d CROSS JOIN links l CROSS JOIN customers c
+ WHERE d.customer_id > $2 AND l.provider = $1 AND l.customer_id = d.customer_id
+   AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.id = d.customer_id
+ ORDER BY d.customer_id LIMIT $3";
+
 /// What is known of the memberships of a range of customer ids, read from their index.
 pub(super) const GROUP_MEMBERS: &str =
     "SELECT customer_id, group_id, remote_id, member FROM group_members
  WHERE tenant = $1 AND provider = $2 AND customer_id BETWEEN $3 AND $4";
+
+/// Which customers a group pass plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupScope {
+    /// Every customer linked to the provider.
+    Every,
+    /// Those marked in `groups_dirty`: changed since the last pass.
+    Changed,
+}
 
 impl Store {
     /// Up to `limit` customers with a stream in `providers`, least recently read first
@@ -348,10 +368,15 @@ impl Store {
         &self,
         tenant: &str,
         provider: &ProviderName,
+        scope: GroupScope,
         after: i64,
         limit: i64,
     ) -> Result<Vec<GroupSubject>> {
-        let rows = sqlx::query(GROUP_BATCH)
+        let batch = match scope {
+            GroupScope::Every => GROUP_BATCH,
+            GroupScope::Changed => GROUP_DIRTY_BATCH,
+        };
+        let rows = sqlx::query(batch)
             .bind(&provider.0)
             .bind(after)
             .bind(limit)
@@ -361,15 +386,29 @@ impl Store {
             return Ok(Vec::new());
         };
         let (first, last): (i64, i64) = (first.get(0), last.get(0));
+        // A batch of every customer is a range of ids; one of the changed may be a few
+        // ids spread over all of them, so their memberships are read by id.
+        let by_ids = format!(
+            "SELECT customer_id, group_id, remote_id, member FROM group_members
+             WHERE tenant = $1 AND provider = $2 AND customer_id {}",
+            self.in_ints(3)
+        );
+        let members = match scope {
+            GroupScope::Every => sqlx::query(GROUP_MEMBERS)
+                .bind(tenant)
+                .bind(&provider.0)
+                .bind(first)
+                .bind(last),
+            GroupScope::Changed => {
+                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                sqlx::query(&by_ids)
+                    .bind(tenant)
+                    .bind(&provider.0)
+                    .bind(super::links::json(&ids))
+            }
+        };
         let mut known: HashMap<i64, HashMap<String, (RemoteId, bool)>> = HashMap::new();
-        for r in sqlx::query(GROUP_MEMBERS)
-            .bind(tenant)
-            .bind(&provider.0)
-            .bind(first)
-            .bind(last)
-            .fetch_all(&self.pool)
-            .await?
-        {
+        for r in members.fetch_all(&self.pool).await? {
             known
                 .entry(r.get(0))
                 .or_default()
@@ -387,6 +426,94 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Which customers the group pass of `provider` plans: every one when no pass
+    /// planned them all under these `rules` (a digest) within `every`, else those
+    /// changed since the last pass.
+    pub async fn group_scope(
+        &self,
+        tenant: &str,
+        provider: &ProviderName,
+        rules: &str,
+        every: chrono::Duration,
+    ) -> Result<GroupScope> {
+        let last: Option<(String, String)> = sqlx::query_as(
+            "SELECT rules, full_at FROM groups_passes WHERE tenant = $1 AND provider = $2",
+        )
+        .bind(tenant)
+        .bind(&provider.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let now = chrono::Utc::now();
+        Ok(match last {
+            Some((known, at))
+                if known == rules && super::parse_time(&at).is_some_and(|t| now - t < every) =>
+            {
+                GroupScope::Changed
+            }
+            _ => GroupScope::Every,
+        })
+    }
+
+    /// Remembers that a pass planned every customer of `provider` under `rules`, now.
+    pub async fn group_planned_every(
+        &self,
+        tenant: &str,
+        provider: &ProviderName,
+        rules: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO groups_passes (tenant, provider, rules, full_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant, provider) DO UPDATE SET rules = excluded.rules, full_at = excluded.full_at",
+        )
+        .bind(tenant)
+        .bind(&provider.0)
+        .bind(rules)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// After a pass that planned every group provider to its end: nothing changed is
+    /// left to plan but the customers in `failed`, planned again by the next pass.
+    pub async fn groups_planned(&self, failed: &[CustomerId]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM groups_dirty")
+            .execute(&mut *tx)
+            .await?;
+        for c in failed {
+            sqlx::query(
+                "INSERT INTO groups_dirty (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind(c.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets the passes of the providers not in `kept` (those without rules now), so
+    /// that rules given back plan every customer again; with none kept (no rules at
+    /// all, so no pass to clear them), the marks of what changed too.
+    pub async fn group_rules_kept(&self, tenant: &str, kept: &[&ProviderName]) -> Result<()> {
+        let kept: Vec<&str> = kept.iter().map(|p| p.0.as_str()).collect();
+        sqlx::query(&format!(
+            "DELETE FROM groups_passes WHERE tenant = $1 AND NOT (provider {})",
+            self.in_texts(2)
+        ))
+        .bind(tenant)
+        .bind(super::links::json(&kept))
+        .execute(&self.pool)
+        .await?;
+        if kept.is_empty() {
+            sqlx::query("DELETE FROM groups_dirty")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Remembers memberships as now known, in one transaction.
@@ -610,12 +737,27 @@ mod tests {
         .await
         .unwrap();
         let batch = s
-            .group_batch("default", &name("email"), 0, 10)
+            .group_batch("default", &name("email"), GroupScope::Every, 0, 10)
             .await
             .unwrap();
         assert_eq!(batch.len(), 3, "every live link, tombstoned included");
         assert_eq!(batch[0].known["g"], (RemoteId("email-1".into()), true));
         assert!(batch[2].tombstoned);
+        // Only the changed: all three are new; then the first alone, memberships read
+        // by id.
+        let email = name("email");
+        let changed = |after| s.group_batch("default", &email, GroupScope::Changed, after, 10);
+        assert_eq!(changed(0).await.unwrap().len(), 3);
+        sqlx::query("DELETE FROM groups_dirty WHERE customer_id <> $1")
+            .bind(c1.0)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let first = changed(0).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].id, c1);
+        assert_eq!(first[0].known, batch[0].known);
+        assert!(changed(c1.0).await.unwrap().is_empty());
 
         let run = s.begin_run("forget").await.unwrap();
         s.forget(run, &Email::parse("a@example.com").unwrap())

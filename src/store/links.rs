@@ -818,6 +818,10 @@ mod tests {
             (crate::store::outbox::DOUBTFUL_CREATES, "outbox_doubtful"),
             (crate::store::activity::GROUP_BATCH, "links_live"),
             (
+                crate::store::activity::GROUP_DIRTY_BATCH,
+                "links_customer (provider=? AND customer_id=?)",
+            ),
+            (
                 crate::store::activity::GROUP_MEMBERS,
                 "group_members_customer",
             ),

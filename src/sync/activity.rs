@@ -76,13 +76,17 @@ impl super::Engine {
                 rank: c.rank,
             })
             .collect();
-        if !self.config.groups.is_empty() && !stop.is_cancelled() {
+        if self.config.groups.is_empty() {
+            // No pass will clear what changed: nothing is kept for one.
+            self.store.group_rules_kept(&self.tenant, &[]).await?;
+        } else if !stop.is_cancelled() {
             report.groups = super::groups::sync(
                 &self.store,
                 &self.tenant,
                 &self.config.groups,
                 &open,
                 self.config.sync.push_concurrency,
+                self.config.sync.full_listing_every,
                 stop,
             )
             .await?;

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Connected;
 use crate::config::GroupRule;
-use crate::model::{Field, Projection, RemoteId};
-use crate::store::activity::{GroupSubject, Membership};
+use crate::model::{CustomerId, Field, Projection, ProviderName, RemoteId};
+use crate::store::activity::{GroupScope, GroupSubject, Membership};
 use crate::store::{Store, StoreError};
 
 /// Customers planned per store batch.
@@ -32,6 +32,9 @@ pub struct GroupReport {
     pub removed: u64,
     /// Records read to learn memberships custsync did not know yet.
     pub lookups: u64,
+    /// Customers planned: those changed since the last pass, or every linked customer
+    /// when the rules changed or at the full listing's interval.
+    pub planned: u64,
     /// Calls that failed (tried again next cycle).
     pub failed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,26 +109,50 @@ pub fn resolve(ask: &[String], groups: Option<&[String]>) -> Vec<String> {
 
 /// Keeps every `[[groups]]` membership in step for every customer linked to the
 /// groups' providers. Stops taking customers when `stop` is cancelled.
+///
+/// A pass plans only the customers changed since the last one (marked in the store by
+/// trigger, whatever wrote the change), so a cycle in which nothing changed reads no
+/// customer; it plans every customer when the rules changed and at the interval
+/// `every` (the full listing's), and a customer whose call failed is planned again by
+/// the next pass. What a pass leaves marked is cleared only once every provider with
+/// rules was planned to its end (one blocked this run keeps them for the next).
 pub async fn sync(
     store: &Store,
     tenant: &str,
     rules: &[GroupRule],
     providers: &[Connected],
     concurrency: usize,
+    every: std::time::Duration,
     stop: &CancellationToken,
 ) -> Result<GroupReport, StoreError> {
+    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    let mut with_rules: Vec<&ProviderName> = rules.iter().map(|r| &r.provider).collect();
+    with_rules.dedup();
+    store.group_rules_kept(tenant, &with_rules).await?;
     let mut report = GroupReport::default();
+    let mut failed = Vec::new();
+    let mut every_provider = rules
+        .iter()
+        .all(|r| providers.iter().any(|c| c.provider.name() == &r.provider));
     for c in providers {
         let name = c.provider.name();
         let mine: Vec<&GroupRule> = rules.iter().filter(|r| &r.provider == name).collect();
         if mine.is_empty() {
             continue;
         }
+        // The rules as this build reads them: another build or another rule plans all.
+        let digest = format!("{} {mine:?}", env!("CARGO_PKG_VERSION"));
+        let scope = store.group_scope(tenant, name, &digest, every).await?;
         let mut after = 0;
+        let mut ended = false;
         while !stop.is_cancelled() {
-            let batch = store.group_batch(tenant, name, after, BATCH).await?;
-            let Some(last) = batch.last() else { break };
+            let batch = store.group_batch(tenant, name, scope, after, BATCH).await?;
+            let Some(last) = batch.last() else {
+                ended = true;
+                break;
+            };
             after = last.id.0;
+            report.planned += batch.len() as u64;
             let work: Vec<(&GroupSubject, Steps)> = batch
                 .iter()
                 .map(|s| (s, plan(&mine, s)))
@@ -147,6 +174,9 @@ pub async fn sync(
                 report.removed += o.removed;
                 report.lookups += o.lookups;
                 report.failed += o.errors.len() as u64;
+                if !o.errors.is_empty() {
+                    failed.push(o.customer);
+                }
                 for e in o.errors {
                     tracing::warn!(provider = %name, error = %e, "group call failed");
                     report.last_error = Some(e.clone());
@@ -156,12 +186,22 @@ pub async fn sync(
             }
             store.save_memberships(tenant, name, &learned).await?;
         }
+        // A stop may have cut a batch's calls short: nothing is taken as planned.
+        ended &= !stop.is_cancelled();
+        every_provider &= ended;
+        if ended && scope == GroupScope::Every {
+            store.group_planned_every(tenant, name, &digest).await?;
+        }
+    }
+    if every_provider {
+        store.groups_planned(&failed).await?;
     }
     Ok(report)
 }
 
 /// What the calls for one customer did.
 struct Outcome {
+    customer: CustomerId,
     remote_id: RemoteId,
     added: u64,
     removed: u64,
@@ -173,6 +213,7 @@ struct Outcome {
 async fn apply(c: &Connected, s: &GroupSubject, steps: Steps, stop: &CancellationToken) -> Outcome {
     let p = &c.provider;
     let mut o = Outcome {
+        customer: s.id,
         remote_id: s.remote_id.clone(),
         added: 0,
         removed: 0,
@@ -377,6 +418,8 @@ mod gate_tests {
     use crate::providers::http::{gated, WriteGate};
     use crate::sandbox::sendwithus::{Customer, Options, Sendwithus};
 
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
     struct Closed;
     impl WriteGate for Closed {
         fn may_write(&self) -> futures::future::BoxFuture<'_, bool> {
@@ -416,7 +459,7 @@ mod gate_tests {
         let stop = CancellationToken::new();
         let closed = gated(
             Arc::new(Closed),
-            sync(&store, "default", &config.groups, &providers, 2, &stop),
+            sync(&store, "default", &config.groups, &providers, 2, DAY, &stop),
         )
         .await
         .unwrap();
@@ -426,16 +469,20 @@ mod gate_tests {
             "nothing sent without the lease"
         );
 
-        let open = sync(&store, "default", &config.groups, &providers, 2, &stop)
+        let open = sync(&store, "default", &config.groups, &providers, 2, DAY, &stop)
             .await
             .unwrap();
         assert_eq!(open.added, 1);
         assert_eq!(swu.by_email("ann@example.com").unwrap().groups, ["grp_m"]);
         swu.log().clear();
-        let again = sync(&store, "default", &config.groups, &providers, 2, &stop)
+        let again = sync(&store, "default", &config.groups, &providers, 2, DAY, &stop)
             .await
             .unwrap();
-        assert_eq!(again, GroupReport::default());
+        assert_eq!(
+            again,
+            GroupReport::default(),
+            "nothing changed: nobody planned"
+        );
         assert!(swu.log().is_empty(), "{:?}", swu.log().all());
     }
 
@@ -444,7 +491,7 @@ mod gate_tests {
         let (swu, store, config, providers) = world().await;
         let stop = CancellationToken::new();
         stop.cancel();
-        let groups = sync(&store, "default", &config.groups, &providers, 2, &stop)
+        let groups = sync(&store, "default", &config.groups, &providers, 2, DAY, &stop)
             .await
             .unwrap();
         assert_eq!(groups, GroupReport::default());
@@ -453,5 +500,135 @@ mod gate_tests {
             .unwrap();
         assert_eq!(read.requests, 0);
         assert!(swu.log().is_empty(), "{:?}", swu.log().all());
+    }
+
+    async fn pass(
+        store: &Store,
+        config: &Config,
+        providers: &[Connected],
+        every: std::time::Duration,
+    ) -> GroupReport {
+        let stop = CancellationToken::new();
+        sync(store, "default", &config.groups, providers, 2, every, &stop)
+            .await
+            .unwrap()
+    }
+
+    async fn dirty(store: &Store) -> Vec<i64> {
+        sqlx::query_scalar("SELECT customer_id FROM groups_dirty ORDER BY customer_id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn exec(store: &Store, sql: &str) {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pass_plans_only_the_customers_changed_since_the_last() {
+        let (swu, store, config, providers) = world().await;
+        swu.insert(Customer::new("bo@example.com", Some("Bo"), None));
+        exec(&store, "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (2, 'bo@example.com', '{\"email\":\"bo@example.com\"}', 'x', 'x')").await;
+        exec(&store, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('email', 'bo@example.com', 2, '{}')").await;
+
+        // The first pass plans everyone; Ann joins, Bo's membership is looked up.
+        let first = pass(&store, &config, &providers, DAY).await;
+        assert_eq!((first.planned, first.added, first.lookups), (2, 1, 1));
+        assert!(dirty(&store).await.is_empty());
+        swu.log().clear();
+        let idle = pass(&store, &config, &providers, DAY).await;
+        assert_eq!(idle, GroupReport::default());
+
+        // Bo now accepts marketing: only Bo is planned, and joins.
+        exec(&store, "UPDATE customers SET fields = '{\"email\":\"bo@example.com\",\"accepts_marketing\":\"true\"}' WHERE id = 2").await;
+        assert_eq!(dirty(&store).await, [2]);
+        let changed = pass(&store, &config, &providers, DAY).await;
+        assert_eq!((changed.planned, changed.added), (1, 1));
+        assert_eq!(swu.by_email("bo@example.com").unwrap().groups, ["grp_m"]);
+
+        // What a plan does not read marks nobody; what it reads marks its customer.
+        exec(
+            &store,
+            "UPDATE links SET observed = '{}', listed_key = 5 WHERE customer_id = 1",
+        )
+        .await;
+        exec(
+            &store,
+            "UPDATE customers SET updated_at = 'y', fields = fields WHERE id = 1",
+        )
+        .await;
+        assert!(dirty(&store).await.is_empty());
+        exec(&store, "UPDATE links SET gone = 1 WHERE customer_id = 2").await;
+        exec(
+            &store,
+            "UPDATE customers SET tombstoned_at = 'y' WHERE id = 1",
+        )
+        .await;
+        assert_eq!(dirty(&store).await, [1, 2]);
+        exec(&store, "DELETE FROM groups_dirty").await;
+        exec(&store, "UPDATE links SET gone = 0 WHERE customer_id = 2").await;
+        exec(
+            &store,
+            "UPDATE links SET snapshot = NULL WHERE customer_id = 1",
+        )
+        .await;
+        assert_eq!(dirty(&store).await, [1, 2]);
+        exec(&store, "DELETE FROM groups_dirty").await;
+        exec(&store, "DELETE FROM links WHERE customer_id = 1").await;
+        exec(&store, "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (3, 'cy@example.com', '{}', 'x', 'x')").await;
+        assert_eq!(dirty(&store).await, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_new_rules_and_the_full_interval_plan_again() {
+        let (swu, store, config, providers) = world().await;
+        let stop = CancellationToken::new();
+        let closed = gated(
+            Arc::new(Closed),
+            sync(&store, "default", &config.groups, &providers, 2, DAY, &stop),
+        )
+        .await
+        .unwrap();
+        assert_eq!((closed.planned, closed.failed), (1, 1));
+        assert_eq!(dirty(&store).await, [1], "kept for the next pass");
+        let retried = pass(&store, &config, &providers, DAY).await;
+        assert_eq!((retried.planned, retried.added), (1, 1));
+        assert_eq!(pass(&store, &config, &providers, DAY).await.planned, 0);
+
+        // Another rule: everyone is planned again, once.
+        let mut other = config.clone();
+        other.groups[0].group_id = "grp_n".into();
+        let renamed = pass(&store, &other, &providers, DAY).await;
+        assert_eq!((renamed.planned, renamed.added), (1, 1));
+        assert_eq!(pass(&store, &other, &providers, DAY).await.planned, 0);
+
+        // Past the full interval: everyone again, and nothing to send.
+        swu.log().clear();
+        let full = pass(&store, &other, &providers, std::time::Duration::ZERO).await;
+        assert_eq!((full.planned, full.added, full.removed), (1, 0, 0));
+        assert!(swu.log().writes().is_empty());
+
+        // A rule's provider blocked this run: what changed stays marked for it.
+        exec(&store, "UPDATE customers SET fields = '{}' WHERE id = 1").await;
+        let none = pass(&store, &other, &[], DAY).await;
+        assert_eq!(none.planned, 0);
+        assert_eq!(dirty(&store).await, [1]);
+        let left = pass(&store, &other, &providers, DAY).await;
+        assert_eq!((left.planned, left.removed), (1, 1));
+
+        // The rules taken away, a change, the same rules given back: everyone again.
+        let mut none = other.clone();
+        none.groups.clear();
+        assert_eq!(pass(&store, &none, &providers, DAY).await.planned, 0);
+        exec(
+            &store,
+            "UPDATE customers SET fields = '{\"accepts_marketing\":\"true\"}' WHERE id = 1",
+        )
+        .await;
+        assert_eq!(pass(&store, &none, &providers, DAY).await.planned, 0);
+        assert!(dirty(&store).await.is_empty(), "no pass would clear them");
+        let back = pass(&store, &other, &providers, DAY).await;
+        assert_eq!((back.planned, back.added), (1, 1));
     }
 }
