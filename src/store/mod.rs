@@ -800,3 +800,29 @@ fn create_private(path: &Path) -> Result<std::fs::File> {
     }
     options.open(path).map_err(io)
 }
+
+/// Asserts that SQLite runs `sql` (with `params` parameters, all bound to 0) reading
+/// `index` and sorting nothing: no scan of every row, no sort of them.
+#[cfg(test)]
+pub(crate) async fn reads_in_order(s: &Store, sql: &str, params: usize, index: &str) {
+    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut query = sqlx::query(&explain);
+    for _ in 0..params {
+        query = query.bind(0i64);
+    }
+    let plan: Vec<String> = query
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, 3))
+        .collect();
+    assert!(
+        plan.iter().any(|step| step.contains(index)),
+        "{index} not used: {plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+        "sorted: {plan:?}"
+    );
+}

@@ -456,28 +456,18 @@ mod gate_tests {
     #[tokio::test]
     async fn group_writes_pass_the_lease_gate() {
         let (swu, store, config, providers) = world().await;
-        let stop = CancellationToken::new();
-        let closed = gated(
-            Arc::new(Closed),
-            sync(&store, "default", &config.groups, &providers, 2, DAY, &stop),
-        )
-        .await
-        .unwrap();
+        let closed = closed_pass(&store, &config, &providers).await;
         assert_eq!((closed.added, closed.failed), (0, 1));
         assert!(
             swu.log().writes().is_empty(),
             "nothing sent without the lease"
         );
 
-        let open = sync(&store, "default", &config.groups, &providers, 2, DAY, &stop)
-            .await
-            .unwrap();
+        let open = pass(&store, &config, &providers, DAY).await;
         assert_eq!(open.added, 1);
         assert_eq!(swu.by_email("ann@example.com").unwrap().groups, ["grp_m"]);
         swu.log().clear();
-        let again = sync(&store, "default", &config.groups, &providers, 2, DAY, &stop)
-            .await
-            .unwrap();
+        let again = pass(&store, &config, &providers, DAY).await;
         assert_eq!(
             again,
             GroupReport::default(),
@@ -512,6 +502,17 @@ mod gate_tests {
         sync(store, "default", &config.groups, providers, 2, every, &stop)
             .await
             .unwrap()
+    }
+
+    /// A pass whose writes the lease gate refuses.
+    async fn closed_pass(store: &Store, config: &Config, providers: &[Connected]) -> GroupReport {
+        let stop = CancellationToken::new();
+        gated(
+            Arc::new(Closed),
+            sync(store, "default", &config.groups, providers, 2, DAY, &stop),
+        )
+        .await
+        .unwrap()
     }
 
     async fn dirty(store: &Store) -> Vec<i64> {
@@ -583,13 +584,7 @@ mod gate_tests {
     #[tokio::test]
     async fn a_failed_call_new_rules_and_the_full_interval_plan_again() {
         let (swu, store, config, providers) = world().await;
-        let stop = CancellationToken::new();
-        let closed = gated(
-            Arc::new(Closed),
-            sync(&store, "default", &config.groups, &providers, 2, DAY, &stop),
-        )
-        .await
-        .unwrap();
+        let closed = closed_pass(&store, &config, &providers).await;
         assert_eq!((closed.planned, closed.failed), (1, 1));
         assert_eq!(dirty(&store).await, [1], "kept for the next pass");
         let retried = pass(&store, &config, &providers, DAY).await;
