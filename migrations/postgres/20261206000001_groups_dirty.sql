@@ -14,13 +14,13 @@ CREATE TABLE groups_passes (
 
 CREATE FUNCTION groups_dirty_customer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' OR OLD.fields IS DISTINCT FROM NEW.fields
+    IF OLD.fields IS DISTINCT FROM NEW.fields
        OR (OLD.tombstoned_at IS NULL) <> (NEW.tombstoned_at IS NULL) THEN
         INSERT INTO groups_dirty (customer_id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
 END $$;
-CREATE TRIGGER groups_dirty_customer AFTER INSERT OR UPDATE OF fields, tombstoned_at
+CREATE TRIGGER groups_dirty_customer AFTER UPDATE OF fields, tombstoned_at
     ON customers FOR EACH ROW EXECUTE FUNCTION groups_dirty_customer();
 
 CREATE FUNCTION groups_dirty_link() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -1,7 +1,8 @@
 -- What the group sync (DESIGN 14) must plan again. A customer's plan reads its fields,
 -- its tombstone and its links (id, liveness, whether merged); any change to those marks
 -- the customer here, by trigger, so that no write path can forget to, and a cycle in
--- which nothing changed plans nobody. `groups_passes` is, per group provider, the
+-- which nothing changed plans nobody. (A new customer is planned once linked: a plan
+-- reads only linked customers, and the link's insert marks it.) `groups_passes` is, per group provider, the
 -- rules and the time of the last pass that planned every customer: a pass plans
 -- everyone again when the rules change, and at the full listing's interval. (Not
 -- `INSERT OR IGNORE`: SQLite applies the conflict policy of the statement that fired
@@ -17,11 +18,6 @@ CREATE TABLE groups_passes (
     PRIMARY KEY (tenant, provider)
 );
 
-CREATE TRIGGER groups_dirty_customer_new AFTER INSERT ON customers
-BEGIN
-    INSERT INTO groups_dirty (customer_id)
-        SELECT NEW.id WHERE NOT EXISTS (SELECT 1 FROM groups_dirty WHERE customer_id = NEW.id);
-END;
 CREATE TRIGGER groups_dirty_customer AFTER UPDATE OF fields, tombstoned_at ON customers
 WHEN OLD.fields IS NOT NEW.fields OR (OLD.tombstoned_at IS NULL) <> (NEW.tombstoned_at IS NULL)
 BEGIN

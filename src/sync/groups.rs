@@ -577,7 +577,14 @@ mod gate_tests {
         assert_eq!(dirty(&store).await, [1, 2]);
         exec(&store, "DELETE FROM groups_dirty").await;
         exec(&store, "DELETE FROM links WHERE customer_id = 1").await;
+        // A new customer is marked once linked (a plan reads only linked customers).
         exec(&store, "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (3, 'cy@example.com', '{}', 'x', 'x')").await;
+        assert_eq!(dirty(&store).await, [1]);
+        exec(
+            &store,
+            "INSERT INTO links (provider, remote_id, customer_id) VALUES ('shop', 's3', 3)",
+        )
+        .await;
         assert_eq!(dirty(&store).await, [1, 3]);
     }
 
