@@ -1,6 +1,7 @@
 -- What the group sync (DESIGN 14) must plan again: as in the SQLite migration of the
 -- same name. The functions are this tenant's (made in its schema); the table they
--- write is found through the connection's search_path, which is the tenant's.
+-- write is found through the connection's search_path, which is the tenant's. Until
+-- a pass is recorded, nothing is marked (the next pass plans everyone).
 CREATE TABLE groups_dirty (
     customer_id BIGINT PRIMARY KEY
 );
@@ -14,6 +15,9 @@ CREATE TABLE groups_passes (
 
 CREATE FUNCTION groups_dirty_customer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM groups_passes) THEN
+        RETURN NULL;
+    END IF;
     IF OLD.fields IS DISTINCT FROM NEW.fields
        OR (OLD.tombstoned_at IS NULL) <> (NEW.tombstoned_at IS NULL) THEN
         INSERT INTO groups_dirty (customer_id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
@@ -25,6 +29,9 @@ CREATE TRIGGER groups_dirty_customer AFTER UPDATE OF fields, tombstoned_at
 
 CREATE FUNCTION groups_dirty_link() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM groups_passes) THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO groups_dirty (customer_id) VALUES (NEW.customer_id) ON CONFLICT DO NOTHING;
     ELSIF TG_OP = 'DELETE' THEN

@@ -4,7 +4,9 @@
 -- which nothing changed plans nobody. (A new customer is planned once linked: a plan
 -- reads only linked customers, and the link's insert marks it.) `groups_passes` is, per group provider, the
 -- rules and the time of the last pass that planned every customer: a pass plans
--- everyone again when the rules change, and at the full listing's interval. (Not
+-- everyone again when the rules change, and at the full listing's interval. Until a
+-- pass is recorded (a first run, a store without `[[groups]]`) the next pass plans
+-- everyone anyway, so nothing is marked: the triggers cost a write nothing. (Not
 -- `INSERT OR IGNORE`: SQLite applies the conflict policy of the statement that fired
 -- a trigger to the trigger's statements, so an ignore would not be one.)
 CREATE TABLE groups_dirty (
@@ -19,19 +21,22 @@ CREATE TABLE groups_passes (
 );
 
 CREATE TRIGGER groups_dirty_customer AFTER UPDATE OF fields, tombstoned_at ON customers
-WHEN OLD.fields IS NOT NEW.fields OR (OLD.tombstoned_at IS NULL) <> (NEW.tombstoned_at IS NULL)
+WHEN (OLD.fields IS NOT NEW.fields OR (OLD.tombstoned_at IS NULL) <> (NEW.tombstoned_at IS NULL))
+  AND EXISTS (SELECT 1 FROM groups_passes)
 BEGIN
     INSERT INTO groups_dirty (customer_id)
         SELECT NEW.id WHERE NOT EXISTS (SELECT 1 FROM groups_dirty WHERE customer_id = NEW.id);
 END;
 CREATE TRIGGER groups_dirty_link_new AFTER INSERT ON links
+WHEN EXISTS (SELECT 1 FROM groups_passes)
 BEGIN
     INSERT INTO groups_dirty (customer_id)
         SELECT NEW.customer_id WHERE NOT EXISTS (SELECT 1 FROM groups_dirty WHERE customer_id = NEW.customer_id);
 END;
 CREATE TRIGGER groups_dirty_link AFTER UPDATE OF remote_id, customer_id, gone, snapshot ON links
-WHEN OLD.remote_id IS NOT NEW.remote_id OR OLD.customer_id IS NOT NEW.customer_id
-  OR OLD.gone IS NOT NEW.gone OR (OLD.snapshot IS NULL) <> (NEW.snapshot IS NULL)
+WHEN (OLD.remote_id IS NOT NEW.remote_id OR OLD.customer_id IS NOT NEW.customer_id
+  OR OLD.gone IS NOT NEW.gone OR (OLD.snapshot IS NULL) <> (NEW.snapshot IS NULL))
+  AND EXISTS (SELECT 1 FROM groups_passes)
 BEGIN
     INSERT INTO groups_dirty (customer_id)
         SELECT NEW.customer_id WHERE NOT EXISTS (SELECT 1 FROM groups_dirty WHERE customer_id = NEW.customer_id);
@@ -39,6 +44,7 @@ BEGIN
         SELECT OLD.customer_id WHERE NOT EXISTS (SELECT 1 FROM groups_dirty WHERE customer_id = OLD.customer_id);
 END;
 CREATE TRIGGER groups_dirty_link_gone AFTER DELETE ON links
+WHEN EXISTS (SELECT 1 FROM groups_passes)
 BEGIN
     INSERT INTO groups_dirty (customer_id)
         SELECT OLD.customer_id WHERE NOT EXISTS (SELECT 1 FROM groups_dirty WHERE customer_id = OLD.customer_id);

@@ -533,6 +533,8 @@ mod gate_tests {
         exec(&store, "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (2, 'bo@example.com', '{\"email\":\"bo@example.com\"}', 'x', 'x')").await;
         exec(&store, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('email', 'bo@example.com', 2, '{}')").await;
 
+        // Before any pass, nothing is marked: the first plans everyone anyway.
+        assert!(dirty(&store).await.is_empty());
         // The first pass plans everyone; Ann joins, Bo's membership is looked up.
         let first = pass(&store, &config, &providers, DAY).await;
         assert_eq!((first.planned, first.added, first.lookups), (2, 1, 1));
