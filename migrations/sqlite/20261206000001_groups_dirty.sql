@@ -2,13 +2,14 @@
 -- its tombstone and its links (id, liveness, whether merged); any change to those marks
 -- the customer here, by trigger, so that no write path can forget to, and a cycle in
 -- which nothing changed plans nobody. (A new customer is planned once linked: a plan
--- reads only linked customers, and the link's insert marks it.) `groups_passes` is, per group provider, the
--- rules and the time of the last pass that planned every customer: a pass plans
--- everyone again when the rules change, and at the full listing's interval. Until a
--- pass is recorded (a first run, a store without `[[groups]]`) the next pass plans
--- everyone anyway, so nothing is marked: the triggers cost a write nothing. (Not
--- `INSERT OR IGNORE`: SQLite applies the conflict policy of the statement that fired
--- a trigger to the trigger's statements, so an ignore would not be one.)
+-- reads only linked customers, and the link's insert marks it.) `groups_passes` is,
+-- per group provider, the rules and the time of the last pass that planned every
+-- customer: a pass plans everyone again when the rules change, and at the full
+-- listing's interval. Until a pass is recorded (a first run, a store without
+-- `[[groups]]`) the next pass plans everyone anyway, so nothing is marked: the
+-- triggers cost a write nothing. (Not `INSERT OR IGNORE`: SQLite applies the conflict
+-- policy of the statement that fired a trigger to the trigger's statements, so an
+-- ignore would not be one.)
 CREATE TABLE groups_dirty (
     customer_id INTEGER PRIMARY KEY
 );

@@ -388,11 +388,7 @@ impl Store {
         let (first, last): (i64, i64) = (first.get(0), last.get(0));
         // A batch of every customer is a range of ids; one of the changed may be a few
         // ids spread over all of them, so their memberships are read by id.
-        let by_ids = format!(
-            "SELECT customer_id, group_id, remote_id, member FROM group_members
-             WHERE tenant = $1 AND provider = $2 AND customer_id {}",
-            self.in_ints(3)
-        );
+        let by_ids: String;
         let members = match scope {
             GroupScope::Every => sqlx::query(GROUP_MEMBERS)
                 .bind(tenant)
@@ -400,6 +396,11 @@ impl Store {
                 .bind(first)
                 .bind(last),
             GroupScope::Changed => {
+                by_ids = format!(
+                    "SELECT customer_id, group_id, remote_id, member FROM group_members
+                     WHERE tenant = $1 AND provider = $2 AND customer_id {}",
+                    self.in_ints(3)
+                );
                 let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
                 sqlx::query(&by_ids)
                     .bind(tenant)
@@ -483,11 +484,15 @@ impl Store {
         sqlx::query("DELETE FROM groups_dirty")
             .execute(&mut *tx)
             .await?;
-        for c in failed {
-            sqlx::query(
-                "INSERT INTO groups_dirty (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .bind(c.0)
+        if !failed.is_empty() {
+            // One statement for all of them (every call fails when the provider does);
+            // a customer failed in two providers is marked once.
+            let ids: Vec<i64> = failed.iter().map(|c| c.0).collect();
+            sqlx::query(&format!(
+                "INSERT INTO groups_dirty (customer_id) SELECT id FROM customers WHERE id {}",
+                self.in_ints(1)
+            ))
+            .bind(super::links::json(&ids))
             .execute(&mut *tx)
             .await?;
         }
@@ -508,12 +513,10 @@ impl Store {
         .bind(super::links::json(&kept))
         .execute(&self.pool)
         .await?;
-        if kept.is_empty() {
-            sqlx::query("DELETE FROM groups_dirty")
-                .execute(&self.pool)
-                .await?;
+        match kept.is_empty() {
+            true => self.groups_planned(&[]).await,
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// Remembers memberships as now known, in one transaction.

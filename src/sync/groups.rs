@@ -126,8 +126,7 @@ pub async fn sync(
     stop: &CancellationToken,
 ) -> Result<GroupReport, StoreError> {
     let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
-    let mut with_rules: Vec<&ProviderName> = rules.iter().map(|r| &r.provider).collect();
-    with_rules.dedup();
+    let with_rules: Vec<&ProviderName> = rules.iter().map(|r| &r.provider).collect();
     store.group_rules_kept(tenant, &with_rules).await?;
     let mut report = GroupReport::default();
     let mut failed = Vec::new();

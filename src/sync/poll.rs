@@ -76,11 +76,17 @@ impl Seen {
     /// listing. `None` for a place the listing does not know.
     fn unchanged(&mut self, place: u32) -> Option<bool> {
         let id = self.links().id_at(place)?;
-        let (word, bit) = (place as usize / 64, 1u64 << (place % 64));
+        let (word, bit) = bit_of(place as usize);
         let word = self.unchanged.get_mut(word)?;
         let before = *word & bit != 0;
         *word |= bit;
         Some(!before && !self.other.contains(&id))
+    }
+
+    /// Whether the link at `place` was listed unchanged.
+    fn was_unchanged(&self, place: usize) -> bool {
+        let (word, bit) = bit_of(place);
+        self.unchanged.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// A record listed otherwise, by the hash of its id, present or not: whether it is
@@ -131,9 +137,11 @@ impl Seen {
     /// At the end of a complete listing: whether it showed every link it knew by key
     /// when it began, present.
     fn settle(&mut self) {
-        let every_keyed = self.links().ids().enumerate().all(|(place, id)| {
-            self.unchanged[place / 64] & (1 << (place % 64)) != 0 || self.present_otherwise(id)
-        });
+        let every_keyed = self
+            .links()
+            .ids()
+            .enumerate()
+            .all(|(place, id)| self.was_unchanged(place) || self.present_otherwise(id));
         self.every_keyed = every_keyed;
     }
 
@@ -159,6 +167,11 @@ impl Seen {
         ids.dedup();
         Present(ids)
     }
+}
+
+/// The word of [`Seen`]'s bits that holds `place`, and its bit there.
+fn bit_of(place: usize) -> (usize, u64) {
+    (place / 64, 1 << (place % 64))
 }
 
 /// The [`id_hash`]es of the records a listing showed present ([`Seen::present`]), 8
