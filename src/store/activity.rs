@@ -10,6 +10,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use sqlx::Row;
 
+use super::rows::Rows;
 use super::{now_text, time_text, Result, Store};
 use crate::model::{CustomerId, Projection, ProviderName, RemoteId};
 use crate::providers::Event;
@@ -21,6 +22,27 @@ pub struct Stream {
     pub provider: ProviderName,
     pub remote_id: RemoteId,
     pub cursor: Option<String>,
+}
+
+/// One read of one customer's stream, for [`Store::store_reads`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRead {
+    pub provider: ProviderName,
+    pub customer: CustomerId,
+    pub outcome: ReadOutcome,
+}
+
+/// What a read of a stream came back with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadOutcome {
+    /// A page: its events, and the cursor the next read starts from (`None`: the
+    /// stream's start).
+    Page {
+        events: Vec<Event>,
+        cursor: Option<String>,
+    },
+    /// The read failed: the stream is not read again before the others' turn.
+    Failed,
 }
 
 /// One event of a person's timeline, as `custsync activity` shows it.
@@ -234,80 +256,128 @@ impl Store {
         Ok(())
     }
 
-    /// Stores one read of a stream in one transaction: its events (an event already
-    /// kept is left as it is) and the mark, with `cursor` where the next read starts.
-    /// Answers how many events were new.
-    pub async fn store_events(
-        &self,
-        tenant: &str,
-        provider: &ProviderName,
-        customer: CustomerId,
-        events: &[Event],
-        cursor: Option<&str>,
-    ) -> Result<u64> {
+    /// Stores reads of streams in one transaction, in order: each read's events (an
+    /// event already kept is left as it is) and its stream's mark, with the cursor
+    /// where the next read starts; a failed read marks its stream as read now and
+    /// leaves the cursor. Set-based: a statement for the events, one for the marks of
+    /// the streams with a page, one for those whose reads all failed, whatever the
+    /// number of reads. Answers how many events were new.
+    pub async fn store_reads(&self, tenant: &str, reads: &[StreamRead]) -> Result<u64> {
+        if reads.is_empty() {
+            return Ok(0);
+        }
         let now = now_text();
+        // Each stream's mark as its reads leave it, in order: the last page's cursor
+        // (a failure after it keeps it), the newest event of them all.
+        struct Mark<'r> {
+            cursor: Option<Option<&'r str>>,
+            newest: Option<String>,
+        }
+        let mut marks: Vec<((&ProviderName, CustomerId), Mark)> = Vec::new();
+        let mut at: HashMap<(&ProviderName, CustomerId), usize> = HashMap::new();
+        for r in reads {
+            let key = (&r.provider, r.customer);
+            let i = *at.entry(key).or_insert_with(|| {
+                let unread = Mark {
+                    cursor: None,
+                    newest: None,
+                };
+                marks.push((key, unread));
+                marks.len() - 1
+            });
+            if let ReadOutcome::Page { events, cursor } = &r.outcome {
+                let mark = &mut marks[i].1;
+                mark.cursor = Some(cursor.as_deref());
+                let newest = events.iter().filter_map(|e| e.at).max().map(time_text);
+                mark.newest = mark.newest.take().max(newest);
+            }
+        }
+        let mut listed: Vec<(&StreamRead, &Event)> = Vec::new();
+        for r in reads {
+            if let ReadOutcome::Page { events, .. } = &r.outcome {
+                listed.extend(events.iter().map(|e| (r, e)));
+            }
+        }
+        let texts: Vec<(Option<String>, String)> = listed
+            .iter()
+            .map(|(_, e)| (e.at.map(time_text), e.raw.to_string()))
+            .collect();
+        let mut events = Rows::with_capacity(7, texts.len());
+        for ((r, e), (occurred, raw)) in listed.iter().zip(&texts) {
+            events.push([
+                r.provider.0.as_str().into(),
+                r.customer.0.into(),
+                e.id.as_str().into(),
+                e.kind.as_str().into(),
+                e.label.as_str().into(),
+                occurred.as_deref().into(),
+                raw.into(),
+            ]);
+        }
+        let mut paged = Rows::with_capacity(4, marks.len());
+        let mut failed = Rows::with_capacity(2, marks.len());
+        for ((provider, customer), mark) in &marks {
+            match mark.cursor {
+                Some(cursor) => paged.push([
+                    provider.0.as_str().into(),
+                    customer.0.into(),
+                    cursor.into(),
+                    mark.newest.as_deref().into(),
+                ]),
+                None => failed.push([provider.0.as_str().into(), customer.0.into()]),
+            }
+        }
+        let fixed = [tenant.into(), now.as_str().into()];
         let mut tx = self.pool.begin().await?;
-        let mut new = 0;
-        for e in events {
-            new += sqlx::query(
+        let new = events
+            .execute(
+                &mut tx,
+                &fixed,
                 "INSERT INTO activity (tenant, provider, customer_id, remote_id, type, label, occurred_at, raw, fetched_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 SELECT $1, column1, column2, column3, column4, column5, column6, column7, $2 FROM {rows} WHERE true
+                 ON CONFLICT (tenant, provider, remote_id) DO NOTHING",
+                "INSERT INTO activity (tenant, provider, customer_id, remote_id, type, label, occurred_at, raw, fetched_at)
+                 SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, e->>5, e->>6, $2
+                 FROM json_array_elements($3::json) AS e
                  ON CONFLICT (tenant, provider, remote_id) DO NOTHING",
             )
-            .bind(tenant)
-            .bind(&provider.0)
-            .bind(customer.0)
-            .bind(&e.id)
-            .bind(&e.kind)
-            .bind(&e.label)
-            .bind(e.at.map(time_text))
-            .bind(e.raw.to_string())
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        let newest = events.iter().filter_map(|e| e.at).max().map(time_text);
-        sqlx::query(
-            "INSERT INTO activity_marks (tenant, provider, customer_id, cursor, newest_at, refreshed_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
-               cursor = excluded.cursor,
-               newest_at = CASE WHEN excluded.newest_at > COALESCE(activity_marks.newest_at, '')
-                                THEN excluded.newest_at ELSE activity_marks.newest_at END,
-               refreshed_at = excluded.refreshed_at",
-        )
-        .bind(tenant)
-        .bind(&provider.0)
-        .bind(customer.0)
-        .bind(cursor)
-        .bind(newest)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+            .await?;
+        paged
+            .execute(
+                &mut tx,
+                &fixed,
+                "INSERT INTO activity_marks (tenant, provider, customer_id, cursor, newest_at, refreshed_at)
+                 SELECT $1, column1, column2, column3, column4, $2 FROM {rows} WHERE true
+                 ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
+                   cursor = excluded.cursor,
+                   newest_at = CASE WHEN excluded.newest_at > COALESCE(activity_marks.newest_at, '')
+                                    THEN excluded.newest_at ELSE activity_marks.newest_at END,
+                   refreshed_at = excluded.refreshed_at",
+                "INSERT INTO activity_marks (tenant, provider, customer_id, cursor, newest_at, refreshed_at)
+                 SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2
+                 FROM json_array_elements($3::json) AS e
+                 ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
+                   cursor = EXCLUDED.cursor,
+                   newest_at = CASE WHEN EXCLUDED.newest_at > COALESCE(activity_marks.newest_at, '')
+                                    THEN EXCLUDED.newest_at ELSE activity_marks.newest_at END,
+                   refreshed_at = EXCLUDED.refreshed_at",
+            )
+            .await?;
+        failed
+            .execute(
+                &mut tx,
+                &fixed,
+                "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at)
+                 SELECT $1, column1, column2, $2 FROM {rows} WHERE true
+                 ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = excluded.refreshed_at",
+                "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at)
+                 SELECT $1, e->>0, (e->>1)::BIGINT, $2
+                 FROM json_array_elements($3::json) AS e
+                 ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
+            )
+            .await?;
         tx.commit().await?;
         Ok(new)
-    }
-
-    /// Marks a stream as read now without moving its cursor (a read that failed is not
-    /// tried again before the other customers' turn).
-    pub async fn touch_stream(
-        &self,
-        tenant: &str,
-        provider: &ProviderName,
-        customer: CustomerId,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = excluded.refreshed_at",
-        )
-        .bind(tenant)
-        .bind(&provider.0)
-        .bind(customer.0)
-        .bind(now_text())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// One person's events from every source, newest first (events without a time last).
@@ -574,6 +644,120 @@ mod tests {
         }
     }
 
+    /// Stores one page of `provider`'s stream of `customer`; answers the new events.
+    async fn page_read(
+        s: &Store,
+        provider: &str,
+        customer: CustomerId,
+        events: &[Event],
+        cursor: Option<&str>,
+    ) -> u64 {
+        let read = StreamRead {
+            provider: name(provider),
+            customer,
+            outcome: ReadOutcome::Page {
+                events: events.to_vec(),
+                cursor: cursor.map(str::to_string),
+            },
+        };
+        s.store_reads("default", &[read]).await.unwrap()
+    }
+
+    /// The marks of `customer`: (provider, cursor, newest_at, read).
+    async fn marks(
+        s: &Store,
+        customer: i64,
+    ) -> Vec<(String, Option<String>, Option<String>, bool)> {
+        sqlx::query(
+            "SELECT provider, cursor, newest_at, refreshed_at FROM activity_marks
+             WHERE tenant = 'default' AND customer_id = $1 ORDER BY provider",
+        )
+        .bind(customer)
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get::<Option<String>, _>(3).is_some(),
+            )
+        })
+        .collect()
+    }
+
+    /// Many reads in one batch are stored as if one by one, in order: the last page's
+    /// cursor stands (a failure after it keeps it), the newest event of them all, an
+    /// event listed twice kept once, a stream whose only read failed marked read with
+    /// no cursor.
+    #[tokio::test]
+    async fn a_batch_of_reads_is_stored_as_its_reads_one_by_one_in_order() {
+        let s = store().await;
+        let (c1, c2) = (CustomerId(1), CustomerId(2));
+        let page = |events: Vec<Event>, cursor: Option<&str>| ReadOutcome::Page {
+            events,
+            cursor: cursor.map(str::to_string),
+        };
+        let read = |provider: &str, customer, outcome| StreamRead {
+            provider: name(provider),
+            customer,
+            outcome,
+        };
+        let reads = [
+            read(
+                "ship",
+                c1,
+                page(
+                    vec![event("e1", Some(300)), event("e2", Some(100))],
+                    Some("p2"),
+                ),
+            ),
+            read("email", c2, ReadOutcome::Failed),
+            read(
+                "ship",
+                c1,
+                page(
+                    vec![event("e2", Some(100)), event("e3", Some(200))],
+                    Some("p3"),
+                ),
+            ),
+            read("ship", c2, page(vec![event("f1", None)], None)),
+            read("ship", c1, ReadOutcome::Failed),
+        ];
+        assert_eq!(
+            s.store_reads("default", &reads).await.unwrap(),
+            4,
+            "e2 once"
+        );
+        let t3 = || Some("1970-01-01T00:05:00.000000Z".to_string());
+        assert_eq!(
+            marks(&s, 1).await,
+            [("ship".into(), Some("p3".into()), t3(), true)]
+        );
+        assert_eq!(
+            marks(&s, 2).await,
+            [
+                ("email".into(), None, None, true),
+                ("ship".into(), None, None, true)
+            ]
+        );
+        // A later batch moves the cursor on and keeps the newest seen.
+        let later = [read(
+            "ship",
+            c1,
+            page(vec![event("e4", Some(50))], Some("p4")),
+        )];
+        assert_eq!(s.store_reads("default", &later).await.unwrap(), 1);
+        assert_eq!(
+            marks(&s, 1).await,
+            [("ship".into(), Some("p4".into()), t3(), true)]
+        );
+        assert_eq!(s.store_reads("default", &[]).await.unwrap(), 0);
+        assert_eq!(s.timeline("default", c1).await.unwrap().len(), 4);
+    }
+
     /// Customers 1..=3 (`c3` tombstoned), linked to `ship` and `email`; `c4` only to `store`.
     async fn store() -> Store {
         let s = Store::open(&StorePath::Memory, None).await.unwrap();
@@ -674,27 +858,10 @@ mod tests {
         let c1 = CustomerId(1);
         let page = [event("e1", Some(100)), event("e2", Some(200))];
         let cursor = Some("/customers/ship-1/events?next=e2");
-        assert_eq!(
-            s.store_events("default", &name("ship"), c1, &page, cursor)
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            s.store_events("default", &name("ship"), c1, &page, cursor)
-                .await
-                .unwrap(),
-            0
-        );
-        s.store_events(
-            "default",
-            &name("email"),
-            c1,
-            &[event("l1", Some(150)), event("l0", None)],
-            None,
-        )
-        .await
-        .unwrap();
+        assert_eq!(page_read(&s, "ship", c1, &page, cursor).await, 2);
+        assert_eq!(page_read(&s, "ship", c1, &page, cursor).await, 0);
+        let logs = [event("l1", Some(150)), event("l0", None)];
+        page_read(&s, "email", c1, &logs, None).await;
 
         // Customer 2 was never read: first now.
         let due = s.activity_due("default", &sources, 1, None).await.unwrap();

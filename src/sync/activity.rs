@@ -3,7 +3,8 @@
 //! recently read first, so that the store holds one timeline per person.
 //!
 //! Incremental: each stream's cursor is stored with the page it came from, in one
-//! transaction, so a page that held events is never read again; Sendwithus logs have
+//! transaction (many reads' pages to a transaction, from one writer), so a page that
+//! held events is never read again; Sendwithus logs have
 //! no pages and are read once per customer per read. Every request goes through the
 //! provider's connector, so it shares its rate limit and retries; all are reads.
 //! Owns when and how much is read; the SQL is `store::activity`.
@@ -12,9 +13,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::batches::Batches;
 use super::Connected;
 use crate::model::{CustomerId, ProviderName};
-use crate::store::activity::{ActivityLag, Stream};
+use crate::store::activity::{ActivityLag, ReadOutcome, Stream, StreamRead};
 use crate::store::{Store, StoreError};
 
 /// Customers read at once (each stream of a customer is read in turn).
@@ -134,24 +138,32 @@ pub async fn poll(
         return Ok(report);
     }
     let due = store.activity_due(tenant, &names, budget, only).await?;
+    // Every read goes to one writer, which stores them a batch per transaction (a
+    // commit per read was most of a cycle's cost). A store error stops the reads.
+    let (reads_done, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let halt = stop.child_token();
     // The reads are made first and then run (a stream mapped by a closure is a future
     // the compiler cannot prove `Send`); one not started before `stop` reads nothing.
-    let reads: Vec<_> = due
-        .into_iter()
-        .map(|(customer, streams)| async move {
-            if stop.is_cancelled() {
-                return Ok(ActivityReport::default());
+    let mut reads = Vec::with_capacity(due.len());
+    for (customer, streams) in due {
+        let out = reads_done.clone();
+        let halt = &halt;
+        reads.push(async move {
+            if halt.is_cancelled() {
+                return ActivityReport::default();
             }
-            refresh(store, tenant, providers, customer, streams, stop).await
-        })
-        .collect();
-    let outcomes: Vec<Result<ActivityReport, StoreError>> = futures::stream::iter(reads)
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    for o in outcomes {
-        report.add(o?);
+            refresh(providers, customer, streams, halt, &out).await
+        });
     }
+    drop(reads_done);
+    let reading = futures::stream::iter(reads)
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<ActivityReport>>();
+    let (outcomes, stored) = tokio::join!(reading, store_reads(store, tenant, incoming, &halt));
+    for o in outcomes {
+        report.add(o);
+    }
+    report.events_stored = stored?;
     let behind = store.activity_lag(tenant, &names).await?;
     report.never_read = behind.never_refreshed;
     report.oldest_read = behind.oldest_refresh;
@@ -165,15 +177,38 @@ pub async fn poll(
     Ok(report)
 }
 
-/// Reads every stream of one customer.
-async fn refresh(
+/// The run's one writer of reads: stores each batch in one transaction until every
+/// read is over; answers how many events were new. A store error stops the reads
+/// (through `halt`); a read not stored is made again at the customer's next turn.
+async fn store_reads(
     store: &Store,
     tenant: &str,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<StreamRead>,
+    halt: &CancellationToken,
+) -> Result<u64, StoreError> {
+    let mut batches = Batches::new(incoming, 256, super::push::LINGER);
+    let mut batch = Vec::new();
+    let mut new = 0;
+    while batches.next(&mut batch).await {
+        match store.store_reads(tenant, &batch).await {
+            Ok(n) => new += n,
+            Err(e) => {
+                halt.cancel();
+                return Err(e);
+            }
+        }
+    }
+    Ok(new)
+}
+
+/// Reads every stream of one customer.
+async fn refresh(
     providers: &[Connected],
     customer: CustomerId,
     streams: Vec<Stream>,
     stop: &CancellationToken,
-) -> Result<ActivityReport, StoreError> {
+    out: &UnboundedSender<StreamRead>,
+) -> ActivityReport {
     let mut report = ActivityReport {
         customers: 1,
         ..ActivityReport::default()
@@ -182,41 +217,49 @@ async fn refresh(
         let Some(c) = providers.iter().find(|c| c.provider.name() == &s.provider) else {
             continue;
         };
-        read_stream(store, tenant, c, customer, s, stop, &mut report).await?;
+        read_stream(c, customer, s, stop, out, &mut report).await;
     }
-    Ok(report)
+    report
 }
 
-/// Reads one stream from its cursor until it has nothing more, storing each page
-/// with the cursor after it. A stored cursor the provider no longer takes (400, 404)
-/// is dropped once and the stream read from its start (the events are kept once).
+/// Reads one stream from its cursor until it has nothing more, handing each page to
+/// the writer with the cursor after it (it stores the two in one transaction). A
+/// stored cursor the provider no longer takes (400, 404) is dropped once and the
+/// stream read from its start (the events are kept once).
 async fn read_stream(
-    store: &Store,
-    tenant: &str,
     c: &Connected,
     customer: CustomerId,
     s: Stream,
     stop: &CancellationToken,
+    out: &UnboundedSender<StreamRead>,
     report: &mut ActivityReport,
-) -> Result<(), StoreError> {
+) {
     let p = &c.provider;
     let mut cursor = s.cursor;
     let mut restarted = false;
     for _ in 0..MAX_PAGES {
         if stop.is_cancelled() {
-            return Ok(());
+            return;
         }
         report.requests += 1;
         match p.events(&s.remote_id, cursor.as_deref()).await {
             Ok(page) => {
                 report.events_fetched += page.events.len() as u64;
-                let at = page.next.as_deref().or(cursor.as_deref());
-                report.events_stored += store
-                    .store_events(tenant, &s.provider, customer, &page.events, at)
-                    .await?;
-                match page.next {
+                let next = page.next.clone();
+                let outcome = ReadOutcome::Page {
+                    events: page.events,
+                    cursor: next.clone().or_else(|| cursor.clone()),
+                };
+                // The writer is gone only after a store error, which the poll says.
+                if out
+                    .send(stream_read(&s.provider, customer, outcome))
+                    .is_err()
+                {
+                    return;
+                }
+                match next {
                     Some(next) => cursor = Some(next),
-                    None => return Ok(()),
+                    None => return,
                 }
             }
             Err(e) if cursor.is_some() && !restarted && matches!(e.status(), Some(400 | 404)) => {
@@ -227,11 +270,19 @@ async fn read_stream(
                 tracing::warn!(provider = %s.provider, error = %e, "activity read failed");
                 report.failed += 1;
                 report.last_error = Some(e.to_string());
-                return store.touch_stream(tenant, &s.provider, customer).await;
+                let _ = out.send(stream_read(&s.provider, customer, ReadOutcome::Failed));
+                return;
             }
         }
     }
-    Ok(())
+}
+
+fn stream_read(provider: &ProviderName, customer: CustomerId, outcome: ReadOutcome) -> StreamRead {
+    StreamRead {
+        provider: provider.clone(),
+        customer,
+        outcome,
+    }
 }
 
 /// How far behind activity polling is (for `status`): customers with a stream, those

@@ -7,6 +7,7 @@
 //! a write, so a kill at any instant loses nothing: the next run plans the same again.
 
 pub mod activity;
+mod batches;
 pub mod groups;
 pub mod merge;
 pub mod plan;

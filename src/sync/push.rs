@@ -287,39 +287,25 @@ async fn claim(
 pub async fn record_outcomes(
     store: &Store,
     run: crate::store::RunId,
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
     failed: &CancellationToken,
 ) -> Result<(), StoreError> {
-    const MOST: usize = 256;
-    // Under a rate limit outcomes come a few per second per provider: without waiting,
-    // each would be a commit of its own. What waits here is still in flight in the
-    // store, so a kill meanwhile leaves it doubtful, looked up next run, never lost.
-    const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+    // What waits for its batch is still in flight in the store, so a kill meanwhile
+    // leaves it doubtful, looked up next run, never lost.
+    let mut batches = super::batches::Batches::new(incoming, 256, LINGER);
     let mut batch = Vec::new();
-    while let Some(first) = incoming.recv().await {
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MOST {
-            match incoming.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, incoming.recv()).await {
-                        Ok(Some(o)) => batch.push(o),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
-        }
+    while batches.next(&mut batch).await {
         crate::failpoint::reached("before-outcome-commit");
         if let Err(e) = store.record_outcomes(run, &batch).await {
             failed.cancel();
             return Err(e);
         }
-        batch.clear();
     }
     Ok(())
 }
+
+/// How long a batch of answers waits to fill before its commit.
+pub(super) const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn tally(out: &mut PushOutcome, done: &mut u64, r: Done) {
     *done += u64::from(!matches!(r, Done::NotSent));
