@@ -6,7 +6,7 @@
 //! not own when a stream is read or what a membership should be: `sync::activity` and
 //! `sync::groups` decide, this module keeps. `forget` erases all three (`erasure.rs`).
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
@@ -23,6 +23,18 @@ pub struct Stream {
     pub remote_id: RemoteId,
     pub cursor: Option<String>,
 }
+
+/// A page of `provider`'s marks after (`$3`, `$4`) in due order, each with whether
+/// its stream is live (its link there, not gone, merged; its customer not tombstoned).
+const MOST_DUE: &str = "SELECT m.refreshed_at, m.customer_id,
+       CASE WHEN l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
+            THEN 1 ELSE 0 END
+    FROM activity_marks m
+    LEFT JOIN links l ON l.provider = m.provider AND l.customer_id = m.customer_id
+    LEFT JOIN customers c ON c.id = m.customer_id
+    WHERE m.tenant = $1 AND m.provider = $2 AND (m.refreshed_at, m.customer_id) > ($3, $4)
+    ORDER BY m.refreshed_at, m.customer_id
+    LIMIT $5";
 
 /// One read of one customer's stream, for [`Store::store_reads`].
 #[derive(Debug, Clone, PartialEq)]
@@ -134,14 +146,16 @@ pub enum GroupScope {
 }
 
 impl Store {
-    /// Up to `limit` customers with a stream in `providers`, least recently read first
-    /// (never read first of all), each with its streams; only `only` when given.
+    /// Up to `limit` customers whose streams of `providers` are most due (never read
+    /// first, then least recently read, then by id), or `only`, with each live
+    /// stream and its cursor.
     ///
-    /// The customers are read a range of ids at a time, and the `limit` most due kept
-    /// as they come: no statement reads or sorts every stream (one did, and at
-    /// 1,000,000 people it held the store's connection for 37 s and sorted about 90 MB).
-    /// The scan stops once `limit` never-read customers are held: no later id can come
-    /// before them.
+    /// Read from the marks' index, a few rows for each provider, whatever the number of
+    /// customers: every stream of a provider has a mark once it is a source (the first
+    /// poll with it marks them all, in one statement, and triggers mark each new one).
+    /// A mark whose stream is no more (its link gone or moved, its customer
+    /// tombstoned) is passed over and marked read now, so it is not read again before
+    /// every other.
     pub async fn activity_due(
         &self,
         tenant: &str,
@@ -150,30 +164,36 @@ impl Store {
         only: Option<CustomerId>,
     ) -> Result<Vec<(CustomerId, Vec<Stream>)>> {
         let names = super::links::json(&providers);
-        // The most due, as a heap whose top is the least due held.
-        let mut due: BinaryHeap<(String, i64)> = BinaryHeap::with_capacity(limit + 1);
-        if limit > 0 {
-            self.each_due(tenant, &names, only, |cid, refreshed, _| {
-                due.push((refreshed, cid));
-                if due.len() > limit {
-                    due.pop();
-                }
-                // Full of never-read customers: a later (higher) id cannot come first.
-                let settled = due.len() == limit && due.peek().is_some_and(|(r, _)| r.is_empty());
-                !settled
-            })
-            .await?;
+        if limit == 0 || providers.is_empty() {
+            return Ok(Vec::new());
         }
-        let picked: Vec<(String, i64)> = due.into_sorted_vec();
+        self.mark_every_stream(tenant, providers).await?;
+        let picked: Vec<i64> = match only {
+            Some(c) => vec![c.0],
+            None => {
+                let mut due: Vec<(String, i64)> = Vec::new();
+                for p in providers {
+                    due.extend(self.most_due(tenant, p, limit).await?);
+                }
+                due.sort_unstable();
+                let mut seen = HashSet::new();
+                due.into_iter()
+                    .filter(|(_, cid)| seen.insert(*cid))
+                    .map(|(_, cid)| cid)
+                    .take(limit)
+                    .collect()
+            }
+        };
         if picked.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = picked.iter().map(|(_, cid)| *cid).collect();
         let sql = format!(
             "SELECT l.customer_id, l.provider, l.remote_id, m.cursor
-             FROM links l LEFT JOIN activity_marks m
+             FROM links l JOIN customers c ON c.id = l.customer_id
+             LEFT JOIN activity_marks m
                ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
-             WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND l.provider {} AND l.customer_id {}
+             WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
+               AND l.provider {} AND l.customer_id {}
              ORDER BY l.customer_id, l.provider",
             self.in_texts(2),
             self.in_ints(3)
@@ -182,7 +202,7 @@ impl Store {
         for r in sqlx::query(&sql)
             .bind(tenant)
             .bind(&names)
-            .bind(super::links::json(&ids))
+            .bind(super::links::json(&picked))
             .fetch_all(&self.pool)
             .await?
         {
@@ -194,66 +214,114 @@ impl Store {
         }
         Ok(picked
             .into_iter()
-            .filter_map(|(_, cid)| Some((CustomerId(cid), streams.remove(&cid)?)))
+            .filter_map(|cid| Some((CustomerId(cid), streams.remove(&cid)?)))
             .collect())
     }
 
-    /// Calls `f`, in id order and while it answers true, with each customer not
-    /// tombstoned that has a live stream in the JSON list of providers `names`: its id,
-    /// when its least recently read stream was read (`""` when one never was), and the
-    /// oldest read of its streams that were read (`None`: none was). One statement per
-    /// range of ids.
-    async fn each_due(
+    /// Keeps only `kept` as sources of activity (none when activity is off): the
+    /// triggers stop marking the streams of the others, and a provider made a source
+    /// again has every stream marked again at its first poll. Their marks stay, with
+    /// where they were read to.
+    pub async fn activity_sources_kept(&self, tenant: &str, kept: &[ProviderName]) -> Result<()> {
+        sqlx::query(&format!(
+            "DELETE FROM activity_sources WHERE tenant = $1 AND NOT (provider {})",
+            self.in_texts(2)
+        ))
+        .bind(tenant)
+        .bind(super::links::json(&kept))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes a mark for every stream of the `providers` that are not sources yet, and
+    /// makes them sources (from then on the triggers mark each new stream). One
+    /// transaction: a link made meanwhile is marked by one or the other.
+    async fn mark_every_stream(&self, tenant: &str, providers: &[ProviderName]) -> Result<()> {
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT provider FROM activity_sources WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        let new: Vec<&ProviderName> = providers.iter().filter(|p| !known.contains(&p.0)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for p in new {
+            sqlx::query("INSERT INTO activity_sources (tenant, provider) VALUES ($1, $2)")
+                .bind(tenant)
+                .bind(&p.0)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at)
+                 SELECT $1, l.provider, l.customer_id, '' FROM links l
+                 WHERE l.provider = $2 AND NOT EXISTS (SELECT 1 FROM activity_marks m
+                   WHERE m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id)",
+            )
+            .bind(tenant)
+            .bind(&p.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` customers of `provider`'s live streams, most due first: (when
+    /// read, `""` never; id). Read from the marks' index in order; the marks of
+    /// streams that are no more, met on the way, are marked read now.
+    async fn most_due(
         &self,
         tenant: &str,
-        names: &str,
-        only: Option<CustomerId>,
-        mut f: impl FnMut(i64, String, Option<String>) -> bool,
-    ) -> Result<()> {
-        const IDS: i64 = 20_000;
-        let (mut after, last) = match only {
-            Some(c) => (c.0 - 1, c.0),
-            None => {
-                let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM customers")
-                    .fetch_one(&self.pool)
-                    .await?;
-                (0, max.unwrap_or(0))
-            }
-        };
-        let sql = format!(
-            "SELECT {} FROM (
-               SELECT l.customer_id AS cid, MIN(COALESCE(m.refreshed_at, '')) AS r,
-                      MIN(m.refreshed_at) AS o
-               FROM links l JOIN customers c ON c.id = l.customer_id
-               LEFT JOIN activity_marks m
-                 ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
-               WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
-                 AND l.provider {} AND l.customer_id > $3 AND l.customer_id <= $4
-               GROUP BY l.customer_id) AS d",
-            self.json_rows("cid, r, o"),
-            self.in_texts(2)
-        );
-        while after < last {
-            let upto = (after + IDS).min(last);
-            let mut rows: Vec<(i64, String, Option<String>)> = super::decode_rows(
-                sqlx::query_scalar(&sql)
-                    .bind(tenant)
-                    .bind(names)
-                    .bind(after)
-                    .bind(upto)
-                    .fetch_one(&self.pool)
-                    .await?,
-            )?;
-            // An aggregate's order is not promised.
-            rows.sort_unstable_by_key(|r| r.0);
-            for (cid, refreshed, oldest) in rows {
-                if !f(cid, refreshed, oldest) {
-                    return Ok(());
+        provider: &ProviderName,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let page = limit + 64;
+        let mut due = Vec::new();
+        let mut dead = Vec::new();
+        let mut after = (String::new(), i64::MIN);
+        loop {
+            let rows = sqlx::query(MOST_DUE)
+                .bind(tenant)
+                .bind(&provider.0)
+                .bind(&after.0)
+                .bind(after.1)
+                .bind(page as i64)
+                .fetch_all(&self.pool)
+                .await?;
+            let full = rows.len() == page;
+            for r in &rows {
+                let (read, cid): (String, i64) = (r.get(0), r.get(1));
+                if r.get::<i64, _>(2) == 1 {
+                    due.push((read.clone(), cid));
+                } else {
+                    dead.push(cid);
+                }
+                after = (read, cid);
+                if due.len() == limit {
+                    break;
                 }
             }
-            after = upto;
+            if due.len() == limit || !full {
+                break;
+            }
         }
-        Ok(())
+        if !dead.is_empty() {
+            sqlx::query(&format!(
+                "UPDATE activity_marks SET refreshed_at = $3
+                 WHERE tenant = $1 AND provider = $2 AND customer_id {}",
+                self.in_ints(4)
+            ))
+            .bind(tenant)
+            .bind(&provider.0)
+            .bind(now_text())
+            .bind(super::links::json(&dead))
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(due)
     }
 
     /// Stores reads of streams in one transaction, in order: each read's events (an
@@ -405,31 +473,106 @@ impl Store {
             .collect()
     }
 
-    /// How far behind activity polling is over the streams of `providers`, read a
-    /// range of ids at a time (see [`Store::activity_due`]).
+    /// How far behind activity polling is over the streams of `providers`, for
+    /// `status`: every customer with a live stream counted, a range of ids per
+    /// statement (a stream with no mark yet, or its mark's `''`, was never read).
     pub async fn activity_lag(
         &self,
         tenant: &str,
         providers: &[ProviderName],
     ) -> Result<ActivityLag> {
+        const IDS: i64 = 20_000;
         let names = super::links::json(&providers);
         let mut lag = ActivityLag {
             customers: 0,
             never_refreshed: 0,
             oldest_refresh: None,
         };
-        self.each_due(tenant, &names, None, |_, refreshed, oldest| {
-            lag.customers += 1;
-            lag.never_refreshed += u64::from(refreshed.is_empty());
-            if let Some(o) = oldest {
-                if lag.oldest_refresh.as_ref().is_none_or(|held| o < *held) {
-                    lag.oldest_refresh = Some(o);
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM customers")
+            .fetch_one(&self.pool)
+            .await?;
+        let sql = format!(
+            "SELECT {} FROM (
+               SELECT l.customer_id AS cid, MIN(COALESCE(m.refreshed_at, '')) AS r,
+                      MIN(NULLIF(m.refreshed_at, '')) AS o
+               FROM links l JOIN customers c ON c.id = l.customer_id
+               LEFT JOIN activity_marks m
+                 ON m.tenant = $1 AND m.provider = l.provider AND m.customer_id = l.customer_id
+               WHERE l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
+                 AND l.provider {} AND l.customer_id > $3 AND l.customer_id <= $4
+               GROUP BY l.customer_id) AS d",
+            self.json_rows("cid, r, o"),
+            self.in_texts(2)
+        );
+        let (mut after, last) = (0, last.unwrap_or(0));
+        while after < last {
+            let upto = (after + IDS).min(last);
+            let rows: Vec<(i64, String, Option<String>)> = super::decode_rows(
+                sqlx::query_scalar(&sql)
+                    .bind(tenant)
+                    .bind(&names)
+                    .bind(after)
+                    .bind(upto)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )?;
+            for (_, refreshed, oldest) in rows {
+                lag.customers += 1;
+                lag.never_refreshed += u64::from(refreshed.is_empty());
+                if let Some(o) = oldest {
+                    if lag.oldest_refresh.as_ref().is_none_or(|held| o < *held) {
+                        lag.oldest_refresh = Some(o);
+                    }
                 }
             }
-            true
-        })
-        .await?;
+            after = upto;
+        }
         Ok(lag)
+    }
+
+    /// How far behind activity polling is after a poll over `providers` (so every
+    /// stream has its mark): the customers with a stream never read, and the oldest
+    /// read of a live stream. Reads the marks' index alone for the first (a mark whose
+    /// stream is no more counts until a poll passes over it), and for the second, for
+    /// each provider, the first read mark that is live.
+    pub async fn activity_behind(
+        &self,
+        tenant: &str,
+        providers: &[ProviderName],
+    ) -> Result<ActivityLag> {
+        let never: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(DISTINCT customer_id) FROM activity_marks
+             WHERE tenant = $1 AND provider {} AND refreshed_at = ''",
+            self.in_texts(2)
+        ))
+        .bind(tenant)
+        .bind(super::links::json(&providers))
+        .fetch_one(&self.pool)
+        .await?;
+        let mut oldest: Option<String> = None;
+        for p in providers {
+            let first: Option<String> = sqlx::query_scalar(
+                "SELECT m.refreshed_at FROM activity_marks m
+                 JOIN links l ON l.provider = m.provider AND l.customer_id = m.customer_id
+                 JOIN customers c ON c.id = m.customer_id
+                 WHERE m.tenant = $1 AND m.provider = $2 AND m.refreshed_at > ''
+                   AND l.gone = 0 AND l.snapshot IS NOT NULL AND c.tombstoned_at IS NULL
+                 ORDER BY m.refreshed_at LIMIT 1",
+            )
+            .bind(tenant)
+            .bind(&p.0)
+            .fetch_optional(&self.pool)
+            .await?;
+            oldest = match (oldest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(ActivityLag {
+            customers: 0,
+            never_refreshed: never as u64,
+            oldest_refresh: oldest,
+        })
     }
 
     /// Up to `limit` customers with id above `after` linked to `provider`, with what
@@ -756,6 +899,113 @@ mod tests {
         );
         assert_eq!(s.store_reads("default", &[]).await.unwrap(), 0);
         assert_eq!(s.timeline("default", c1).await.unwrap().len(), 4);
+    }
+
+    async fn exec(s: &Store, sql: &str) {
+        sqlx::query(sql).execute(s.pool()).await.unwrap();
+    }
+
+    /// The customers whose `ship` stream has a mark, and when each was read.
+    async fn ship_marks(s: &Store) -> Vec<(i64, String)> {
+        sqlx::query_as("SELECT customer_id, refreshed_at FROM activity_marks WHERE provider = 'ship' ORDER BY customer_id")
+            .fetch_all(s.pool())
+            .await
+            .unwrap()
+    }
+
+    /// The first poll with a source marks every stream it has; from then on a link
+    /// made or moved to another customer is marked by the triggers, never-read first.
+    #[tokio::test]
+    async fn every_stream_of_a_source_has_a_mark_from_its_first_poll_on() {
+        let s = store().await;
+        exec(&s, "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES (5, 'e@example.com', '{}', 'x', 'x'), (6, 'f@example.com', '{}', 'x', 'x')").await;
+        // Not a source yet: a new link is not marked.
+        exec(&s, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('ship', 'ship-5', 5, '{}')").await;
+        assert!(ship_marks(&s).await.is_empty());
+        let ship = [name("ship")];
+        let due = s.activity_due("default", &ship, 10, None).await.unwrap();
+        let ids: Vec<i64> = due.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(ids, [1, 2, 5], "never read, by id; 3 is tombstoned");
+        // 3's stream is no more (its customer tombstoned): passed over, marked read.
+        let never = |ids: &[i64]| ids.iter().map(|i| (*i, String::new())).collect::<Vec<_>>();
+        let marks = ship_marks(&s).await;
+        assert!(!marks[2].1.is_empty(), "{marks:?}");
+        exec(
+            &s,
+            "UPDATE activity_marks SET refreshed_at = '' WHERE customer_id = 3",
+        )
+        .await;
+        assert_eq!(ship_marks(&s).await, never(&[1, 2, 3, 5]));
+        // A source now: a link made is marked, and one moved is marked for its new
+        // customer; a link of another provider is not.
+        exec(&s, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('ship', 'ship-6', 6, '{}'), ('store', 'store-6', 6, '{}')").await;
+        exec(
+            &s,
+            "UPDATE links SET customer_id = 4 WHERE provider = 'ship' AND customer_id = 6",
+        )
+        .await;
+        assert_eq!(ship_marks(&s).await, never(&[1, 2, 3, 4, 5, 6]));
+        let marks: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM activity_marks WHERE provider = 'store'")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+        assert_eq!(marks, 0);
+        // No longer a source: nothing is marked; a source again: every stream is.
+        s.activity_sources_kept("default", &[]).await.unwrap();
+        exec(&s, "DELETE FROM activity_marks WHERE customer_id IN (4, 6)").await;
+        exec(
+            &s,
+            "UPDATE links SET customer_id = 6 WHERE provider = 'ship' AND customer_id = 4",
+        )
+        .await;
+        assert_eq!(ship_marks(&s).await, never(&[1, 2, 3, 5]));
+        s.activity_due("default", &ship, 1, None).await.unwrap();
+        assert_eq!(ship_marks(&s).await, never(&[1, 2, 3, 5, 6]));
+    }
+
+    /// A mark whose stream is no more is passed over and marked read, so the next
+    /// poll does not walk it again; the lag after a poll, read from the marks, says
+    /// what the count over every customer says.
+    #[tokio::test]
+    async fn a_mark_of_a_stream_no_more_is_passed_over_once() {
+        let s = store().await;
+        let ship = [name("ship"), name("email")];
+        assert_eq!(
+            s.activity_due("default", &ship, 1, None).await.unwrap()[0].0,
+            CustomerId(1)
+        );
+        exec(&s, "UPDATE links SET gone = 1 WHERE customer_id = 1").await;
+        let due = s.activity_due("default", &ship, 10, None).await.unwrap();
+        let ids: Vec<i64> = due.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(ids, [2]);
+        let marks = ship_marks(&s).await;
+        assert!(!marks[0].1.is_empty(), "1, gone, is marked read: {marks:?}");
+        assert_eq!(marks[1], (2, String::new()), "2 is due, not read yet");
+        assert!(!marks[2].1.is_empty(), "3, tombstoned, too: {marks:?}");
+        let behind = s.activity_behind("default", &ship).await.unwrap();
+        let lag = s.activity_lag("default", &ship).await.unwrap();
+        assert_eq!((behind.never_refreshed, behind.oldest_refresh), (1, None));
+        assert_eq!(
+            (lag.customers, lag.never_refreshed, lag.oldest_refresh),
+            (1, 1, None)
+        );
+        page_read(&s, "ship", CustomerId(2), &[], None).await;
+        let behind = s.activity_behind("default", &ship).await.unwrap();
+        let lag = s.activity_lag("default", &ship).await.unwrap();
+        assert_eq!(
+            behind.never_refreshed, 1,
+            "its email stream is still unread"
+        );
+        assert_eq!(behind.never_refreshed, lag.never_refreshed);
+        assert!(behind.oldest_refresh.is_some());
+        assert_eq!(behind.oldest_refresh, lag.oldest_refresh);
+    }
+
+    #[tokio::test]
+    async fn the_most_due_are_read_from_the_marks_index_in_order() {
+        let s = store().await;
+        crate::store::reads_in_order(&s, MOST_DUE, 5, "activity_marks_due").await;
     }
 
     /// Customers 1..=3 (`c3` tombstoned), linked to `ship` and `email`; `c4` only to `store`.

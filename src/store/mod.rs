@@ -629,8 +629,9 @@ fn sqlite_settings() -> &'static str {
 
 pub use crate::config::DEFAULT_TENANT;
 
-/// Every table of a tenant's store, parents before children.
-const TABLES: [&str; 9] = [
+/// Every table of a tenant's store, parents before children (`activity_sources`
+/// after the links and marks: copied before, its trigger would mark the links copied).
+const TABLES: [&str; 10] = [
     "customers",
     "links",
     "cursors",
@@ -640,6 +641,7 @@ const TABLES: [&str; 9] = [
     "activity",
     "activity_marks",
     "group_members",
+    "activity_sources",
 ];
 
 /// What a path needs escaped to sit in a `sqlite://` URL.
