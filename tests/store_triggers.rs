@@ -1,0 +1,131 @@
+//! The store's triggers, on SQLite and on PostgreSQL alike: which writes mark a
+//! customer for the group sync (`groups_dirty`) and a stream for activity
+//! (`activity_marks`), one statement at a time and many rows to a statement, as the
+//! engine writes them. The two backends' triggers are written apart (row triggers on
+//! SQLite, statement triggers with transition tables on PostgreSQL): this holds them
+//! to one behaviour.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use custsync::config::{PgUrl, StorePath};
+use custsync::store::Store;
+
+async fn exec(s: &Store, sql: &str) {
+    sqlx::query(sql)
+        .execute(s.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The customers marked for the group sync, then cleared.
+async fn dirty(s: &Store) -> Vec<i64> {
+    let ids = sqlx::query_scalar("SELECT customer_id FROM groups_dirty ORDER BY customer_id")
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+    exec(s, "DELETE FROM groups_dirty").await;
+    ids
+}
+
+/// The streams with a mark: (provider, customer).
+async fn marks(s: &Store) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT provider, customer_id FROM activity_marks ORDER BY provider, customer_id",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap()
+}
+
+async fn the_triggers_mark(s: Store) {
+    exec(
+        &s,
+        "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES
+        (1, 'a@example.com', '{}', 'x', 'x'), (2, 'b@example.com', '{}', 'x', 'x'),
+        (3, 'c@example.com', '{}', 'x', 'x'), (4, 'd@example.com', '{}', 'x', 'x')",
+    )
+    .await;
+    // No group pass recorded, no source of activity: nothing is marked.
+    exec(
+        &s,
+        "INSERT INTO links (provider, remote_id, customer_id) VALUES ('store', 's-1', 1)",
+    )
+    .await;
+    exec(&s, "UPDATE customers SET fields = '{\"a\":1}' WHERE id = 1").await;
+    assert!(dirty(&s).await.is_empty());
+    assert!(marks(&s).await.is_empty());
+
+    exec(&s, "INSERT INTO groups_passes (tenant, provider, rules, full_at) VALUES ('default', 'email', '[]', 'x')").await;
+    exec(
+        &s,
+        "INSERT INTO activity_sources (tenant, provider) VALUES ('default', 'ship')",
+    )
+    .await;
+    // Links made, two in one statement: their customers, and a stream of the source.
+    exec(&s, "INSERT INTO links (provider, remote_id, customer_id) VALUES ('ship', 'sh-2', 2), ('email', 'e-3', 3)").await;
+    assert_eq!(dirty(&s).await, [2, 3]);
+    assert_eq!(marks(&s).await, [("ship".to_string(), 2)]);
+    // What a plan does not read marks nothing; what it reads does.
+    exec(
+        &s,
+        "UPDATE links SET observed = '{}', observed_at = 'x' WHERE provider = 'ship'",
+    )
+    .await;
+    exec(&s, "UPDATE customers SET updated_at = 'y'").await;
+    assert!(dirty(&s).await.is_empty());
+    exec(&s, "UPDATE links SET snapshot = observed, observed = NULL").await;
+    assert_eq!(dirty(&s).await, [2]);
+    exec(&s, "UPDATE links SET gone = 1 WHERE remote_id = 'e-3'").await;
+    exec(
+        &s,
+        "UPDATE customers SET fields = '{\"b\":1}' WHERE id IN (1, 4)",
+    )
+    .await;
+    assert_eq!(dirty(&s).await, [1, 3, 4]);
+    exec(&s, "UPDATE customers SET tombstoned_at = 'x' WHERE id = 2").await;
+    assert_eq!(dirty(&s).await, [2]);
+    // A link moved: both customers, and the stream of its new customer.
+    exec(
+        &s,
+        "UPDATE links SET customer_id = 4 WHERE remote_id = 'sh-2'",
+    )
+    .await;
+    assert_eq!(dirty(&s).await, [2, 4]);
+    assert_eq!(marks(&s).await, [("ship".into(), 2), ("ship".into(), 4)]);
+    // An upsert that inserts marks as an insert, one that updates as an update.
+    exec(&s, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('ship', 'sh-1', 1, '{}'), ('ship', 'sh-2', 4, '{}')
+        ON CONFLICT (provider, remote_id) DO UPDATE SET gone = 0").await;
+    assert_eq!(dirty(&s).await, [1]);
+    assert_eq!(
+        marks(&s).await,
+        [("ship".into(), 1), ("ship".into(), 2), ("ship".into(), 4)]
+    );
+    exec(&s, "UPDATE links SET gone = 1 WHERE remote_id = 'sh-2'").await;
+    assert_eq!(dirty(&s).await, [4]);
+    // A link deleted.
+    exec(&s, "DELETE FROM links WHERE remote_id IN ('s-1', 'e-3')").await;
+    assert_eq!(dirty(&s).await, [1, 3]);
+    // No longer a source: nothing more is marked for activity.
+    exec(&s, "DELETE FROM activity_sources").await;
+    exec(
+        &s,
+        "INSERT INTO links (provider, remote_id, customer_id) VALUES ('ship', 'sh-3', 3)",
+    )
+    .await;
+    assert_eq!(dirty(&s).await, [3]);
+    assert_eq!(marks(&s).await.len(), 3);
+}
+
+#[tokio::test]
+async fn the_triggers_mark_what_changed_on_sqlite() {
+    the_triggers_mark(Store::open(&StorePath::Memory, None).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_triggers_mark_what_changed_on_postgres() {
+    pg::require();
+    let url = PgUrl::parse(&pg::database().await).unwrap();
+    let s = Store::open(&StorePath::Postgres(url), None).await.unwrap();
+    the_triggers_mark(s).await;
+}
