@@ -63,29 +63,28 @@ CREATE TRIGGER groups_dirty_customers AFTER UPDATE ON customers
     REFERENCING OLD TABLE AS old_customers NEW TABLE AS new_customers
     FOR EACH STATEMENT EXECUTE FUNCTION groups_dirty_customers();
 
-CREATE FUNCTION groups_dirty_links_new() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A link made or deleted: its customer. (Each statement's trigger has only its own
+-- transition table; PL/pgSQL reads a statement's tables when it first runs it.)
+CREATE FUNCTION groups_dirty_links_made_or_gone() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM groups_passes) THEN
+    IF NOT EXISTS (SELECT 1 FROM groups_passes) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
         INSERT INTO groups_dirty (customer_id)
             SELECT DISTINCT customer_id FROM new_links ON CONFLICT DO NOTHING;
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER groups_dirty_links_new AFTER INSERT ON links
-    REFERENCING NEW TABLE AS new_links
-    FOR EACH STATEMENT EXECUTE FUNCTION groups_dirty_links_new();
-
-CREATE FUNCTION groups_dirty_links_gone() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM groups_passes) THEN
+    ELSE
         INSERT INTO groups_dirty (customer_id)
             SELECT DISTINCT customer_id FROM old_links ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
 END $$;
+CREATE TRIGGER groups_dirty_links_new AFTER INSERT ON links
+    REFERENCING NEW TABLE AS new_links
+    FOR EACH STATEMENT EXECUTE FUNCTION groups_dirty_links_made_or_gone();
 CREATE TRIGGER groups_dirty_links_gone AFTER DELETE ON links
     REFERENCING OLD TABLE AS old_links
-    FOR EACH STATEMENT EXECUTE FUNCTION groups_dirty_links_gone();
+    FOR EACH STATEMENT EXECUTE FUNCTION groups_dirty_links_made_or_gone();
 
 -- A link's key (provider, remote id) is never updated: it pairs the old row with the
 -- new.
