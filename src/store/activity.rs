@@ -249,11 +249,19 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for p in new {
-            sqlx::query("INSERT INTO activity_sources (tenant, provider) VALUES ($1, $2)")
-                .bind(tenant)
-                .bind(&p.0)
-                .execute(&mut *tx)
-                .await?;
+            // Another process (`activity --refresh` beside the daemon) may have made it
+            // a source meanwhile, and marked its streams.
+            let made = sqlx::query(
+                "INSERT INTO activity_sources (tenant, provider) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&p.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if made == 0 {
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at)
                  SELECT $1, l.provider, l.customer_id, '' FROM links l
