@@ -223,8 +223,15 @@ impl Store {
     /// again has every stream marked again at its first poll. Their marks stay, with
     /// where they were read to.
     pub async fn activity_sources_kept(&self, tenant: &str, kept: &[ProviderName]) -> Result<()> {
+        let kept: Vec<&str> = kept.iter().map(|p| p.0.as_str()).collect();
+        self.providers_kept("activity_sources", tenant, &kept).await
+    }
+
+    /// Deletes the rows of `table` (one per tenant and provider) of every provider
+    /// not in `kept`.
+    async fn providers_kept(&self, table: &str, tenant: &str, kept: &[&str]) -> Result<()> {
         sqlx::query(&format!(
-            "DELETE FROM activity_sources WHERE tenant = $1 AND NOT (provider {})",
+            "DELETE FROM {table} WHERE tenant = $1 AND NOT (provider {})",
             self.in_texts(2)
         ))
         .bind(tenant)
@@ -726,14 +733,7 @@ impl Store {
     /// all, so no pass to clear them), the marks of what changed too.
     pub async fn group_rules_kept(&self, tenant: &str, kept: &[&ProviderName]) -> Result<()> {
         let kept: Vec<&str> = kept.iter().map(|p| p.0.as_str()).collect();
-        sqlx::query(&format!(
-            "DELETE FROM groups_passes WHERE tenant = $1 AND NOT (provider {})",
-            self.in_texts(2)
-        ))
-        .bind(tenant)
-        .bind(super::links::json(&kept))
-        .execute(&self.pool)
-        .await?;
+        self.providers_kept("groups_passes", tenant, &kept).await?;
         match kept.is_empty() {
             true => self.groups_planned(&[]).await,
             false => Ok(()),
@@ -779,6 +779,7 @@ mod tests {
     use super::*;
     use crate::config::StorePath;
     use crate::model::Email;
+    use crate::store::exec;
     use serde_json::json;
 
     fn name(n: &str) -> ProviderName {
@@ -907,10 +908,6 @@ mod tests {
         );
         assert_eq!(s.store_reads("default", &[]).await.unwrap(), 0);
         assert_eq!(s.timeline("default", c1).await.unwrap().len(), 4);
-    }
-
-    async fn exec(s: &Store, sql: &str) {
-        sqlx::query(sql).execute(s.pool()).await.unwrap();
     }
 
     /// The customers whose `ship` stream has a mark, and when each was read.

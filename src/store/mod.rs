@@ -803,6 +803,15 @@ fn create_private(path: &Path) -> Result<std::fs::File> {
     options.open(path).map_err(io)
 }
 
+/// Runs a statement of a test's own on the store.
+#[cfg(test)]
+pub(crate) async fn exec(s: &Store, sql: &str) {
+    sqlx::query(sql)
+        .execute(s.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Asserts that SQLite runs `sql` (with `params` parameters, all bound to 0) reading
 /// `index` and sorting nothing: no scan of every row, no sort of them.
 #[cfg(test)]

@@ -100,17 +100,12 @@ impl super::Engine {
         }
         // Every provider with events is a source while activity is on, a blocked one
         // too (its streams stay marked for when it is back).
-        let sources: Vec<ProviderName> = match self.config.activity.enabled {
-            true => self
-                .providers
-                .iter()
-                .filter(|c| c.provider.has_events())
-                .map(|c| c.provider.name().clone())
-                .collect(),
+        let kept = match self.config.activity.enabled {
+            true => sources(&self.providers),
             false => Vec::new(),
         };
         self.store
-            .activity_sources_kept(&self.tenant, &sources)
+            .activity_sources_kept(&self.tenant, &kept)
             .await?;
         if self.config.activity.enabled && !stop.is_cancelled() {
             report.activity = poll(
@@ -209,7 +204,7 @@ async fn store_reads(
     incoming: tokio::sync::mpsc::UnboundedReceiver<StreamRead>,
     halt: &CancellationToken,
 ) -> Result<u64, StoreError> {
-    let mut batches = Batches::new(incoming, 256, super::push::LINGER);
+    let mut batches = Batches::new(incoming);
     let mut batch = Vec::new();
     let mut new = 0;
     while batches.next(&mut batch).await {
@@ -268,10 +263,9 @@ async fn read_stream(
         match p.events(&s.remote_id, cursor.as_deref()).await {
             Ok(page) => {
                 report.events_fetched += page.events.len() as u64;
-                let next = page.next.clone();
                 let outcome = ReadOutcome::Page {
                     events: page.events,
-                    cursor: next.clone().or_else(|| cursor.clone()),
+                    cursor: page.next.clone().or_else(|| cursor.clone()),
                 };
                 // The writer is gone only after a store error, which the poll says.
                 if out
@@ -280,7 +274,7 @@ async fn read_stream(
                 {
                     return;
                 }
-                match next {
+                match page.next {
                     Some(next) => cursor = Some(next),
                     None => return,
                 }

@@ -14,11 +14,23 @@ pub struct Batches<T> {
     linger: Duration,
 }
 
+/// The most items a writer's batch takes.
+const MOST: usize = 256;
+
+/// How long a batch waits to fill after its first item: under a rate limit answers
+/// come a few a second, and without waiting each would be a commit of its own.
+const LINGER: Duration = Duration::from_millis(50);
+
 impl<T> Batches<T> {
-    /// Batches of up to `most` items, each waiting up to `linger` after its first item
-    /// for more: under a rate limit answers come a few a second, and without waiting
-    /// each would be a commit of its own.
-    pub fn new(incoming: UnboundedReceiver<T>, most: usize, linger: Duration) -> Self {
+    /// The run's writers' batches: up to [`MOST`] items, each waiting up to
+    /// [`LINGER`] after its first.
+    pub fn new(incoming: UnboundedReceiver<T>) -> Self {
+        Self::with_limits(incoming, MOST, LINGER)
+    }
+
+    /// Batches of up to `most` items, each waiting up to `linger` after its first
+    /// item for more.
+    fn with_limits(incoming: UnboundedReceiver<T>, most: usize, linger: Duration) -> Self {
         Batches {
             incoming,
             most: most.max(1),
@@ -59,7 +71,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_batch_takes_what_came_waits_its_linger_and_ends_with_the_senders() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut batches = Batches::new(rx, 3, Duration::from_millis(50));
+        let mut batches = Batches::with_limits(rx, 3, Duration::from_millis(50));
         let mut batch = Vec::new();
         for i in 0..4 {
             tx.send(i).unwrap();

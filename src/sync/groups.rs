@@ -416,6 +416,7 @@ mod gate_tests {
     use crate::config::{Config, StorePath};
     use crate::providers::http::{gated, WriteGate};
     use crate::sandbox::sendwithus::{Customer, Options, Sendwithus};
+    use crate::store::exec;
 
     const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
@@ -519,10 +520,6 @@ mod gate_tests {
             .fetch_all(store.pool())
             .await
             .unwrap()
-    }
-
-    async fn exec(store: &Store, sql: &str) {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
     }
 
     #[tokio::test]

@@ -280,7 +280,7 @@ async fn claim(
 }
 
 /// The run's writer of outcomes, every provider's: takes every outcome that has come
-/// in, waiting up to `LINGER` for a batch to fill, records them in one transaction,
+/// in, waiting a little for a batch to fill (`sync::batches`), records them in one transaction,
 /// and again, until every push is over. A store error stops it (and the pushes,
 /// through `failed`); the operations not recorded stay in flight, doubtful for the
 /// next run.
@@ -292,7 +292,7 @@ pub async fn record_outcomes(
 ) -> Result<(), StoreError> {
     // What waits for its batch is still in flight in the store, so a kill meanwhile
     // leaves it doubtful, looked up next run, never lost.
-    let mut batches = super::batches::Batches::new(incoming, 256, LINGER);
+    let mut batches = super::batches::Batches::new(incoming);
     let mut batch = Vec::new();
     while batches.next(&mut batch).await {
         crate::failpoint::reached("before-outcome-commit");
@@ -303,9 +303,6 @@ pub async fn record_outcomes(
     }
     Ok(())
 }
-
-/// How long a batch of answers waits to fill before its commit.
-pub(super) const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn tally(out: &mut PushOutcome, done: &mut u64, r: Done) {
     *done += u64::from(!matches!(r, Done::NotSent));
