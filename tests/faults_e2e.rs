@@ -141,3 +141,34 @@ five::both! {
         }
     }
 }
+
+five::both! {
+    /// A listing stores its pages together, several in one transaction: when a later
+    /// page fails, every page read before it is still stored and merged (those held
+    /// but not stored yet are stored before the listing ends), so its people reach
+    /// the other providers, and nobody past the failed page does.
+    async fn a_listing_that_fails_keeps_every_page_read_before(b: Backend) {
+        let mut w = Five::start_on(b).await;
+        // 25 pages of 100; the 16th fails for good, after 1,000 held records were
+        // stored together and 500 more are held.
+        let people: Vec<String> = (0..2500).map(|i| format!("e{i:04}@example.com")).collect();
+        for (i, email) in people.iter().enumerate() {
+            w.seed_in(1, email, i);
+        }
+        let ecwid = w.faults()[1].1;
+        ecwid.always(Fault::Status(500).with_query("offset", "1500"));
+        w.provider_keys = keys(0);
+        let run = bounded_run(&w).await;
+        assert_eq!(run.code, 1, "{}", run.why());
+        let report = run.report.as_ref().unwrap();
+        assert!(
+            !report["providers"]["storefront"]["listing_error"].is_null(),
+            "{}",
+            run.why()
+        );
+        let shipping = &w.emails()[2];
+        assert_eq!(shipping.len(), 1500, "{}", run.why());
+        let read: BTreeSet<&String> = people[..1500].iter().collect();
+        assert!(shipping.iter().all(|e| read.contains(e)), "{}", run.why());
+    }
+}

@@ -264,11 +264,14 @@ pub async fn poll(
     // Held across pages, written when many are held and when the listing ends however
     // it ends (they stand whether it was complete or not).
     let mut rekeys = Rekeys::default();
+    let mut held = Held::default();
     loop {
         let page = match provider.list(&req).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(provider = %name, error = %e, "listing failed");
+                // What the listing read before stands: stored, with its keys.
+                held.store(store, &name, run, &mut rekeys, &mut out).await?;
                 store.write_rekeys(&name, &mut rekeys).await?;
                 if let Some(p) = progress {
                     p(&Event::ListingDone {
@@ -360,26 +363,9 @@ pub async fn poll(
         }
         let moved_on = with_id == 0 || new > 0;
         // A page of records listed as before has nothing to store.
-        let duplicates = match observed.is_empty() {
-            true => Vec::new(),
-            false => {
-                let duplicates = store
-                    .ingest_listing_page(&name, run, &observed, &mut rekeys)
-                    .await?;
-                if rekeys.len() >= Rekeys::FLUSH_AT {
-                    store.write_rekeys(&name, &mut rekeys).await?;
-                }
-                duplicates
-            }
-        };
-        for d in duplicates {
-            let reason = "duplicate email: another record of this provider has it and is linked";
-            out.skipped.push(skip(
-                &name.0,
-                Some(d.email.to_string()),
-                Some(d.remote_id.0),
-                reason.to_string(),
-            ));
+        held.records.append(&mut observed);
+        if held.records.len() >= Held::STORE_AT {
+            held.store(store, &name, run, &mut rekeys, &mut out).await?;
         }
         if let Some(p) = progress {
             p(&Event::Listed {
@@ -408,6 +394,7 @@ pub async fn poll(
             None => break,
         }
     }
+    held.store(store, &name, run, &mut rekeys, &mut out).await?;
     store.write_rekeys(&name, &mut rekeys).await?;
     out.incomplete = proof.verdict(since.is_none(), &out.seen);
     if let Some(reason) = &out.incomplete {
@@ -442,6 +429,53 @@ pub async fn poll(
     }
     tracing::info!(provider = %name, fetched = out.fetched, skipped = out.skipped.len(), "listed");
     Ok(out)
+}
+
+/// Records a listing read and has not stored yet. Pages are stored together, several
+/// in one transaction, in the order they were listed: as one page of all their
+/// records, which the store applies record by record (a page of Ecwid holds 100, and
+/// each transaction's commit cost as much as storing the page). Whatever ends the
+/// listing, what it holds is stored first; a kill loses only pages not stored yet,
+/// which the next listing reads again (nothing moves the cursor before they are
+/// stored).
+#[derive(Default)]
+struct Held {
+    records: Vec<Observed>,
+}
+
+impl Held {
+    /// Stored once this many records are held.
+    const STORE_AT: usize = 1000;
+
+    async fn store(
+        &mut self,
+        store: &Store,
+        name: &crate::model::ProviderName,
+        run: RunId,
+        rekeys: &mut Rekeys,
+        out: &mut PollOutcome,
+    ) -> Result<(), StoreError> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let duplicates = store
+            .ingest_listing_page(name, run, &self.records, rekeys)
+            .await?;
+        self.records.clear();
+        if rekeys.len() >= Rekeys::FLUSH_AT {
+            store.write_rekeys(name, rekeys).await?;
+        }
+        for d in duplicates {
+            let reason = "duplicate email: another record of this provider has it and is linked";
+            out.skipped.push(skip(
+                &name.0,
+                Some(d.email.to_string()),
+                Some(d.remote_id.0),
+                reason.to_string(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn skip(
