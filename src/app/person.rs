@@ -136,7 +136,7 @@ pub async fn forget(
     store.forget(run, &email).await.context("store")?;
     let status = if failed { "failed" } else { "converged" };
     store
-        .finish_run(run, status, &serde_json::json!({"forget": true}))
+        .finish_run(run, status, r#"{"forget":true}"#)
         .await
         .context("store")?;
     if let Some(lease) = &lease {

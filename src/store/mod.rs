@@ -429,16 +429,11 @@ impl Store {
         Ok(RunId(id))
     }
 
-    pub async fn finish_run(
-        &self,
-        run: RunId,
-        status: &str,
-        report: &serde_json::Value,
-    ) -> Result<()> {
+    pub async fn finish_run(&self, run: RunId, status: &str, report: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET finished_at = $1, status = $2, report = $3 WHERE id = $4")
             .bind(now_text())
             .bind(status)
-            .bind(report.to_string())
+            .bind(report)
             .bind(run.0)
             .execute(&self.pool)
             .await?;

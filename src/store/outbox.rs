@@ -183,25 +183,26 @@ impl Store {
     }
 
     /// Every open (pending or failed) operation, with what the provider holds now
-    /// (the record as last listed, else the snapshot): what a dry run prints.
-    pub async fn open_ops(&self) -> Result<Vec<(OutboxOp, Option<Projection>)>> {
-        let rows = sqlx::query(&format!(
+    /// (the record as last listed, else the snapshot), handed to `each` in turn: what
+    /// a dry run prints. Read as a stream, so that a plan of many thousands of
+    /// operations is never held as rows and as operations at once.
+    pub async fn open_ops(&self, mut each: impl FnMut(OutboxOp, Option<Projection>)) -> Result<()> {
+        use futures::TryStreamExt;
+        let sql = format!(
             "SELECT {OP_COLUMNS}, COALESCE(l.observed, l.snapshot) FROM outbox o
              JOIN customers c ON c.id = o.customer_id
              LEFT JOIN links l ON l.provider = o.provider AND l.customer_id = o.customer_id
              WHERE o.state IN ('pending', 'failed') ORDER BY o.provider, o.id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let before = r
-                    .get::<Option<String>, _>(10)
-                    .map(|t| serde_json::from_str(&t))
-                    .transpose()?;
-                Ok((op_from_row(r)?, before))
-            })
-            .collect()
+        );
+        let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            let before = r
+                .get::<Option<String>, _>(10)
+                .map(|t| serde_json::from_str(&t))
+                .transpose()?;
+            each(op_from_row(&r)?, before);
+        }
+        Ok(())
     }
 
     pub async fn pending_count(&self, provider: &ProviderName) -> Result<u64> {

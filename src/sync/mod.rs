@@ -241,7 +241,7 @@ impl Engine {
             Err(error) => {
                 report.converged = false;
                 report.error("custsync", None, None, format!("run stopped: {error}"));
-                let json = serde_json::to_value(&report).unwrap_or_default();
+                let json = serde_json::to_string(&report).unwrap_or_default();
                 if let Err(e) = self.store.finish_run(run, "failed", &json).await {
                     tracing::warn!(run = run.0, error = %e, "could not mark the run failed");
                 }
@@ -454,7 +454,9 @@ impl Engine {
             .finish_run(
                 run,
                 status,
-                &serde_json::to_value(&*report).unwrap_or_default(),
+                // As text straight away: a dry run's plan can be many thousands of
+                // operations, and a JSON tree of them took six times the text's size.
+                &serde_json::to_string(&*report).unwrap_or_default(),
             )
             .await?;
         Ok(())
@@ -798,31 +800,33 @@ impl Engine {
     }
 
     async fn fill_plan(&self, report: &mut Report) -> Result<(), StoreError> {
-        for (op, before) in self.store.open_ops().await? {
-            let r = report.provider(&op.provider.0);
-            match op.op.as_str() {
-                "create" => r.created += 1,
-                "update" => r.updated += 1,
-                "delete" => r.deleted += 1,
-                _ => {}
-            }
-            report.plan.push(PlannedOp {
-                provider: op.provider.0.clone(),
-                op: op.op.clone(),
-                email: op.email.clone(),
-                remote_id: op.remote_id.map(|r| r.0),
-                fields: op.changed.iter().map(|f| f.to_string()).collect(),
-                changes: op
-                    .changed
-                    .iter()
-                    .map(|f| FieldChange {
-                        field: f.to_string(),
-                        from: before.as_ref().and_then(|b| b.get(f)).map(str::to_string),
-                        to: op.payload.get(f).map(str::to_string),
-                    })
-                    .collect(),
-            });
-        }
+        self.store
+            .open_ops(|op, before| {
+                let r = report.provider(&op.provider.0);
+                match op.op.as_str() {
+                    "create" => r.created += 1,
+                    "update" => r.updated += 1,
+                    "delete" => r.deleted += 1,
+                    _ => {}
+                }
+                report.plan.push(PlannedOp {
+                    provider: op.provider.0,
+                    op: op.op,
+                    email: op.email,
+                    remote_id: op.remote_id.map(|r| r.0),
+                    fields: op.changed.iter().map(|f| f.to_string()).collect(),
+                    changes: op
+                        .changed
+                        .iter()
+                        .map(|f| FieldChange {
+                            field: f.to_string(),
+                            from: before.as_ref().and_then(|b| b.get(f)).map(str::to_string),
+                            to: op.payload.get(f).map(str::to_string),
+                        })
+                        .collect(),
+                });
+            })
+            .await?;
         Ok(())
     }
 
