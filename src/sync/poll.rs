@@ -1,5 +1,6 @@
-//! Poll: read one provider's customer list page by page, storing each page before
-//! asking for the next, so that no provider is ever held in memory whole.
+//! Poll: read one provider's customer list page by page, storing the pages as it
+//! goes (a few together, in one transaction), so that no provider is ever held in
+//! memory whole.
 
 use std::collections::HashSet;
 use std::sync::Arc;
