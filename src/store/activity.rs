@@ -1040,7 +1040,8 @@ mod tests {
             .map(|r| r.get::<String, _>(3))
             .collect();
         assert!(
-            plan.iter().any(|step| step.contains("customers_tombstoned")),
+            plan.iter()
+                .any(|step| step.contains("customers_tombstoned")),
             "{plan:?}"
         );
         assert!(
