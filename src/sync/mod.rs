@@ -241,7 +241,7 @@ impl Engine {
             Err(error) => {
                 report.converged = false;
                 report.error("custsync", None, None, format!("run stopped: {error}"));
-                let json = serde_json::to_string(&report).unwrap_or_default();
+                let json = serde_json::to_string(&report).unwrap_or_else(|_| "null".into());
                 if let Err(e) = self.store.finish_run(run, "failed", &json).await {
                     tracing::warn!(run = run.0, error = %e, "could not mark the run failed");
                 }
@@ -456,7 +456,7 @@ impl Engine {
                 status,
                 // As text straight away: a dry run's plan can be many thousands of
                 // operations, and a JSON tree of them took six times the text's size.
-                &serde_json::to_string(&*report).unwrap_or_default(),
+                &serde_json::to_string(&*report).unwrap_or_else(|_| "null".into()),
             )
             .await?;
         Ok(())
