@@ -292,7 +292,6 @@ pub async fn poll(
         // How many of the page's records have an id, and how many of those this
         // listing had not shown before: a page of none new goes round.
         let (mut with_id, mut new) = (0usize, 0usize);
-        let mut observed = Vec::with_capacity(page.items.len());
         for item in page.items {
             out.fetched += 1;
             let id = item.remote_id().map(|id| id_hash(&id.0));
@@ -320,7 +319,8 @@ pub async fn poll(
                         } else {
                             now
                         };
-                        observed.push(Observed {
+                        // Held for storing (a record listed as before is not).
+                        held.records.push(Observed {
                             record: r,
                             email,
                             time,
@@ -363,8 +363,6 @@ pub async fn poll(
             }
         }
         let moved_on = with_id == 0 || new > 0;
-        // A page of records listed as before has nothing to store.
-        held.records.append(&mut observed);
         if held.records.len() >= Held::STORE_AT {
             held.store(store, &name, run, &mut rekeys, &mut out).await?;
         }

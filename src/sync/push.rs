@@ -280,10 +280,10 @@ async fn claim(
 }
 
 /// The run's writer of outcomes, every provider's: takes every outcome that has come
-/// in, waiting a little for a batch to fill (`sync::batches`), records them in one transaction,
-/// and again, until every push is over. A store error stops it (and the pushes,
-/// through `failed`); the operations not recorded stay in flight, doubtful for the
-/// next run.
+/// in, waiting a little for a batch to fill (`sync::batches`), records them in one
+/// transaction, and again, until every push is over. A store error stops it (and the
+/// pushes, through `failed`); the operations not recorded stay in flight, doubtful
+/// for the next run.
 pub async fn record_outcomes(
     store: &Store,
     run: crate::store::RunId,
