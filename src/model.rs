@@ -394,15 +394,18 @@ impl FieldSet {
             .all(|(f, max)| f != field || value.trim().chars().count() <= *max)
     }
 
-    /// The record without the values the provider fills in by itself.
-    pub fn without_defaults(&self, p: &Projection) -> Projection {
-        if self.defaults.is_empty() {
-            return p.clone();
+    /// The record without the values the provider fills in by itself: the record
+    /// itself, not a copy, when the provider fills in none or it holds none of them.
+    pub fn without_defaults<'p>(&self, p: &'p Projection) -> std::borrow::Cow<'p, Projection> {
+        if !p.iter().any(|(f, v)| self.is_default(f, Some(v))) {
+            return std::borrow::Cow::Borrowed(p);
         }
-        p.iter()
-            .filter(|(f, v)| !self.is_default(f, Some(v)))
-            .map(|(f, v)| (f.clone(), v.to_string()))
-            .collect()
+        std::borrow::Cow::Owned(
+            p.iter()
+                .filter(|(f, v)| !self.is_default(f, Some(v)))
+                .map(|(f, v)| (f.clone(), v.to_string()))
+                .collect(),
+        )
     }
 
     /// True when `value` is what the provider fills in for `field` by itself.

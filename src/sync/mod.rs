@@ -663,10 +663,17 @@ impl Engine {
             id: Some(row.id),
             ..CustomerUpdate::default()
         };
-        let mut canonical = row.fields.clone();
+        // The stored record until the merge changes it: borrowed, not copied.
+        let mut canonical = std::borrow::Cow::Borrowed(&row.fields);
         // A provider's own defaults (Partial.ly's language "en") are not data: they are
         // left out on both sides of the merge, so they neither fill nor change anything.
-        let observed: Vec<(usize, Option<Projection>, Projection, chrono::DateTime<Utc>)> = links
+        type Observed<'l> = (
+            usize,
+            Option<std::borrow::Cow<'l, Projection>>,
+            std::borrow::Cow<'l, Projection>,
+            chrono::DateTime<Utc>,
+        );
+        let observed: Vec<Observed<'_>> = links
             .iter()
             .filter(|l| !l.gone)
             .filter_map(|l| {
@@ -689,7 +696,7 @@ impl Engine {
             .iter()
             .map(|(rank, base, current, time)| Side {
                 rank: *rank,
-                base: base.as_ref(),
+                base: base.as_deref(),
                 current,
                 time: *time,
             })
@@ -708,7 +715,7 @@ impl Engine {
                 let email = row.email.as_deref().and_then(|e| Email::parse(e).ok());
                 next.set(Field::Email, email.map(|e| e.as_str().to_string()));
             }
-            if next != canonical || row.updated_at.is_none() {
+            if next != *canonical || row.updated_at.is_none() {
                 let action = if row.updated_at.is_none() {
                     "merge.initial"
                 } else {
@@ -760,7 +767,7 @@ impl Engine {
                     .audit
                     .push(AuditEntry::new("conflict", Some(row.id), None, detail));
             }
-            canonical = next;
+            canonical = std::borrow::Cow::Owned(next);
         }
         update.merged = links.iter().any(|l| l.observed.is_some());
 
