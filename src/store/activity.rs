@@ -427,7 +427,7 @@ impl Store {
                  ON CONFLICT (tenant, provider, remote_id) DO NOTHING",
                 "INSERT INTO activity (tenant, provider, customer_id, remote_id, type, label, occurred_at, raw, fetched_at)
                  SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, e->>5, e->>6, $2
-                 FROM json_array_elements($3::json) AS e
+                 FROM jsonb_array_elements($3::jsonb) AS e
                  ON CONFLICT (tenant, provider, remote_id) DO NOTHING",
             )
             .await?;
@@ -444,7 +444,7 @@ impl Store {
                    refreshed_at = excluded.refreshed_at",
                 "INSERT INTO activity_marks (tenant, provider, customer_id, cursor, newest_at, refreshed_at)
                  SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2
-                 FROM json_array_elements($3::json) AS e
+                 FROM jsonb_array_elements($3::jsonb) AS e
                  ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET
                    cursor = EXCLUDED.cursor,
                    newest_at = CASE WHEN EXCLUDED.newest_at > COALESCE(activity_marks.newest_at, '')
@@ -461,7 +461,7 @@ impl Store {
                  ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = excluded.refreshed_at",
                 "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at)
                  SELECT $1, e->>0, (e->>1)::BIGINT, $2
-                 FROM json_array_elements($3::json) AS e
+                 FROM jsonb_array_elements($3::jsonb) AS e
                  ON CONFLICT (tenant, provider, customer_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
             )
             .await?;

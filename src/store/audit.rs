@@ -71,7 +71,7 @@ impl AuditEntry {
              SELECT $1, $2, column1, column2, column3, column4 FROM {rows} WHERE true",
             "INSERT INTO audit (run_id, at, customer_id, provider, action, detail)
              SELECT $1, $2, (e.value->>0)::BIGINT, e.value->>1, e.value->>2, e.value->>3
-             FROM json_array_elements($3::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key",
+             FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, key) ORDER BY e.key",
         )
         .await?;
         Ok(())

@@ -125,7 +125,7 @@ impl Store {
              SET observed = NULL, listed_key = excluded.listed_key",
             "INSERT INTO links (provider, remote_id, customer_id, listed_key)
              SELECT $1, e->>0, (e->>1)::BIGINT, (e->>2)::BIGINT
-             FROM json_array_elements($2::json) AS e
+             FROM jsonb_array_elements($2::jsonb) AS e
              WHERE EXISTS (SELECT 1 FROM links k WHERE k.provider = $1 AND k.remote_id = e->>0 AND k.customer_id = (e->>1)::BIGINT)
              ON CONFLICT (provider, remote_id) DO UPDATE
              SET observed = NULL, listed_key = EXCLUDED.listed_key",
@@ -543,7 +543,7 @@ impl Page {
                  listed_key = excluded.listed_key",
             "INSERT INTO links (provider, remote_id, customer_id, observed, observed_at, seen_run, listed_key)
              SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, $2, (e->>4)::BIGINT
-             FROM json_array_elements($3::json) AS e
+             FROM jsonb_array_elements($3::jsonb) AS e
              ON CONFLICT (provider, remote_id) DO UPDATE
              SET observed = EXCLUDED.observed, observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run,
                  listed_key = EXCLUDED.listed_key",

@@ -571,7 +571,7 @@ impl Store {
                  ON CONFLICT (id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
                 "INSERT INTO customers (id, fields, updated_at, created_at)
                  SELECT (e->>0)::BIGINT, e->>1, $1, $1
-                 FROM json_array_elements($2::json) AS e WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = (e->>0)::BIGINT)
+                 FROM jsonb_array_elements($2::jsonb) AS e WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = (e->>0)::BIGINT)
                  ON CONFLICT (id) DO UPDATE SET fields = EXCLUDED.fields, updated_at = EXCLUDED.updated_at",
             )
             .await?;
@@ -738,7 +738,7 @@ async fn replace_ops(
                              attempts, last_error, run_id, created_at, updated_at)
          SELECT e.value->>0, (e.value->>1)::BIGINT, e.value->>2, e.value->>3, e.value->>4, e.value->>5,
                 'pending', (e.value->>6)::BIGINT, (e.value->>7)::BIGINT, e.value->>8, $1, $2, $2
-         FROM json_array_elements($3::json) WITH ORDINALITY AS e(value, key) ORDER BY e.key",
+         FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, key) ORDER BY e.key",
     )
     .await?;
     Ok(())

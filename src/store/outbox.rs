@@ -429,7 +429,7 @@ impl Store {
             let pairs = super::links::json(&pairs);
             let kept = self.sql(
                 "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($3))",
-                "(SELECT (e->>0)::BIGINT, e->>1 FROM json_array_elements($3::json) AS e)",
+                "(SELECT (e->>0)::BIGINT, e->>1 FROM jsonb_array_elements($3::jsonb) AS e)",
             );
             sqlx::query(&format!(
                 "DELETE FROM links WHERE provider = $1 AND customer_id {}
@@ -473,7 +473,7 @@ impl Store {
                      listed_key = excluded.listed_key",
                 "INSERT INTO links (provider, remote_id, customer_id, snapshot, observed, observed_at, listed_key, seen_run)
                  SELECT $1, e->>0, (e->>1)::BIGINT, e->>2, e->>3, e->>4, (e->>5)::BIGINT, $2
-                 FROM json_array_elements($3::json) AS e
+                 FROM jsonb_array_elements($3::jsonb) AS e
                  ON CONFLICT (provider, remote_id) DO UPDATE
                  SET snapshot = EXCLUDED.snapshot, observed = EXCLUDED.observed,
                      observed_at = EXCLUDED.observed_at, seen_run = EXCLUDED.seen_run, gone = 0,

@@ -1,6 +1,9 @@
 //! Many rows in one statement. On SQLite the rows are bound parameters of multi-row
 //! `VALUES` lists, a few hundred rows per statement; on PostgreSQL they travel as one
-//! JSON array of arrays, unpacked by the server.
+//! JSON array of arrays, unpacked by the server as `jsonb`: a `json` element is text,
+//! parsed again by each `->>` that reads a column of it (a row of nine columns cost
+//! 7 µs of the server's time to unpack as `json`, 2.2 µs as `jsonb`, measured in `psql`
+//! over 40,000 rows).
 //!
 //! SQLite once read them from JSON too (`json_each` and a `json_extract` per column):
 //! each element was turned back into text and parsed again for its columns, and every
