@@ -1,4 +1,5 @@
-//! The store's triggers, on SQLite and on PostgreSQL alike: which writes mark a
+//! The store's triggers and its statements of many rows, on SQLite and on
+//! PostgreSQL alike. The triggers: which writes mark a
 //! customer for the group sync (`groups_dirty`) and a stream for activity
 //! (`activity_marks`), one statement at a time and many rows to a statement, as the
 //! engine writes them. The two backends' triggers are written apart (row triggers on
@@ -199,4 +200,68 @@ async fn every_stream_is_marked_once_on_postgres() {
     let plan = plan.join("\n");
     assert!(!plan.contains("Anti Join"), "{plan}");
     assert!(plan.contains("Conflict Resolution: NOTHING"), "{plan}");
+}
+
+/// A batch of group memberships is saved in one statement, over what was saved
+/// before; one learned twice in a batch keeps the last (PostgreSQL refuses an upsert
+/// that meets the same row twice in one statement).
+async fn memberships_are_saved_together_the_last_of_each_kept(s: &Store) {
+    use custsync::model::{CustomerId, ProviderName, RemoteId};
+    use custsync::store::activity::Membership;
+    exec(
+        s,
+        "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES
+        (1, 'a@example.com', '{}', 'x', 'x'), (2, 'b@example.com', '{}', 'x', 'x'),
+        (4, 'd@example.com', '{}', 'x', 'x')",
+    )
+    .await;
+    let m = |c: i64, g: &str, member: bool| Membership {
+        customer: CustomerId(c),
+        group_id: g.into(),
+        remote_id: RemoteId(format!("email-{c}")),
+        member,
+    };
+    let email = ProviderName("email".into());
+    s.save_memberships("default", &email, &[m(1, "vip", true), m(2, "vip", false)])
+        .await
+        .unwrap();
+    s.save_memberships(
+        "default",
+        &email,
+        &[
+            m(1, "vip", true),
+            m(2, "news", true),
+            m(1, "vip", false),
+            m(4, "vip", true),
+        ],
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT customer_id, group_id, member FROM group_members ORDER BY customer_id, group_id",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap();
+    let want: Vec<(i64, String, i64)> = vec![
+        (1, "vip".into(), 0),
+        (2, "news".into(), 1),
+        (2, "vip".into(), 0),
+        (4, "vip".into(), 1),
+    ];
+    assert_eq!(rows, want);
+}
+
+#[tokio::test]
+async fn memberships_are_saved_together_on_sqlite() {
+    let s = Store::open(&StorePath::Memory, None).await.unwrap();
+    memberships_are_saved_together_the_last_of_each_kept(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memberships_are_saved_together_on_postgres() {
+    pg::require();
+    let url = PgUrl::parse(&pg::database().await).unwrap();
+    let s = Store::open(&StorePath::Postgres(url), None).await.unwrap();
+    memberships_are_saved_together_the_last_of_each_kept(&s).await;
 }

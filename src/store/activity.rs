@@ -766,24 +766,41 @@ impl Store {
             return Ok(());
         }
         let now = now_text();
+        // One statement for the batch. A membership learned twice (a group both asked
+        // about and written) keeps the last, as a statement per row did; PostgreSQL
+        // refuses an upsert that meets the same row twice.
+        let mut seen = HashSet::new();
+        let mut last: Vec<&Membership> = rows
+            .iter()
+            .rev()
+            .filter(|m| seen.insert((m.customer, m.group_id.as_str())))
+            .collect();
+        last.reverse();
+        let mut values = Rows::with_capacity(4, last.len());
+        for m in &last {
+            values.push([
+                m.group_id.as_str().into(),
+                m.customer.0.into(),
+                m.remote_id.0.as_str().into(),
+                i64::from(m.member).into(),
+            ]);
+        }
         let mut tx = self.pool.begin().await?;
-        for m in rows {
-            sqlx::query(
+        values
+            .execute(
+                &mut tx,
+                &[tenant.into(), provider.0.as_str().into(), now.as_str().into()],
                 "INSERT INTO group_members (tenant, provider, group_id, customer_id, remote_id, member, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 SELECT $1, $2, column1, column2, column3, column4, $3 FROM {rows} WHERE true
                  ON CONFLICT (tenant, provider, group_id, customer_id) DO UPDATE SET
                    remote_id = excluded.remote_id, member = excluded.member, updated_at = excluded.updated_at",
+                "INSERT INTO group_members (tenant, provider, group_id, customer_id, remote_id, member, updated_at)
+                 SELECT $1, $2, e->>0, (e->>1)::BIGINT, e->>2, (e->>3)::BIGINT, $3
+                 FROM jsonb_array_elements($4::jsonb) AS e
+                 ON CONFLICT (tenant, provider, group_id, customer_id) DO UPDATE SET
+                   remote_id = EXCLUDED.remote_id, member = EXCLUDED.member, updated_at = EXCLUDED.updated_at",
             )
-            .bind(tenant)
-            .bind(&provider.0)
-            .bind(&m.group_id)
-            .bind(m.customer.0)
-            .bind(&m.remote_id.0)
-            .bind(i64::from(m.member))
-            .bind(&now)
-            .execute(&mut *tx)
             .await?;
-        }
         tx.commit().await?;
         Ok(())
     }
