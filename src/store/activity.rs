@@ -266,6 +266,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        let mut marked = 0;
         for p in new {
             // Another process (`activity --refresh` beside the daemon) may have made it
             // a source meanwhile, and marked its streams.
@@ -280,13 +281,22 @@ impl Store {
             if made == 0 {
                 continue;
             }
-            sqlx::query(MARK_EVERY_STREAM)
+            marked += sqlx::query(MARK_EVERY_STREAM)
                 .bind(tenant)
                 .bind(&p.0)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
+        // The statistics of the marks were taken before there were any (a first run
+        // refreshes them after its merge): the reads of the marks that follow are
+        // planned on the ones there are now.
+        if marked >= 1000 && self.backend == super::Backend::Postgres {
+            sqlx::query("ANALYZE activity_marks")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 
