@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use super::batches::Batches;
 use super::Connected;
@@ -149,7 +149,7 @@ pub async fn poll(
     let due = store.activity_due(tenant, &names, budget, only).await?;
     // Every read goes to one writer, which stores them a batch per transaction (a
     // commit per read was most of a cycle's cost). A store error stops the reads.
-    let (reads_done, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let (reads_done, incoming) = super::batches::channel();
     let halt = stop.child_token();
     let reading = read_all(providers, due, &halt, reads_done);
     let (read, stored) = tokio::join!(reading, store_reads(store, tenant, incoming, &halt));
@@ -176,7 +176,7 @@ async fn read_all(
     providers: &[Connected],
     due: Vec<(CustomerId, Vec<Stream>)>,
     stop: &CancellationToken,
-    out: UnboundedSender<StreamRead>,
+    out: Sender<StreamRead>,
 ) -> ActivityReport {
     let mut report = ActivityReport::default();
     let mut due = due.into_iter();
@@ -201,10 +201,9 @@ async fn read_all(
 async fn store_reads(
     store: &Store,
     tenant: &str,
-    incoming: tokio::sync::mpsc::UnboundedReceiver<StreamRead>,
+    mut batches: Batches<StreamRead>,
     halt: &CancellationToken,
 ) -> Result<u64, StoreError> {
-    let mut batches = Batches::new(incoming);
     let mut batch = Vec::new();
     let mut new = 0;
     while batches.next(&mut batch).await {
@@ -225,7 +224,7 @@ async fn refresh(
     customer: CustomerId,
     streams: Vec<Stream>,
     stop: &CancellationToken,
-    out: &UnboundedSender<StreamRead>,
+    out: &Sender<StreamRead>,
 ) -> ActivityReport {
     let mut report = ActivityReport {
         customers: 1,
@@ -249,7 +248,7 @@ async fn read_stream(
     customer: CustomerId,
     s: Stream,
     stop: &CancellationToken,
-    out: &UnboundedSender<StreamRead>,
+    out: &Sender<StreamRead>,
     report: &mut ActivityReport,
 ) {
     let p = &c.provider;
@@ -270,6 +269,7 @@ async fn read_stream(
                 // The writer is gone only after a store error, which the poll says.
                 if out
                     .send(stream_read(&s.provider, customer, outcome))
+                    .await
                     .is_err()
                 {
                     return;
@@ -287,7 +287,9 @@ async fn read_stream(
                 tracing::warn!(provider = %s.provider, error = %e, "activity read failed");
                 report.failed += 1;
                 report.last_error = Some(e.to_string());
-                let _ = out.send(stream_read(&s.provider, customer, ReadOutcome::Failed));
+                let _ = out
+                    .send(stream_read(&s.provider, customer, ReadOutcome::Failed))
+                    .await;
                 return;
             }
         }

@@ -518,7 +518,7 @@ impl Engine {
             .filter(|c| !ctx.blocked.contains(c.provider.name()))
             .collect();
         // One writer records every provider's outcomes, a batch per transaction.
-        let (outcomes, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (outcomes, incoming) = batches::channel();
         let writer_failed = CancellationToken::new();
         let pushes = futures::future::join_all(targets.iter().map(|c| {
             push::push(

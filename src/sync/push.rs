@@ -99,7 +99,7 @@ pub async fn push(
             let (done, outcome) = push_one(provider, scope, op, found).await;
             if let Some(o) = outcome {
                 // The writer is gone only after a store error, said by the run.
-                let _ = outcomes.send(o);
+                let _ = outcomes.send(o).await;
             }
             done
         }
@@ -192,7 +192,7 @@ async fn look_up_doubtful(
 /// Where a push's outcomes go: the run's one writer, and the token it cancels when it
 /// fails (the push then stops taking work).
 pub struct Writer<'a> {
-    pub outcomes: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    pub outcomes: tokio::sync::mpsc::Sender<Outcome>,
     pub failed: &'a CancellationToken,
 }
 
@@ -287,12 +287,11 @@ async fn claim(
 pub async fn record_outcomes(
     store: &Store,
     run: crate::store::RunId,
-    incoming: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    mut batches: super::batches::Batches<Outcome>,
     failed: &CancellationToken,
 ) -> Result<(), StoreError> {
     // What waits for its batch is still in flight in the store, so a kill meanwhile
     // leaves it doubtful, looked up next run, never lost.
-    let mut batches = super::batches::Batches::new(incoming);
     let mut batch = Vec::new();
     while batches.next(&mut batch).await {
         crate::failpoint::reached("before-outcome-commit");
