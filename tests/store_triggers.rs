@@ -12,6 +12,18 @@ mod pg;
 use custsync::config::{PgUrl, StorePath};
 use custsync::store::Store;
 
+/// A store on a fresh database of the test cluster.
+async fn on_postgres() -> Store {
+    pg::require();
+    let url = PgUrl::parse(&pg::database().await).unwrap();
+    Store::open(&StorePath::Postgres(url), None).await.unwrap()
+}
+
+/// A store in memory.
+async fn on_sqlite() -> Store {
+    Store::open(&StorePath::Memory, None).await.unwrap()
+}
+
 async fn exec(s: &Store, sql: &str) {
     sqlx::query(sql)
         .execute(s.pool())
@@ -120,14 +132,12 @@ async fn the_triggers_mark(s: Store) {
 
 #[tokio::test]
 async fn the_triggers_mark_what_changed_on_sqlite() {
-    the_triggers_mark(Store::open(&StorePath::Memory, None).await.unwrap()).await;
+    the_triggers_mark(on_sqlite().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_triggers_mark_what_changed_on_postgres() {
-    pg::require();
-    let url = PgUrl::parse(&pg::database().await).unwrap();
-    let s = Store::open(&StorePath::Postgres(url), None).await.unwrap();
+    let s = on_postgres().await;
     the_triggers_mark(s).await;
 }
 
@@ -174,7 +184,7 @@ async fn every_stream_is_marked_once(s: &Store) {
 
 #[tokio::test]
 async fn every_stream_is_marked_once_on_sqlite() {
-    every_stream_is_marked_once(&Store::open(&StorePath::Memory, None).await.unwrap()).await;
+    every_stream_is_marked_once(&on_sqlite().await).await;
 }
 
 /// On PostgreSQL, also the plan of that marking: the marks already made (another
@@ -183,9 +193,7 @@ async fn every_stream_is_marked_once_on_sqlite() {
 /// every link: 2.2 s at 10,000 people, growing with the square.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stream_is_marked_once_on_postgres() {
-    pg::require();
-    let url = PgUrl::parse(&pg::database().await).unwrap();
-    let s = Store::open(&StorePath::Postgres(url), None).await.unwrap();
+    let s = on_postgres().await;
     every_stream_is_marked_once(&s).await;
     exec(&s, "DELETE FROM activity_marks WHERE provider = 'ship'").await;
     let plan: Vec<String> = sqlx::query_scalar(&format!(
@@ -254,15 +262,13 @@ async fn memberships_are_saved_together_the_last_of_each_kept(s: &Store) {
 
 #[tokio::test]
 async fn memberships_are_saved_together_on_sqlite() {
-    let s = Store::open(&StorePath::Memory, None).await.unwrap();
+    let s = on_sqlite().await;
     memberships_are_saved_together_the_last_of_each_kept(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memberships_are_saved_together_on_postgres() {
-    pg::require();
-    let url = PgUrl::parse(&pg::database().await).unwrap();
-    let s = Store::open(&StorePath::Postgres(url), None).await.unwrap();
+    let s = on_postgres().await;
     memberships_are_saved_together_the_last_of_each_kept(&s).await;
 }
 
@@ -311,7 +317,7 @@ async fn changed_batches_are_every_changed_customer_in_order(s: &Store) {
 
 #[tokio::test]
 async fn changed_batches_on_sqlite() {
-    let s = Store::open(&StorePath::Memory, None).await.unwrap();
+    let s = on_sqlite().await;
     changed_batches_are_every_changed_customer_in_order(&s).await;
 }
 
@@ -321,9 +327,7 @@ async fn changed_batches_on_sqlite() {
 /// took more than nine minutes for one batch at 100,000 people).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_batches_on_postgres() {
-    pg::require();
-    let url = PgUrl::parse(&pg::database().await).unwrap();
-    let s = Store::open(&StorePath::Postgres(url), None).await.unwrap();
+    let s = on_postgres().await;
     changed_batches_are_every_changed_customer_in_order(&s).await;
     exec(
         &s,
