@@ -292,10 +292,8 @@ impl Store {
         // The statistics of the marks were taken before there were any (a first run
         // refreshes them after its merge): the reads of the marks that follow are
         // planned on the ones there are now.
-        if marked >= 1000 && self.backend == super::Backend::Postgres {
-            sqlx::query("ANALYZE activity_marks")
-                .execute(&self.pool)
-                .await?;
+        if marked >= 1000 {
+            self.analyze("activity_marks").await?;
         }
         Ok(())
     }

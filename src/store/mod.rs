@@ -302,8 +302,15 @@ impl Store {
     /// after a run changed many rows (a first sync would otherwise be planned as if
     /// the tables were empty, nested loops over thousands of rows). SQLite: nothing.
     pub async fn refresh_statistics(&self) -> Result<()> {
+        self.analyze("customers, links, outbox, activity_marks")
+            .await
+    }
+
+    /// PostgreSQL: refreshes the planner's statistics of `tables` (a list of their
+    /// names). SQLite: nothing.
+    pub(crate) async fn analyze(&self, tables: &str) -> Result<()> {
         if self.backend == Backend::Postgres {
-            sqlx::query("ANALYZE customers, links, outbox, activity_marks")
+            sqlx::query(&format!("ANALYZE {tables}"))
                 .execute(&self.pool)
                 .await?;
         }
