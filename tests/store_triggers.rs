@@ -24,6 +24,19 @@ async fn on_sqlite() -> Store {
     Store::open(&StorePath::Memory, None).await.unwrap()
 }
 
+/// Customers 1 to `n`, `p1@example.com` and on, in one statement on either backend.
+async fn people(s: &Store, n: u32) {
+    exec(
+        s,
+        &format!(
+            "INSERT INTO customers (id, email, fields, updated_at, created_at)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+             SELECT i, 'p' || i || '@example.com', '{{}}', 'x', 'x' FROM n"
+        ),
+    )
+    .await;
+}
+
 async fn exec(s: &Store, sql: &str) {
     sqlx::query(sql)
         .execute(s.pool())
@@ -145,13 +158,7 @@ async fn the_triggers_mark_what_changed_on_postgres() {
 /// once each, beside the marks another source's first poll made a moment before and
 /// a mark kept from when it was a source before.
 async fn every_stream_is_marked_once(s: &Store) {
-    exec(
-        s,
-        "INSERT INTO customers (id, email, fields, updated_at, created_at)
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
-         SELECT i, 'p' || i || '@example.com', '{}', 'x', 'x' FROM n",
-    )
-    .await;
+    people(s, 3000).await;
     exec(
         s,
         "INSERT INTO links (provider, remote_id, customer_id, snapshot)
@@ -276,13 +283,7 @@ async fn memberships_are_saved_together_on_postgres() {
 /// with a link observed, an operation in the outbox, or touched, however the three
 /// interleave and however many links or operations each has.
 async fn changed_batches_are_every_changed_customer_in_order(s: &Store) {
-    exec(
-        s,
-        "INSERT INTO customers (id, email, fields, updated_at, created_at)
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-         SELECT i, 'p' || i || '@example.com', '{}', 'x', 'x' FROM n",
-    )
-    .await;
+    people(s, 2000).await;
     // Observed: every customer divisible by 3, in two providers each; in the outbox:
     // by 5, three operations each; touched: 7 and 1999.
     exec(
