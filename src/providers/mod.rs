@@ -218,19 +218,35 @@ impl Known {
     }
 }
 
-/// The links a listing knows by key: (key, [`id_hash`] of the remote id) in one
-/// vector sorted by key, with where each run of keys sharing their top bits begins.
-/// 16 bytes a link and a lookup of one or two cache lines, where a hash map took 34
-/// at a million links (its table doubles once it is 7/8 full), and a listing of four
-/// providers held four of them at once. A link is named by its place here
-/// ([`Listed::Unchanged`]), so that what a listing saw of them is one bit each.
+/// The links a listing knows by key: their keys in order and split into runs by their
+/// top bits, with where each run begins; within a run, only the bits below those are
+/// kept, packed one after the other (47 bits a key at a million links). About 7 bytes
+/// a link and a lookup of one or two cache lines, where a hash map of key and id took
+/// 34 at a million links (its table doubles once it is 7/8 full), and a listing of four
+/// providers held four of them at once. Exact: a key is found only where it was stored.
+///
+/// A link is named by its place here ([`Listed::Unchanged`]), so that what a listing
+/// saw of them is one bit each; its id is not kept: what the listing saw of a link by
+/// its id (decoded, skipped) is told by the key the store held for it (see
+/// `sync::poll::Seen`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredKeys {
-    links: Vec<(i64, u64)>,
-    /// `starts[b]`: the place of the first link whose key's top bits (the key as
-    /// unsigned, shifted right by `shift`) are `b` or more; one more at the end.
+    /// The low `width` bits of each key, in order, packed: key `i` at bit `width * i`.
+    packed: Vec<u64>,
+    len: usize,
+    /// `starts[b]`: the place of the first key of run `b` or a later one; one more at
+    /// the end. Empty when no key is stored.
     starts: Vec<u32>,
-    shift: u32,
+    /// The bits of a key below its run's: the `64 - width` top bits of the key's
+    /// [`ordered`] form name its run.
+    width: u32,
+    /// The last key pushed, while the keys are being pushed.
+    last: Option<i64>,
+}
+
+/// A key as unsigned, in the order of the key as signed (the order SQL sorts it in).
+fn ordered(key: i64) -> u64 {
+    (key as u64) ^ (1 << 63)
 }
 
 impl StoredKeys {
@@ -239,68 +255,121 @@ impl StoredKeys {
     /// wrong.
     const MAX: usize = u32::MAX as usize;
 
-    /// From (key, id hash) pairs in any order; a key given twice keeps one of them.
-    pub fn from_pairs(mut links: Vec<(i64, u64)>) -> Self {
-        links.sort_unstable_by_key(|&(key, _)| key as u64);
-        links.dedup_by_key(|&mut (key, _)| key);
-        links.truncate(Self::MAX);
-        links.shrink_to_fit();
-        // About four links a run: 2^(log2 n - 2) runs, at least 2, at most 2^24.
-        let bits = links.len().max(1).ilog2().saturating_sub(2).clamp(1, 24);
-        let shift = 64 - bits;
-        let mut starts = Vec::with_capacity((1 << bits) + 1);
-        let mut at = 0;
-        for run in 0..1u64 << bits {
-            while at < links.len() && (links[at].0 as u64) >> shift < run {
-                at += 1;
-            }
-            starts.push(at as u32);
-        }
-        starts.push(links.len() as u32);
+    /// Ready for about `expected` keys, pushed in order with [`StoredKeys::push`] and
+    /// ended by [`StoredKeys::finish`]. More or fewer keys than expected cost only
+    /// speed: the runs are sized by `expected`.
+    pub fn with_capacity(expected: usize) -> Self {
+        // About four keys a run: 2^(log2 n - 2) runs, at least 2, at most 2^24.
+        let bits = expected.max(1).ilog2().saturating_sub(2).clamp(1, 24);
+        let width = 64 - bits;
         StoredKeys {
-            links,
-            starts,
-            shift,
+            packed: Vec::with_capacity((width as usize * expected.min(Self::MAX)).div_ceil(64)),
+            len: 0,
+            starts: Vec::with_capacity((1 << bits) + 1),
+            width,
+            last: None,
         }
+    }
+
+    /// Adds `key`, which must come after every key pushed so far (as signed): a key
+    /// pushed again is kept once, and one out of order is left out (its record is then
+    /// decoded as if its key were not known: slower, never wrong).
+    pub fn push(&mut self, key: i64) {
+        if self.last.is_some_and(|last| key <= last) || self.len >= Self::MAX {
+            return;
+        }
+        self.last = Some(key);
+        let run = (ordered(key) >> self.width) as usize;
+        while self.starts.len() <= run {
+            self.starts.push(self.len as u32);
+        }
+        let low = ordered(key) & low_bits(self.width);
+        let bit = self.width as usize * self.len;
+        let (word, off) = (bit / 64, bit % 64);
+        if off == 0 {
+            self.packed.push(low);
+        } else {
+            self.packed[word] |= low << off;
+            if off + self.width as usize > 64 {
+                self.packed.push(low >> (64 - off));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Ends the pushing.
+    pub fn finish(mut self) -> Self {
+        if self.len == 0 {
+            return StoredKeys::default();
+        }
+        let runs = 1usize << (64 - self.width);
+        while self.starts.len() <= runs {
+            self.starts.push(self.len as u32);
+        }
+        self.packed.shrink_to_fit();
+        self.last = None;
+        self
+    }
+
+    /// From keys in any order; a key given twice is kept once.
+    pub fn from_keys(mut keys: Vec<i64>) -> Self {
+        keys.sort_unstable();
+        let mut stored = Self::with_capacity(keys.len());
+        for key in keys {
+            stored.push(key);
+        }
+        stored.finish()
     }
 
     /// How many links are known.
     pub fn len(&self) -> usize {
-        self.links.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
+        self.len == 0
+    }
+
+    /// The low bits of the key at `place`.
+    fn low_at(&self, place: usize) -> u64 {
+        let width = self.width as usize;
+        let bit = width * place;
+        let (word, off) = (bit / 64, bit % 64);
+        let mut low = self.packed[word] >> off;
+        if off + width > 64 {
+            low |= self.packed[word + 1] << (64 - off);
+        }
+        low & low_bits(self.width)
     }
 
     /// The place of the link stored with `key`, if any.
     pub fn find(&self, key: i64) -> Option<u32> {
-        let run = ((key as u64) >> self.shift) as usize;
+        let run = (ordered(key) >> self.width) as usize;
         let (from, to) = (*self.starts.get(run)?, *self.starts.get(run + 1)?);
-        let links = self.links.get(from as usize..to as usize)?;
-        let at = links.iter().position(|&(k, _)| k == key)?;
-        Some(from + at as u32)
+        let low = ordered(key) & low_bits(self.width);
+        (from..to).find(|&place| self.low_at(place as usize) == low)
     }
 
-    /// The [`id_hash`] of the link at `place`.
-    pub fn id_at(&self, place: u32) -> Option<u64> {
-        self.links.get(place as usize).map(|&(_, id)| id)
-    }
-
-    /// The [`id_hash`] of the link stored with `key`, if any.
-    pub fn id_of(&self, key: i64) -> Option<u64> {
-        self.find(key).and_then(|at| self.id_at(at))
-    }
-
-    /// The [`id_hash`]es of every link, by place.
-    pub fn ids(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
-        self.links.iter().map(|&(_, id)| id)
+    /// The key of the link at `place`.
+    pub fn key_at(&self, place: u32) -> Option<i64> {
+        if place as usize >= self.len {
+            return None;
+        }
+        // The run is the last whose start is at or before the place.
+        let run = self.starts.partition_point(|&s| s <= place) - 1;
+        let ordered = ((run as u64) << self.width) | self.low_at(place as usize);
+        Some((ordered ^ (1 << 63)) as i64)
     }
 }
 
-impl FromIterator<(i64, u64)> for StoredKeys {
-    fn from_iter<I: IntoIterator<Item = (i64, u64)>>(pairs: I) -> Self {
-        Self::from_pairs(pairs.into_iter().collect())
+/// A mask of the low `n` bits (`n` below 64).
+fn low_bits(n: u32) -> u64 {
+    (1u64 << n) - 1
+}
+
+impl FromIterator<i64> for StoredKeys {
+    fn from_iter<I: IntoIterator<Item = i64>>(keys: I) -> Self {
+        Self::from_keys(keys.into_iter().collect())
     }
 }
 
@@ -573,18 +642,19 @@ mod tests {
     proptest! {
         #[test]
         fn every_stored_key_is_found_at_its_own_place_and_no_other_key_is(
-            pairs in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..3000),
+            given in proptest::collection::vec(any::<i64>(), 0..3000),
             others in proptest::collection::vec(any::<i64>(), 0..200),
         ) {
-            let keys: StoredKeys = pairs.iter().copied().collect();
-            let distinct: std::collections::HashMap<i64, u64> = pairs.iter().copied().collect();
+            let keys: StoredKeys = given.iter().copied().collect();
+            let distinct: std::collections::HashSet<i64> = given.iter().copied().collect();
             prop_assert_eq!(keys.len(), distinct.len());
-            for &key in distinct.keys() {
+            let mut places = std::collections::HashSet::new();
+            for &key in &distinct {
                 let place = keys.find(key).expect("a stored key is found");
-                let id = keys.id_at(place).unwrap();
-                prop_assert!(pairs.contains(&(key, id)));
+                prop_assert_eq!(keys.key_at(place), Some(key));
+                prop_assert!(places.insert(place), "one place a key");
             }
-            for key in others.into_iter().filter(|k| !distinct.contains_key(k)) {
+            for key in others.into_iter().filter(|k| !distinct.contains(k)) {
                 prop_assert_eq!(keys.find(key), None);
             }
         }
@@ -596,15 +666,16 @@ mod tests {
         for n in [1usize, 2, 7, 100_000] {
             let keys: StoredKeys = edges
                 .iter()
-                .map(|&k| (k, k as u64))
-                .chain((1..=n as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64, 1)))
+                .copied()
+                .chain((1..=n as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64))
                 .collect();
             for k in edges {
-                assert_eq!(keys.id_of(k), Some(k as u64), "{k} among {n}");
+                let place = keys.find(k).expect("found");
+                assert_eq!(keys.key_at(place), Some(k), "{k} among {n}");
             }
             assert_eq!(keys.find(12345), None);
         }
         assert_eq!(StoredKeys::default().find(0), None);
-        assert_eq!(StoredKeys::from_pairs(Vec::new()).find(i64::MAX), None);
+        assert_eq!(StoredKeys::from_keys(Vec::new()).find(i64::MAX), None);
     }
 }

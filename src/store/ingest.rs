@@ -49,6 +49,20 @@ impl Rekeys {
     }
 }
 
+/// What storing a page of a listing tells the listing, beside what it stored.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// The records not linked, as duplicates.
+    pub duplicates: Vec<Duplicate>,
+    /// The listed keys the page's records' links had when the page began (a link
+    /// without one, or a record not linked yet, gives none): which of the links the
+    /// listing knew by key those records are, where their keys are about to change.
+    pub keys: Vec<i64>,
+    /// Links of other records the page deleted (a duplicate replaced), with the listed
+    /// key each had: (remote id, key).
+    pub dropped: Vec<(String, i64)>,
+}
+
 impl Store {
     /// Stores one page alone ([`Store::ingest_listing_page`] with its keys written at
     /// once): the tests' way to store a page; a listing holds its keys across pages.
@@ -60,32 +74,42 @@ impl Store {
         observed: &[Observed],
     ) -> Result<Vec<Duplicate>> {
         let mut rekeys = Rekeys::default();
-        let duplicates = self
+        let ingested = self
             .ingest_listing_page(provider, run, observed, &mut rekeys)
             .await?;
         self.write_rekeys(provider, &mut rekeys).await?;
-        Ok(duplicates)
+        Ok(ingested.duplicates)
     }
 
     /// Stores one page of a listing in one transaction, records in page order.
-    /// Returns the records not linked as duplicates. The new keys of links seen
-    /// unchanged are left in `rekeys`, for [`Store::write_rekeys`].
+    /// Returns the records not linked as duplicates, and the keys the links it changed
+    /// had. The new keys of links seen unchanged are left in `rekeys`, for
+    /// [`Store::write_rekeys`].
     pub async fn ingest_listing_page(
         &self,
         provider: &ProviderName,
         run: RunId,
         observed: &[Observed],
         rekeys: &mut Rekeys,
-    ) -> Result<Vec<Duplicate>> {
+    ) -> Result<Ingested> {
         let _one_at_a_time = self.ingest.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut page = Page::load(&mut tx, provider, observed).await?;
-        let mut duplicates = Vec::new();
+        let mut out = Ingested {
+            keys: observed
+                .iter()
+                .filter_map(|o| page.links.get(&o.record.id.0))
+                .filter(|l| l.stored)
+                .filter_map(|l| l.key)
+                .collect(),
+            ..Ingested::default()
+        };
         for o in observed {
             if let Some(d) = page.apply(o)? {
-                duplicates.push(d);
+                out.duplicates.push(d);
             }
         }
+        out.dropped = std::mem::take(&mut page.dropped);
         // Every link the page read or changed is the page's now: a key held for it
         // from an earlier page no longer stands.
         for remote_id in page.links.keys().chain(&page.deleted) {
@@ -93,7 +117,7 @@ impl Store {
         }
         page.write(&mut tx, provider, run, rekeys).await?;
         tx.commit().await?;
-        Ok(duplicates)
+        Ok(out)
     }
 
     /// Writes the keys held in `rekeys` (and forgets them), in one transaction: each
@@ -192,6 +216,8 @@ struct Page {
     created: Vec<String>,
     /// Stored links the page deleted (a duplicate replaced).
     deleted: Vec<String>,
+    /// Of those, the ones with a listed key, with it.
+    dropped: Vec<(String, i64)>,
 }
 
 impl Page {
@@ -238,6 +264,7 @@ impl Page {
             forgotten: HashSet::new(),
             created: Vec::new(),
             deleted: Vec::new(),
+            dropped: Vec::new(),
         };
         for (remote_id, customer, snapshot, tombstoned, observed_at, gone, key) in rows {
             page.stored(
@@ -425,7 +452,10 @@ impl Page {
                 }));
             }
             let gone = other.gone;
-            if self.links.remove(&other_id).is_some_and(|l| l.stored) {
+            if let Some(l) = self.links.remove(&other_id).filter(|l| l.stored) {
+                if let Some(key) = l.key {
+                    self.dropped.push((other_id.clone(), key));
+                }
                 self.deleted.push(other_id.clone());
             }
             replaced = (!gone).then_some(Duplicate {
@@ -661,6 +691,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_page_tells_the_keys_its_records_links_had_and_those_of_links_it_deleted() {
+        let s = Store::open(&StorePath::Memory, None).await.unwrap();
+        let run = s.begin_run("once").await.unwrap();
+        let p = ProviderName("p".into());
+        let keyed = |mut o: Observed, key: i64| {
+            o.record.listed_key = Some(key);
+            o
+        };
+        let first = [
+            keyed(rec("a1", "x@e.co", "Ann", 10), 7),
+            keyed(rec("b1", "y@e.co", "Bob", 10), 8),
+            rec("c1", "z@e.co", "Cy", 10),
+        ];
+        let ingested = s
+            .ingest_listing_page(&p, run, &first, &mut Rekeys::default())
+            .await
+            .unwrap();
+        assert!(ingested.keys.is_empty(), "no link had a key");
+        // b1 changed, c1 (no key) again, and a2, newer, with a1's email: a1 is not
+        // merged yet, so a2 replaces it.
+        let page = [
+            keyed(rec("b1", "y@e.co", "Bobby", 20), 9),
+            keyed(rec("c1", "z@e.co", "Cy", 10), 11),
+            keyed(rec("a2", "x@e.co", "Ann", 20), 12),
+        ];
+        let ingested = s
+            .ingest_listing_page(&p, run, &page, &mut Rekeys::default())
+            .await
+            .unwrap();
+        assert_eq!(ingested.keys, [8]);
+        assert_eq!(ingested.dropped, [("a1".to_string(), 7)]);
+        assert_eq!(ids(&ingested.duplicates), ["a1"]);
+    }
+
+    #[tokio::test]
     async fn a_known_record_unchanged_costs_no_write_and_a_changed_one_is_kept_for_the_merge() {
         let s = Store::open(&StorePath::Memory, None).await.unwrap();
         let p = ProviderName("p".into());
@@ -754,10 +819,7 @@ mod tests {
             .unwrap();
         merge_all(&s, run).await;
         let keys = s.listed_keys(&p).await.unwrap();
-        assert_eq!(
-            keys,
-            [(7, crate::providers::id_hash("a1"))].into_iter().collect()
-        );
+        assert_eq!(keys, [7].into_iter().collect());
 
         // The same record as another text (a field custsync does not sync changed):
         // unchanged, so nothing is observed, but the new key is kept.
@@ -766,20 +828,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(links(&s, "p").await[0].2, None);
-        assert_eq!(
-            s.listed_keys(&p).await.unwrap(),
-            [(8, crate::providers::id_hash("a1"))].into_iter().collect()
-        );
+        assert_eq!(s.listed_keys(&p).await.unwrap(), [8].into_iter().collect());
 
         // A changed record is observed, with its key.
         s.ingest_page(&p, run, &[keyed(rec("a1", "x@e.co", "Anna", 2), 9)])
             .await
             .unwrap();
         assert_eq!(links(&s, "p").await[0].2.as_deref(), Some("Anna"));
-        assert_eq!(
-            s.listed_keys(&p).await.unwrap(),
-            [(9, crate::providers::id_hash("a1"))].into_iter().collect()
-        );
+        assert_eq!(s.listed_keys(&p).await.unwrap(), [9].into_iter().collect());
         merge_all(&s, run).await;
         assert_eq!(
             s.listed_keys(&p).await.unwrap().len(),
@@ -833,7 +889,6 @@ mod tests {
             o.record.listed_key = Some(key);
             o
         };
-        let id = crate::providers::id_hash("a1");
         s.ingest_page(&p, run, &[keyed(rec("a1", "x@e.co", "Ann", 1), 7)])
             .await
             .unwrap();
@@ -847,7 +902,7 @@ mod tests {
             .unwrap();
         assert_eq!(rekeys.len(), 1);
         let stored = s.listed_keys(&p).await.unwrap();
-        assert_eq!(stored, [(7, id)].into_iter().collect());
+        assert_eq!(stored, [7].into_iter().collect());
 
         // A later page of the same listing changes the record: the held key goes, and
         // writing what is held leaves the change and its key alone.
@@ -859,7 +914,7 @@ mod tests {
         s.write_rekeys(&p, &mut rekeys).await.unwrap();
         assert_eq!(links(&s, "p").await[0].2.as_deref(), Some("Anna"));
         let stored = s.listed_keys(&p).await.unwrap();
-        assert_eq!(stored, [(9, id)].into_iter().collect());
+        assert_eq!(stored, [9].into_iter().collect());
 
         // Back to the snapshot's text: held, then written with the observed change
         // cleared (it went back).
@@ -872,7 +927,7 @@ mod tests {
         assert!(rekeys.is_empty());
         assert_eq!(links(&s, "p").await[0].2, None);
         let stored = s.listed_keys(&p).await.unwrap();
-        assert_eq!(stored, [(10, id)].into_iter().collect());
+        assert_eq!(stored, [10].into_iter().collect());
 
         // A link that went before the held key is written is not brought back.
         let page = [keyed(rec("a1", "x@e.co", "Ann", 1), 11)];
@@ -903,7 +958,8 @@ mod tests {
     #[tokio::test]
     async fn every_key_is_read_whatever_the_number_of_slices() {
         let s = Store::open(&StorePath::Memory, None).await.unwrap();
-        let n = 2 * super::super::links::KEYS_SLICE + 7;
+        use super::super::links::KEYS_SLICE;
+        let n = 2 * KEYS_SLICE + 7;
         customers(&s, n).await;
         sqlx::query(
             "INSERT INTO links (provider, remote_id, customer_id, snapshot, listed_key)
@@ -912,12 +968,39 @@ mod tests {
         .execute(s.pool())
         .await
         .unwrap();
+        // Each slice reads the keys' index in order: no sort, no look at a link row.
+        for after in [false, true] {
+            crate::store::reads_in_order(
+                &s,
+                &s.listed_keys_sql(after),
+                3,
+                "COVERING INDEX links_keys",
+            )
+            .await;
+        }
         let keys = s.listed_keys(&ProviderName("p".into())).await.unwrap();
         assert_eq!(keys.len() as i64, n);
-        assert_eq!(
-            keys.id_of(n * 3),
-            Some(crate::providers::id_hash(&format!("r{n}")))
-        );
+        for id in [1, KEYS_SLICE, KEYS_SLICE + 1, n] {
+            assert!(keys.find(id * 3).is_some(), "{id}");
+        }
+        assert_eq!(keys.find(n * 3 + 1), None);
+        // By remote id, whatever the number of slices; a link without a key has none.
+        sqlx::query("UPDATE links SET listed_key = NULL WHERE customer_id = 5")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let wanted: Vec<String> = (1..=n).map(|id| format!("r{id}")).collect();
+        let wanted: Vec<&str> = wanted.iter().map(String::as_str).chain(["r0"]).collect();
+        let mut found = s
+            .listed_keys_of(&ProviderName("p".into()), &wanted)
+            .await
+            .unwrap();
+        found.sort_unstable_by_key(|(_, key)| *key);
+        assert_eq!(found.len() as i64, n - 1);
+        assert_eq!(found[0], ("r1".to_string(), 3));
+        assert!(found
+            .iter()
+            .all(|(id, key)| *id == format!("r{}", key / 3) && *key != 15));
     }
 
     #[tokio::test]
@@ -943,8 +1026,9 @@ mod tests {
         let p = ProviderName("p".into());
         // Listed: all but these, one in each slice and the last.
         let missing = [3, 13, 17, 19, 20, 20_005, 40_000, n];
-        let listed = |id: &str| {
+        let listed = |id: &str, key: Option<i64>| {
             let id: i64 = id[1..].parse().unwrap();
+            assert_eq!(key, (id % 10 != 0).then_some(id), "each link with its key");
             !missing.contains(&id)
         };
         let ids = |v: Vec<(CustomerId, RemoteId)>| {

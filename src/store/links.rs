@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 
 use super::rows::Rows;
-use super::{audit::AuditEntry, now_text, parse_time, Result, RunId, Store};
+use super::{audit::AuditEntry, now_text, parse_time, Backend, Result, RunId, Store};
 use crate::model::{CustomerId, Email, Projection, ProviderName, RemoteId};
 use crate::providers::RemoteRecord;
 
@@ -113,12 +113,16 @@ type CustomerTuple = (i64, Option<String>, String, String, Option<String>);
 /// How many links [`Store::listed_keys`] reads at a time.
 pub(super) const KEYS_SLICE: i64 = 10_000;
 
+/// The links [`Store::listed_keys`] reads, each from the index `links_keys`.
+const KEYED: &str = "FROM links WHERE provider = $1 AND listed_key IS NOT NULL AND gone = 0";
+
 /// How many live links [`Store::vanished_links`] reads at a time.
 pub(super) const LIVE_SLICE: i64 = 20_000;
 
 impl Store {
     /// Links of `provider` whose record a complete listing could have returned (live,
-    /// merged, of a customer not tombstoned) and that `listed` says it did not return:
+    /// merged, of a customer not tombstoned) and that `listed` says it did not return
+    /// (given each link's remote id and the key of the text it was last listed as):
     /// they vanished. With `unkeyed_only`, only those without a listed key (see
     /// [`crate::providers::Known`]), each from its own partial index.
     ///
@@ -130,13 +134,13 @@ impl Store {
         &self,
         provider: &ProviderName,
         unkeyed_only: bool,
-        listed: impl Fn(&str) -> bool,
+        listed: impl Fn(&str, Option<i64>) -> bool,
     ) -> Result<Vec<(CustomerId, RemoteId)>> {
         let sql = self.vanished_sql(unkeyed_only);
         let mut vanished = Vec::new();
         let mut after = 0i64;
         loop {
-            let rows: Vec<(i64, String)> = super::decode_rows(
+            let rows: Vec<(i64, String, Option<i64>)> = super::decode_rows(
                 sqlx::query_scalar(&sql)
                     .bind(&provider.0)
                     .bind(after)
@@ -145,12 +149,12 @@ impl Store {
                     .await?,
             )?;
             // The greatest id read (an aggregate need not keep the subquery's order).
-            let last = rows.iter().map(|(customer, _)| *customer).max();
+            let last = rows.iter().map(|(customer, ..)| *customer).max();
             let full = rows.len() as i64 == LIVE_SLICE;
             vanished.extend(
                 rows.into_iter()
-                    .filter(|(_, remote_id)| !listed(remote_id))
-                    .map(|(customer, remote_id)| (CustomerId(customer), RemoteId(remote_id))),
+                    .filter(|(_, remote_id, key)| !listed(remote_id, *key))
+                    .map(|(customer, remote_id, _)| (CustomerId(customer), RemoteId(remote_id))),
             );
             match last {
                 Some(last) if full => after = last,
@@ -168,54 +172,92 @@ impl Store {
             ""
         };
         format!(
-            "SELECT {} FROM (SELECT l.customer_id, l.remote_id FROM links l
+            "SELECT {} FROM (SELECT l.customer_id, l.remote_id, l.listed_key FROM links l
                JOIN customers c ON c.id = l.customer_id
                WHERE l.provider = $1 AND l.gone = 0 AND l.snapshot IS NOT NULL {unkeyed}
                  AND l.customer_id > $2 AND c.tombstoned_at IS NULL
                ORDER BY l.customer_id LIMIT $3) AS l",
-            self.json_rows("l.customer_id, l.remote_id")
+            self.json_rows("l.customer_id, l.remote_id, l.listed_key")
         )
     }
 
-    /// The live links of `provider` by the key of the text their record was last
-    /// listed as (see [`crate::providers::Known`]), each remote id kept as its
-    /// [`crate::providers::id_hash`] (8 bytes). Read in slices of [`KEYS_SLICE`] links,
-    /// one row back for each, so that no text of every link is ever held.
+    /// The keys of the text the live links of `provider` were last listed as (see
+    /// [`crate::providers::Known`]). Read in the keys' order from their own index, in
+    /// slices of [`KEYS_SLICE`] (one row back for each), and packed as they come: no
+    /// text of every link, nor every key as read, is ever held.
     pub async fn listed_keys(
         &self,
         provider: &ProviderName,
     ) -> Result<crate::providers::StoredKeys> {
-        let sql = format!(
-            "SELECT {} FROM (SELECT listed_key, remote_id FROM links
-               WHERE provider = $1 AND remote_id > $2 AND listed_key IS NOT NULL AND gone = 0
-               ORDER BY remote_id LIMIT $3) AS l",
-            self.json_rows("listed_key, remote_id")
-        );
-        // Grown by doubling: the capacity not yet written is never touched, so it takes
-        // no memory (the allocator maps a vector this large, and moves it by remapping).
-        let mut keys = Vec::new();
-        let mut after = String::new();
+        let expected: i64 = sqlx::query_scalar(&format!("SELECT count(*) {KEYED}"))
+            .bind(&provider.0)
+            .fetch_one(&self.pool)
+            .await?;
+        let (first, next) = (self.listed_keys_sql(false), self.listed_keys_sql(true));
+        let mut stored = crate::providers::StoredKeys::with_capacity(expected.max(0) as usize);
+        let mut after = None;
         loop {
-            let text: Option<String> = sqlx::query_scalar(&sql)
+            let query = sqlx::query_scalar(if after.is_some() { &next } else { &first })
                 .bind(&provider.0)
-                .bind(&after)
-                .bind(KEYS_SLICE)
-                .fetch_one(&self.pool)
-                .await?;
-            // The ids are borrowed from the text where they need no unescaping.
-            let rows: Vec<(i64, std::borrow::Cow<'_, str>)> =
-                serde_json::from_str(text.as_deref().unwrap_or("[]"))?;
-            keys.extend(
-                rows.iter()
-                    .map(|(key, id)| (*key, crate::providers::id_hash(id))),
-            );
-            // The greatest id read (an aggregate need not keep the subquery's order);
-            // both databases compare these ids byte by byte, as `str` does.
-            match rows.iter().map(|(_, id)| id).max() {
-                Some(last) if rows.len() as i64 == KEYS_SLICE => after = last.to_string(),
-                _ => return Ok(crate::providers::StoredKeys::from_pairs(keys)),
+                .bind(KEYS_SLICE);
+            let text: Option<String> = match after {
+                Some(after) => query.bind(after),
+                None => query,
+            }
+            .fetch_one(&self.pool)
+            .await?;
+            let mut keys: Vec<i64> = serde_json::from_str(text.as_deref().unwrap_or("[]"))?;
+            // An aggregate need not keep the subquery's order.
+            keys.sort_unstable();
+            for &key in &keys {
+                stored.push(key);
+            }
+            match keys.last() {
+                Some(&last) if keys.len() as i64 == KEYS_SLICE => after = Some(last),
+                _ => return Ok(stored.finish()),
             }
         }
+    }
+
+    /// One slice of [`Store::listed_keys`]: `$1` the provider, `$2` the slice's size,
+    /// and with `after`, `$3` the greatest key read so far.
+    pub(super) fn listed_keys_sql(&self, after: bool) -> String {
+        let keys = match self.backend {
+            Backend::Sqlite => "json_group_array(listed_key)",
+            Backend::Postgres => "COALESCE(json_agg(listed_key), '[]'::json)::text",
+        };
+        let after = if after { "AND listed_key > $3" } else { "" };
+        format!(
+            "SELECT {keys} FROM (SELECT listed_key {KEYED} {after}
+               ORDER BY listed_key LIMIT $2) AS l"
+        )
+    }
+
+    /// The listed keys of the live links of `provider` with the remote ids `ids`, as
+    /// (remote id, key): what a listing looks up for the records it skipped, to tell
+    /// which of the links it knew by key they are.
+    pub async fn listed_keys_of(
+        &self,
+        provider: &ProviderName,
+        ids: &[&str],
+    ) -> Result<Vec<(String, i64)>> {
+        let sql = format!(
+            "SELECT {} FROM links l
+             WHERE l.provider = $1 AND l.listed_key IS NOT NULL AND l.gone = 0 AND l.remote_id {}",
+            self.json_rows("l.remote_id, l.listed_key"),
+            self.in_texts(2)
+        );
+        let mut found = Vec::new();
+        for chunk in ids.chunks(KEYS_SLICE as usize) {
+            found.extend(super::decode_rows::<(String, i64)>(
+                sqlx::query_scalar(&sql)
+                    .bind(&provider.0)
+                    .bind(json(&chunk))
+                    .fetch_one(&self.pool)
+                    .await?,
+            )?);
+        }
+        Ok(found)
     }
 
     /// Linked records observed with an email other than their snapshot's that belongs

@@ -18,7 +18,7 @@ pub mod links;
 pub mod outbox;
 mod rows;
 
-pub use ingest::Rekeys;
+pub use ingest::{Ingested, Rekeys};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};

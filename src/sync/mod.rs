@@ -367,6 +367,8 @@ impl Engine {
         for (name, seen) in &complete {
             self.deletions(name, seen, opts, &mut ctx, report).await?;
         }
+        // What the listings saw (their keys: 7 bytes a link) is not needed past here.
+        drop(complete);
 
         // A record that took another customer's email is not merged: both wait.
         self.freeze_claims(&mut ctx, report).await?;
@@ -604,11 +606,10 @@ impl Engine {
     ) -> Result<(), StoreError> {
         // After a listing that returned every link it knew by key, only the links it
         // did not know by key can be missing from it: a steady run reads those few.
-        let present = seen.present();
         let vanished = self
             .store
-            .vanished_links(name, seen.every_keyed(), |remote_id| {
-                present.contains(remote_id)
+            .vanished_links(name, seen.every_keyed(), |remote_id, key| {
+                seen.shows(remote_id, key)
             })
             .await?;
         ctx.touched.extend(vanished.iter().map(|(c, _)| *c));

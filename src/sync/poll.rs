@@ -37,8 +37,8 @@ pub struct PollOutcome {
     /// record not read whole): the provider holds that person, so nobody is created
     /// there under that email this run.
     pub skipped_emails: HashSet<Email>,
-    /// Hashes of the remote ids a complete listing returned: a link whose id is not
-    /// here vanished. Kept in memory, not written on every link row.
+    /// What the listing returned: a link a complete listing did not show present
+    /// vanished. Kept in memory, not written on every link row.
     pub seen: Seen,
 }
 
@@ -47,11 +47,24 @@ pub struct PollOutcome {
 /// and the [`id_hash`]es of the records it saw otherwise (decoded, skipped, erased). A
 /// no-op listing of a million links holds 128 KiB of bits beside the keys, where two
 /// sets of hashes took 38 MiB.
+///
+/// The keys hold no id: which known link a record seen otherwise is, is told by the
+/// key the store held for its link when the listing began. A record the listing
+/// stored reports it from the page that stored it ([`Seen::stored_key`]), before its
+/// key changes (only the listing changes a link's key while it runs, and only for a
+/// record it saw otherwise); a record skipped is looked up at the end, and a link a
+/// page deleted is reported with its key ([`Seen::aside`]).
 #[derive(Debug, Default)]
 pub struct Seen {
     known: Arc<Known>,
     /// Bit `place`: the link at that place was listed unchanged.
     unchanged: Vec<u64>,
+    /// Bit `place`: the record of the link at that place was stored by the listing
+    /// (decoded: seen otherwise, present).
+    stored: Vec<u64>,
+    /// Links known by key whose record the listing may have seen otherwise without
+    /// storing it (skipped) or whose link a page deleted: (id hash, place).
+    aside: Vec<(u64, u32)>,
     /// The ids listed otherwise, by hash.
     other: foldhash::HashSet<u64>,
     /// Of `other`, those listed only as absent (a record without any email:
@@ -62,8 +75,10 @@ pub struct Seen {
 
 impl Seen {
     fn new(known: Arc<Known>) -> Self {
+        let words = known.links().len().div_ceil(64);
         Seen {
-            unchanged: vec![0; known.links().len().div_ceil(64)],
+            unchanged: vec![0; words],
+            stored: vec![0; words],
             known,
             ..Seen::default()
         }
@@ -74,20 +89,17 @@ impl Seen {
     }
 
     /// A record listed unchanged, by its link's place: whether it is new to this
-    /// listing. `None` for a place the listing does not know.
+    /// listing. `None` for a place the listing does not know. One stored earlier in
+    /// the listing, on a page not stored yet, counts as new here (what a page moves on
+    /// by, at most once for each record); [`Seen::count`] counts it once.
     fn unchanged(&mut self, place: u32) -> Option<bool> {
-        let id = self.links().id_at(place)?;
+        if place as usize >= self.links().len() {
+            return None;
+        }
         let (word, bit) = bit_of(place as usize);
-        let word = self.unchanged.get_mut(word)?;
-        let before = *word & bit != 0;
-        *word |= bit;
-        Some(!before && !self.other.contains(&id))
-    }
-
-    /// Whether the link at `place` was listed unchanged.
-    fn was_unchanged(&self, place: usize) -> bool {
-        let (word, bit) = bit_of(place);
-        self.unchanged.get(word).is_some_and(|w| w & bit != 0)
+        let before = self.unchanged[word] & bit != 0;
+        self.unchanged[word] |= bit;
+        Some(!before && self.stored[word] & bit == 0)
     }
 
     /// A record listed otherwise, by the hash of its id, present or not: whether it is
@@ -103,30 +115,51 @@ impl Seen {
         new
     }
 
-    /// The places of the links listed unchanged.
-    fn places(&self) -> impl Iterator<Item = u32> + '_ {
-        self.unchanged.iter().enumerate().flat_map(|(at, &word)| {
-            (0..64)
-                .filter(move |bit| word & (1 << bit) != 0)
-                .map(move |bit| (at * 64 + bit) as u32)
-        })
+    /// The key a record the listing stored had in the store as its page began.
+    fn stored_key(&mut self, key: i64) {
+        if let Some(place) = self.links().find(key) {
+            let (word, bit) = bit_of(place as usize);
+            self.stored[word] |= bit;
+        }
+    }
+
+    /// The key of a link whose record may have been seen otherwise than stored, with
+    /// the hash of its id.
+    fn aside(&mut self, id: u64, key: i64) {
+        if let Some(place) = self.links().find(key) {
+            self.aside.push((id, place));
+        }
+    }
+
+    /// Bit `place`: the record of the link at that place was seen otherwise, present
+    /// (or, with `absent_too`, in any way).
+    fn otherwise(&self, absent_too: bool) -> Vec<u64> {
+        let mut words = self.stored.clone();
+        for &(id, place) in &self.aside {
+            if self.other.contains(&id) && (absent_too || !self.absent.contains(&id)) {
+                let (word, bit) = bit_of(place as usize);
+                words[word] |= bit;
+            }
+        }
+        words
     }
 
     /// How many distinct records the listing showed: one listed both unchanged and
     /// otherwise counts once.
     fn count(&self) -> u64 {
-        let unchanged: u64 = self
-            .unchanged
-            .iter()
-            .map(|w| u64::from(w.count_ones()))
-            .sum();
+        let ones = |words: &mut dyn Iterator<Item = u64>| -> u64 {
+            words.map(|w| u64::from(w.count_ones())).sum()
+        };
+        let unchanged = ones(&mut self.unchanged.iter().copied());
         let both = match self.other.is_empty() {
             true => 0,
-            false => self
-                .places()
-                .filter_map(|place| self.links().id_at(place))
-                .filter(|id| self.other.contains(id))
-                .count() as u64,
+            false => ones(
+                &mut self
+                    .unchanged
+                    .iter()
+                    .zip(self.otherwise(true))
+                    .map(|(u, o)| u & o),
+            ),
         };
         unchanged + self.other.len() as u64 - both
     }
@@ -138,12 +171,22 @@ impl Seen {
     /// At the end of a complete listing: whether it showed every link it knew by key
     /// when it began, present.
     fn settle(&mut self) {
-        let every_keyed = self
-            .links()
-            .ids()
+        let n = self.links().len();
+        self.every_keyed = self
+            .unchanged
+            .iter()
+            .zip(self.otherwise(false))
             .enumerate()
-            .all(|(place, id)| self.was_unchanged(place) || self.present_otherwise(id));
-        self.every_keyed = every_keyed;
+            .all(|(at, (u, o))| {
+                // The last word's bits past the last place are never set.
+                let places = (n - at * 64).min(64);
+                let all = if places == 64 {
+                    u64::MAX
+                } else {
+                    (1 << places) - 1
+                };
+                u | o == all
+            });
     }
 
     /// True when the listing returned every link it knew by key when it began: then
@@ -152,39 +195,24 @@ impl Seen {
         self.every_keyed
     }
 
-    /// The ids the listing showed present, sorted, to look links up by remote id.
-    pub fn present(&self) -> Present {
-        let mut ids: Vec<u64> = self
-            .places()
-            .filter_map(|place| self.links().id_at(place))
-            .chain(
-                self.other
-                    .iter()
-                    .copied()
-                    .filter(|id| !self.absent.contains(id)),
-            )
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Present(ids)
+    /// True when the listing showed the link with `remote_id`, last listed as the text
+    /// whose key is `key`, present (or, once in 2^64, another link with its key or its
+    /// id's hash: then a deletion is missed, never invented).
+    ///
+    /// A link's key is the one it had when the listing began unless the listing stored
+    /// its record, and a record stored is seen otherwise, by its id.
+    pub fn shows(&self, remote_id: &str, key: Option<i64>) -> bool {
+        let unchanged = key.and_then(|k| self.links().find(k)).is_some_and(|place| {
+            let (word, bit) = bit_of(place as usize);
+            self.unchanged[word] & bit != 0
+        });
+        unchanged || self.present_otherwise(id_hash(remote_id))
     }
 }
 
 /// The word of [`Seen`]'s bits that holds `place`, and its bit there.
 fn bit_of(place: usize) -> (usize, u64) {
     (place / 64, 1 << (place % 64))
-}
-
-/// The [`id_hash`]es of the records a listing showed present ([`Seen::present`]), 8
-/// bytes each.
-pub struct Present(Vec<u64>);
-
-impl Present {
-    /// True when the listing returned `id` (or, once in 2^64, another id with its
-    /// hash: then a deletion is missed, never invented).
-    pub fn contains(&self, id: &str) -> bool {
-        self.0.binary_search(&id_hash(id)).is_ok()
-    }
 }
 
 /// What a listing has shown so far, to tell a complete listing from one that fell
@@ -395,6 +423,20 @@ pub async fn poll(
     }
     held.store(store, &name, run, &mut rekeys, &mut out).await?;
     store.write_rekeys(&name, &mut rekeys).await?;
+    // Which of the links known by key the records skipped are: their keys have not
+    // changed since the listing began (a record's key changes only when it is stored).
+    if since.is_none() && !out.seen.links().is_empty() {
+        let ids: Vec<&str> = out
+            .skipped
+            .iter()
+            .filter_map(|e| e.remote_id.as_deref())
+            .collect();
+        if !ids.is_empty() {
+            for (remote_id, key) in store.listed_keys_of(&name, &ids).await? {
+                out.seen.aside(id_hash(&remote_id), key);
+            }
+        }
+    }
     out.incomplete = proof.verdict(since.is_none(), &out.seen);
     if let Some(reason) = &out.incomplete {
         tracing::warn!(provider = %name, reason = %reason, fetched = out.fetched, "listing incomplete");
@@ -457,14 +499,20 @@ impl Held {
         if self.records.is_empty() {
             return Ok(());
         }
-        let duplicates = store
+        let ingested = store
             .ingest_listing_page(name, run, &self.records, rekeys)
             .await?;
         self.records.clear();
         if rekeys.len() >= Rekeys::FLUSH_AT {
             store.write_rekeys(name, rekeys).await?;
         }
-        for d in duplicates {
+        for key in ingested.keys {
+            out.seen.stored_key(key);
+        }
+        for (remote_id, key) in ingested.dropped {
+            out.seen.aside(id_hash(&remote_id), key);
+        }
+        for d in ingested.duplicates {
             let reason = "duplicate email: another record of this provider has it and is linked";
             out.skipped.push(skip(
                 &name.0,
@@ -495,11 +543,9 @@ fn skip(
 mod tests {
     use super::*;
 
-    /// A listing that knew the links `a`, `b` and `c` by key.
+    /// A listing that knew the links `a`, `b` and `c` by the keys 10, 20 and 30.
     fn seen_of_three() -> (Seen, [u32; 3]) {
-        let links: StoredKeys = [(10, id_hash("a")), (20, id_hash("b")), (30, id_hash("c"))]
-            .into_iter()
-            .collect();
+        let links: StoredKeys = [10, 20, 30].into_iter().collect();
         let name = crate::model::ProviderName("p".into());
         let fields = crate::providers::malomo::mapping::FIELDS;
         let known = Arc::new(Known::new(&name, &fields, links));
@@ -508,13 +554,20 @@ mod tests {
         (Seen::new(known), places)
     }
 
+    /// `id` stored by the listing, its link known by `key` when the listing began.
+    fn stored(seen: &mut Seen, id: &str, key: i64) -> bool {
+        let new = seen.other(id_hash(id), true);
+        seen.stored_key(key);
+        new
+    }
+
     #[test]
     fn a_record_listed_unchanged_and_again_changed_counts_once() {
         let (mut seen, [a, b, _]) = seen_of_three();
         assert_eq!(seen.unchanged(a), Some(true));
         assert_eq!(seen.unchanged(a), Some(false), "the same text twice");
         assert!(
-            seen.other(id_hash("a"), true),
+            stored(&mut seen, "a", 10),
             "changed since: a page moves on by it"
         );
         assert_eq!(seen.unchanged(b), Some(true));
@@ -528,10 +581,45 @@ mod tests {
 
         // Changed first, then listed as its old text: not new either.
         let (mut seen, [a, ..]) = seen_of_three();
-        assert!(seen.other(id_hash("a"), true));
+        assert!(stored(&mut seen, "a", 10));
         assert_eq!(seen.unchanged(a), Some(false));
         assert_eq!(seen.count(), 1);
         assert_eq!(seen.unchanged(7), None, "no such place");
+
+        // Changed on a page not stored yet, then listed as its old text: new to the
+        // page, counted once all the same.
+        let (mut seen, [a, ..]) = seen_of_three();
+        assert!(seen.other(id_hash("a"), true));
+        assert_eq!(seen.unchanged(a), Some(true));
+        seen.stored_key(10);
+        assert_eq!(seen.count(), 1);
+    }
+
+    #[test]
+    fn a_record_skipped_or_a_link_deleted_counts_once_by_its_key() {
+        // `a` listed unchanged, then with an email custsync cannot use (skipped, its
+        // key looked up); `b` listed unchanged, then its link deleted by a page (a
+        // duplicate replaced), then listed again under a new link.
+        let (mut seen, [a, b, _]) = seen_of_three();
+        seen.unchanged(a);
+        seen.unchanged(b);
+        seen.other(id_hash("a"), true);
+        seen.aside(id_hash("a"), 10);
+        seen.aside(id_hash("b"), 20);
+        seen.other(id_hash("b"), true);
+        assert_eq!(seen.count(), 2);
+        // A key the listing did not know, and an id never seen, change nothing.
+        seen.aside(id_hash("z"), 99);
+        seen.aside(id_hash("c"), 30);
+        assert_eq!(seen.count(), 2);
+        seen.settle();
+        assert!(!seen.every_keyed(), "c was not shown");
+        // Shown without any email (an erasure): seen, not present.
+        seen.other(id_hash("c"), false);
+        assert_eq!(seen.count(), 3);
+        seen.settle();
+        assert!(!seen.every_keyed());
+        assert!(!seen.shows("c", Some(30)));
     }
 
     #[test]
@@ -548,7 +636,7 @@ mod tests {
         let (mut seen, [a, b, _]) = seen_of_three();
         seen.unchanged(a);
         seen.unchanged(b);
-        seen.other(id_hash("c"), true);
+        stored(&mut seen, "c", 30);
         seen.settle();
         assert!(seen.every_keyed());
 
@@ -559,17 +647,33 @@ mod tests {
             seen.unchanged(b);
             if erased {
                 seen.other(id_hash("c"), false);
+                seen.aside(id_hash("c"), 30);
             }
             seen.settle();
             assert!(!seen.every_keyed(), "erased: {erased}");
-            let present = seen.present();
-            assert!(present.contains("a") && present.contains("b"));
-            assert!(!present.contains("c"));
+            assert!(seen.shows("a", Some(10)) && seen.shows("b", Some(20)));
+            assert!(!seen.shows("c", Some(30)));
+        }
+
+        // Past 64 links, each word of bits is checked to its last place.
+        for n in [63, 64, 65, 130] {
+            let links: StoredKeys = (0..n).collect();
+            let name = crate::model::ProviderName("p".into());
+            let fields = crate::providers::malomo::mapping::FIELDS;
+            let mut seen = Seen::new(Arc::new(Known::new(&name, &fields, links)));
+            for place in 0..n as u32 - 1 {
+                seen.unchanged(place);
+            }
+            seen.settle();
+            assert!(!seen.every_keyed(), "{n}: the last one missing");
+            seen.unchanged(n as u32 - 1);
+            seen.settle();
+            assert!(seen.every_keyed(), "{n}: all of them");
         }
     }
 
     #[test]
-    fn present_is_what_was_shown_present_however_it_was_shown() {
+    fn shown_present_is_what_was_shown_present_however_it_was_shown() {
         let (mut seen, [a, ..]) = seen_of_three();
         seen.unchanged(a);
         seen.other(id_hash("d"), true);
@@ -580,13 +684,17 @@ mod tests {
         // Shown with an email, then erased in the same listing: present (seen there).
         seen.other(id_hash("g"), true);
         seen.other(id_hash("g"), false);
-        let present = seen.present();
-        for id in ["a", "d", "f", "g"] {
-            assert!(present.contains(id), "{id}");
+        // The links as the deletions read them, with the key each has by then.
+        for (id, key) in [("a", Some(10)), ("d", None), ("f", Some(77)), ("g", None)] {
+            assert!(seen.shows(id, key), "{id}");
         }
-        for id in ["b", "c", "e", "h"] {
-            assert!(!present.contains(id), "{id}");
+        for (id, key) in [("b", Some(20)), ("c", Some(30)), ("e", None), ("h", None)] {
+            assert!(!seen.shows(id, key), "{id}");
         }
+        // `a` listed unchanged, then stored under a new key: shown by its id.
+        stored(&mut seen, "a", 10);
+        assert!(seen.shows("a", Some(11)));
+        // A link whose key is `a`'s old one is `a`: nobody else's text has that key.
         assert_eq!(seen.count(), 5);
     }
 }
