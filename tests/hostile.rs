@@ -301,6 +301,59 @@ async fn ecwid_first_page_again_with_unusable_emails_deletes_no_one() {
     .await;
 }
 
+/// While a listing runs, another process changes the key of a link the listing has
+/// shown unchanged (a worker that lost its lease recording a write it had sent): the
+/// link, told by the key it has now, looks vanished, and is not taken for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_changed_by_another_process_while_listing_deletes_no_one() {
+    let (w, everyone) = converged(PEOPLE).await;
+    let run = w.once().await;
+    assert_eq!(run.code, 0, "the second honest run: {}", run.why());
+    w.sb.clear_logs();
+    // The listing's last page is held back once it is answered...
+    let faults = &w.sb.ecwid.server.faults;
+    let last = (PEOPLE - PAGE).to_string();
+    faults.push(
+        Fault::Delay(Duration::from_secs(5))
+            .after()
+            .on("GET", ECWID_LIST)
+            .with_query("offset", &last)
+            .without_query("email"),
+    );
+    let mut child = w.spawn_once();
+    let failsafe = Instant::now() + Duration::from_secs(120);
+    while faults.handled() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(Instant::now() < failsafe, "the last page was never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while another process forgets the key of a link of its first page.
+    use sqlx::ConnectOptions;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(w.db_path())
+        .busy_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("open the database");
+    let forgot = sqlx::query(
+        "UPDATE links SET listed_key = NULL WHERE provider = 'storefront' AND remote_id =
+           (SELECT remote_id FROM links WHERE provider = 'storefront' AND listed_key IS NOT NULL
+            ORDER BY CAST(remote_id AS INTEGER) LIMIT 1)",
+    )
+    .execute(&mut db)
+    .await
+    .expect("forget a key")
+    .rows_affected();
+    assert_eq!(forgot, 1);
+    sqlx::Connection::close(db).await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(faults.injected() > 0);
+    assert_no_deletes(&w, "a key changed while listing");
+    w.assert_everyone_everywhere_once(&everyone);
+    assert!(status.success(), "{status}");
+    honest_run_converges(&w, &everyone).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partially_answering_another_page_than_the_one_asked_deletes_no_one() {
     short_listing("plans", |w| {

@@ -219,6 +219,24 @@ impl Store {
         }
     }
 
+    /// How many of `keys` some live link of `provider` still has as its listed key.
+    pub async fn keys_still_listed(&self, provider: &ProviderName, keys: &[i64]) -> Result<u64> {
+        let sql = format!(
+            "SELECT COUNT(DISTINCT listed_key) {KEYED} AND listed_key {}",
+            self.in_ints(2)
+        );
+        let mut still = 0;
+        for chunk in keys.chunks(KEYS_SLICE as usize) {
+            let n: i64 = sqlx::query_scalar(&sql)
+                .bind(&provider.0)
+                .bind(json(&chunk))
+                .fetch_one(&self.pool)
+                .await?;
+            still += n as u64;
+        }
+        Ok(still)
+    }
+
     /// One slice of [`Store::listed_keys`]: `$1` the provider, `$2` the slice's size,
     /// and with `after`, `$3` the greatest key read so far.
     pub(super) fn listed_keys_sql(&self, after: bool) -> String {

@@ -612,6 +612,19 @@ impl Engine {
                 seen.shows(remote_id, key)
             })
             .await?;
+        // A link is told by the key it has now: had another process changed the key of
+        // a link listed unchanged meanwhile, that link would look vanished. Then no
+        // deletion is inferred from this listing; the next one tells.
+        if !vanished.is_empty() {
+            let shown = seen.keys_shown_only_unchanged();
+            let still = self.store.keys_still_listed(name, &shown).await?;
+            if still < shown.len() as u64 {
+                tracing::warn!(provider = %name, vanished = vanished.len(),
+                    changed = shown.len() as u64 - still,
+                    "links listed unchanged changed while the listing ran: no deletion inferred this run");
+                return Ok(());
+            }
+        }
         ctx.touched.extend(vanished.iter().map(|(c, _)| *c));
         if vanished.is_empty() {
             return Ok(());

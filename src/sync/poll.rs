@@ -189,6 +189,27 @@ impl Seen {
             });
     }
 
+    /// The keys of the links the listing showed only unchanged (not otherwise too).
+    /// While the listing ran, only it changed those links' keys, unless another
+    /// process did (a worker that lost its lease recording what it had sent): then
+    /// some of these are no longer on any link, and a link whose key changed cannot
+    /// be told from one that vanished (see [`Seen::shows`]).
+    pub fn keys_shown_only_unchanged(&self) -> Vec<i64> {
+        let otherwise = self.otherwise(true);
+        self.unchanged
+            .iter()
+            .zip(otherwise)
+            .enumerate()
+            .flat_map(|(at, (u, o))| {
+                let word = u & !o;
+                (0..64)
+                    .filter(move |bit| word & (1 << bit) != 0)
+                    .map(move |bit| (at * 64 + bit) as u32)
+            })
+            .filter_map(|place| self.links().key_at(place))
+            .collect()
+    }
+
     /// True when the listing returned every link it knew by key when it began: then
     /// only a link without a listed key can have vanished.
     pub fn every_keyed(&self) -> bool {
@@ -200,7 +221,10 @@ impl Seen {
     /// id's hash: then a deletion is missed, never invented).
     ///
     /// A link's key is the one it had when the listing began unless the listing stored
-    /// its record, and a record stored is seen otherwise, by its id.
+    /// its record (seen otherwise, by its id) or another process changed it meanwhile:
+    /// before it takes a link this says was not shown for vanished, the engine checks
+    /// that every key shown only unchanged is still on a link
+    /// ([`Seen::keys_shown_only_unchanged`]).
     pub fn shows(&self, remote_id: &str, key: Option<i64>) -> bool {
         let unchanged = key.and_then(|k| self.links().find(k)).is_some_and(|place| {
             let (word, bit) = bit_of(place as usize);
