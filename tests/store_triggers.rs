@@ -10,6 +10,7 @@
 mod pg;
 
 use custsync::config::{PgUrl, StorePath};
+use custsync::model::ProviderName;
 use custsync::store::Store;
 
 /// A store on a fresh database of the test cluster.
@@ -166,10 +167,7 @@ async fn every_stream_is_marked_once(s: &Store) {
     )
     .await;
     exec(s, "INSERT INTO activity_marks (tenant, provider, customer_id, refreshed_at) VALUES ('default', 'email', 7, 'read before')").await;
-    let sources = [
-        custsync::model::ProviderName("ship".into()),
-        custsync::model::ProviderName("email".into()),
-    ];
+    let sources = [ProviderName("ship".into()), ProviderName("email".into())];
     let due = s.activity_due("default", &sources, 10, None).await.unwrap();
     assert_eq!(due.len(), 10);
     let marks = marks(s).await;
@@ -221,7 +219,7 @@ async fn every_stream_is_marked_once_on_postgres() {
 /// before; one learned twice in a batch keeps the last (PostgreSQL refuses an upsert
 /// that meets the same row twice in one statement).
 async fn memberships_are_saved_together_the_last_of_each_kept(s: &Store) {
-    use custsync::model::{CustomerId, ProviderName, RemoteId};
+    use custsync::model::{CustomerId, RemoteId};
     use custsync::store::activity::Membership;
     exec(
         s,
@@ -349,4 +347,60 @@ async fn changed_batches_on_postgres() {
     let plan = plan.join("\n");
     assert!(!plan.contains("Seq Scan on outbox"), "{plan}");
     assert!(!plan.contains("Materialize"), "{plan}");
+}
+
+/// What a listing reads of its keys: every live link's key, negative and positive, in
+/// several slices (the keys arrive in their order as each database sorts them, signed,
+/// and are packed as they come); the keys of some links by their ids; and how many of
+/// some keys are still on a live link.
+async fn listed_keys_are_read_whole_and_by_id(s: &Store) {
+    let n = 25_000;
+    people(s, n).await;
+    // Keys from -3n/2 to 3n/2, one link in 7 without one, one in 11 gone.
+    exec(
+        s,
+        &format!(
+            "INSERT INTO links (provider, remote_id, customer_id, snapshot, listed_key, gone)
+             SELECT 'ship', 'r' || id, id, '{{}}',
+                    CASE WHEN id % 7 = 0 THEN NULL ELSE (id - {half}) * 3 END,
+                    CASE WHEN id % 11 = 0 THEN 1 ELSE 0 END
+             FROM customers",
+            half = n / 2
+        ),
+    )
+    .await;
+    let ship = ProviderName("ship".into());
+    let keyed = |id: u32| !id.is_multiple_of(7) && !id.is_multiple_of(11);
+    let key = |id: u32| (i64::from(id) - i64::from(n / 2)) * 3;
+    let keys = s.listed_keys(&ship).await.unwrap();
+    assert_eq!(keys.len(), (1..=n).filter(|&id| keyed(id)).count());
+    for id in 1..=n {
+        assert_eq!(keys.find(key(id)).is_some(), keyed(id), "r{id}");
+        assert_eq!(keys.find(key(id) + 1), None);
+    }
+    let ids: Vec<String> = (1..=n).step_by(5).map(|id| format!("r{id}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut found = s.listed_keys_of(&ship, &ids).await.unwrap();
+    found.sort_unstable();
+    let mut want: Vec<(String, i64)> = (1..=n)
+        .step_by(5)
+        .filter(|&id| keyed(id))
+        .map(|id| (format!("r{id}"), key(id)))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(found, want);
+    // Of 1..=100's keys and one key nobody has: those still on a live link.
+    let asked: Vec<i64> = (1..=100).map(key).chain([i64::MAX]).collect();
+    let still = s.keys_still_listed(&ship, &asked).await.unwrap();
+    assert_eq!(still, (1..=100).filter(|&id| keyed(id)).count() as u64);
+}
+
+#[tokio::test]
+async fn listed_keys_on_sqlite() {
+    listed_keys_are_read_whole_and_by_id(&on_sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_keys_on_postgres() {
+    listed_keys_are_read_whole_and_by_id(&on_postgres().await).await;
 }
