@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use custsync::sandbox::evil::Evil;
-use custsync::sandbox::faults::Fault;
+use custsync::sandbox::faults::{Fault, Rule};
 use custsync::sandbox::lies::{Answer, Bend, Payload};
 use custsync::sandbox::{RequestLog, LOGGED_BODY_LIMIT};
 use five::{Five, Run};
@@ -51,6 +51,15 @@ async fn converged(n: usize) -> (Five, BTreeSet<String>) {
     w.assert_everyone_everywhere_once(&everyone);
     w.sb.clear_logs();
     (w, everyone)
+}
+
+/// `rule` on the request for the last page of Ecwid's listing.
+fn on_ecwid_last_page(rule: impl Into<Rule>) -> Rule {
+    let last = (PEOPLE - PAGE).to_string();
+    rule.into()
+        .on("GET", ECWID_LIST)
+        .with_query("offset", &last)
+        .without_query("email")
 }
 
 fn assert_no_deletes(w: &Five, when: &str) {
@@ -200,13 +209,10 @@ async fn ecwid_last_page_empty_while_its_total_says_300_deletes_no_one() {
         let empty = Bend::default()
             .set("/data/attributes/items", json!([]))
             .set("/data/attributes/count", json!(0));
-        let last = (PEOPLE - PAGE).to_string();
-        w.sb.ecwid.server.faults.always(
-            Fault::Bend(empty)
-                .on("GET", ECWID_LIST)
-                .with_query("offset", &last)
-                .without_query("email"),
-        );
+        w.sb.ecwid
+            .server
+            .faults
+            .always(on_ecwid_last_page(Fault::Bend(empty)));
     })
     .await;
 }
@@ -262,13 +268,10 @@ async fn ecwid_first_page_again(change: impl Fn(usize) -> (String, serde_json::V
         let (pointer, value) = change(i);
         again = again.set(&pointer, value);
     }
-    let last = (PEOPLE - PAGE).to_string();
-    w.sb.ecwid.server.faults.always(
-        Fault::Bend(again)
-            .on("GET", ECWID_LIST)
-            .with_query("offset", &last)
-            .without_query("email"),
-    );
+    w.sb.ecwid
+        .server
+        .faults
+        .always(on_ecwid_last_page(Fault::Bend(again)));
     let run = w.once().await;
     assert_lie_told(&w, "storefront");
     assert_no_deletes(&w, "ecwid's first page again");
@@ -312,14 +315,9 @@ async fn a_key_changed_by_another_process_while_listing_deletes_no_one() {
     w.sb.clear_logs();
     // The listing's last page is held back once it is answered...
     let faults = &w.sb.ecwid.server.faults;
-    let last = (PEOPLE - PAGE).to_string();
-    faults.push(
-        Fault::Delay(Duration::from_secs(5))
-            .after()
-            .on("GET", ECWID_LIST)
-            .with_query("offset", &last)
-            .without_query("email"),
-    );
+    faults.push(on_ecwid_last_page(
+        Fault::Delay(Duration::from_secs(5)).after(),
+    ));
     let mut child = w.spawn_once();
     let failsafe = Instant::now() + Duration::from_secs(120);
     while faults.handled() == 0 {
