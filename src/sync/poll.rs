@@ -45,15 +45,16 @@ pub struct PollOutcome {
 /// What a listing saw of the provider's records: one bit for each link it knew by key
 /// when it began ([`Listed::Unchanged`], by the link's place in its [`StoredKeys`]),
 /// and the [`id_hash`]es of the records it saw otherwise (decoded, skipped, erased). A
-/// no-op listing of a million links holds 128 KiB of bits beside the keys, where two
-/// sets of hashes took 38 MiB.
+/// no-op listing of a million links holds 256 KiB of bits (two a link) beside the
+/// keys, where two sets of hashes took 38 MiB.
 ///
 /// The keys hold no id: which known link a record seen otherwise is, is told by the
 /// key the store held for its link when the listing began. A record the listing
 /// stored reports it from the page that stored it ([`Seen::stored_key`]), before its
-/// key changes (only the listing changes a link's key while it runs, and only for a
-/// record it saw otherwise); a record skipped is looked up at the end, and a link a
-/// page deleted is reported with its key ([`Seen::aside`]).
+/// key changes (the listing changes a link's key only for a record it saw otherwise;
+/// another process that changes one meanwhile is caught before any deletion, see
+/// [`Seen::keys_shown_only_unchanged`]); a record skipped is looked up at the end, and
+/// a link a page deleted is reported with its key ([`Seen::aside`]).
 #[derive(Debug, Default)]
 pub struct Seen {
     known: Arc<Known>,
@@ -190,10 +191,10 @@ impl Seen {
     }
 
     /// The keys of the links the listing showed only unchanged (not otherwise too).
-    /// While the listing ran, only it changed those links' keys, unless another
-    /// process did (a worker that lost its lease recording what it had sent): then
-    /// some of these are no longer on any link, and a link whose key changed cannot
-    /// be told from one that vanished (see [`Seen::shows`]).
+    /// The listing itself changed none of those links' keys; another process may
+    /// have (a worker that lost its lease, recording what it had sent): then some of
+    /// these are no longer on any link, and a link whose key changed cannot be told
+    /// from one that vanished (see [`Seen::shows`]).
     pub fn keys_shown_only_unchanged(&self) -> Vec<i64> {
         let otherwise = self.otherwise(true);
         self.unchanged
