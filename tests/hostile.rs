@@ -318,37 +318,42 @@ async fn a_key_changed_by_another_process_while_listing_deletes_no_one() {
     faults.push(on_ecwid_last_page(
         Fault::Delay(Duration::from_secs(5)).after(),
     ));
-    let mut child = w.spawn_once();
-    let failsafe = Instant::now() + Duration::from_secs(120);
-    while faults.handled() == 0 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
-        assert!(Instant::now() < failsafe, "the last page was never asked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // ...while another process forgets the key of a link of its first page.
-    use sqlx::ConnectOptions;
-    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(w.db_path())
-        .busy_timeout(Duration::from_secs(30))
-        .connect()
+    let forget = async {
+        let failsafe = Instant::now() + Duration::from_secs(120);
+        while faults.handled() == 0 {
+            assert!(Instant::now() < failsafe, "the last page was never asked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // ...while another process forgets the key of a link of its first page.
+        use sqlx::ConnectOptions;
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(w.db_path())
+            .busy_timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("open the database");
+        let forgot = sqlx::query(
+            "UPDATE links SET listed_key = NULL WHERE provider = 'storefront' AND remote_id =
+               (SELECT remote_id FROM links WHERE provider = 'storefront' AND listed_key IS NOT NULL
+                ORDER BY CAST(remote_id AS INTEGER) LIMIT 1)",
+        )
+        .execute(&mut db)
         .await
-        .expect("open the database");
-    let forgot = sqlx::query(
-        "UPDATE links SET listed_key = NULL WHERE provider = 'storefront' AND remote_id =
-           (SELECT remote_id FROM links WHERE provider = 'storefront' AND listed_key IS NOT NULL
-            ORDER BY CAST(remote_id AS INTEGER) LIMIT 1)",
-    )
-    .execute(&mut db)
-    .await
-    .expect("forget a key")
-    .rows_affected();
-    assert_eq!(forgot, 1);
-    sqlx::Connection::close(db).await.unwrap();
-    let status = child.wait().await.unwrap();
+        .expect("forget a key")
+        .rows_affected();
+        assert_eq!(forgot, 1);
+        sqlx::Connection::close(db).await.unwrap();
+    };
+    let (run, ()) = tokio::join!(w.once(), forget);
     assert!(faults.injected() > 0);
     assert_no_deletes(&w, "a key changed while listing");
     w.assert_everyone_everywhere_once(&everyone);
-    assert!(status.success(), "{status}");
+    assert_eq!(run.code, 0, "{}", run.why());
+    let said = run.report.as_ref().expect("a report")["errors"].to_string();
+    assert!(
+        said.contains("changed by another process while it ran: no deletion is inferred"),
+        "the report says why no deletion was inferred: {said}"
+    );
     honest_run_converges(&w, &everyone).await;
 }
 

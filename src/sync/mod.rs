@@ -619,9 +619,18 @@ impl Engine {
             let shown = seen.keys_shown_only_unchanged();
             let still = self.store.keys_still_listed(name, &shown).await?;
             if still < shown.len() as u64 {
-                tracing::warn!(provider = %name, vanished = vanished.len(),
-                    changed = shown.len() as u64 - still,
+                let changed = shown.len() as u64 - still;
+                tracing::warn!(provider = %name, vanished = vanished.len(), changed,
                     "links listed unchanged changed while the listing ran: no deletion inferred this run");
+                report.error(
+                    &name.0,
+                    None,
+                    None,
+                    format!(
+                        "{changed} link(s) the listing showed unchanged were changed by another process while it ran: no deletion is inferred from it this run ({} link(s) looked vanished)",
+                        vanished.len()
+                    ),
+                );
                 return Ok(());
             }
         }
