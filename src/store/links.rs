@@ -193,8 +193,20 @@ impl Store {
             .bind(&provider.0)
             .fetch_one(&self.pool)
             .await?;
-        let (first, next) = (self.listed_keys_sql(false), self.listed_keys_sql(true));
         let mut stored = crate::providers::StoredKeys::with_capacity(expected.max(0) as usize);
+        self.each_listed_key(provider, |key| stored.push(key))
+            .await?;
+        Ok(stored.finish())
+    }
+
+    /// Calls `f` with the listed key of every live link of `provider`, in the keys'
+    /// order (as signed), one slice of [`KEYS_SLICE`] read at a time.
+    pub async fn each_listed_key(
+        &self,
+        provider: &ProviderName,
+        mut f: impl FnMut(i64),
+    ) -> Result<()> {
+        let (first, next) = (self.listed_keys_sql(false), self.listed_keys_sql(true));
         let mut after = None;
         loop {
             let query = sqlx::query_scalar(if after.is_some() { &next } else { &first })
@@ -209,32 +221,12 @@ impl Store {
             let mut keys: Vec<i64> = serde_json::from_str(text.as_deref().unwrap_or("[]"))?;
             // An aggregate need not keep the subquery's order.
             keys.sort_unstable();
-            for &key in &keys {
-                stored.push(key);
-            }
+            keys.iter().copied().for_each(&mut f);
             match keys.last() {
                 Some(&last) if keys.len() as i64 == KEYS_SLICE => after = Some(last),
-                _ => return Ok(stored.finish()),
+                _ => return Ok(()),
             }
         }
-    }
-
-    /// How many of `keys` some live link of `provider` still has as its listed key.
-    pub async fn keys_still_listed(&self, provider: &ProviderName, keys: &[i64]) -> Result<u64> {
-        let sql = format!(
-            "SELECT COUNT(DISTINCT listed_key) {KEYED} AND listed_key {}",
-            self.in_ints(2)
-        );
-        let mut still = 0;
-        for chunk in keys.chunks(KEYS_SLICE as usize) {
-            let n: i64 = sqlx::query_scalar(&sql)
-                .bind(&provider.0)
-                .bind(json(&chunk))
-                .fetch_one(&self.pool)
-                .await?;
-            still += n as u64;
-        }
-        Ok(still)
     }
 
     /// One slice of [`Store::listed_keys`]: `$1` the provider, `$2` the slice's size,

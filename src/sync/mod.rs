@@ -616,10 +616,13 @@ impl Engine {
         // a link listed unchanged meanwhile, that link would look vanished. Then no
         // deletion is inferred from this listing; the next one tells.
         if !vanished.is_empty() {
-            let shown = seen.keys_shown_only_unchanged();
-            let still = self.store.keys_still_listed(name, &shown).await?;
-            if still < shown.len() as u64 {
-                let changed = shown.len() as u64 - still;
+            // The keys the links have now, a slice at a time: no list of them is held.
+            let mut still = seen.no_places();
+            self.store
+                .each_listed_key(name, |key| seen.mark_still(&mut still, key))
+                .await?;
+            let changed = seen.shown_unchanged_since_changed(&still);
+            if changed > 0 {
                 tracing::warn!(provider = %name, vanished = vanished.len(), changed,
                     "links listed unchanged changed while the listing ran: no deletion inferred this run");
                 report.error(

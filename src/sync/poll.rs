@@ -53,7 +53,7 @@ pub struct PollOutcome {
 /// stored reports it from the page that stored it ([`Seen::stored_key`]), before its
 /// key changes (the listing changes a link's key only for a record it saw otherwise;
 /// another process that changes one meanwhile is caught before any deletion, see
-/// [`Seen::keys_shown_only_unchanged`]); a record skipped is looked up at the end, and
+/// [`Seen::shown_unchanged_since_changed`]); a record skipped is looked up at the end, and
 /// a link a page deleted is reported with its key ([`Seen::aside`]).
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -190,25 +190,32 @@ impl Seen {
             });
     }
 
-    /// The keys of the links the listing showed only unchanged (not otherwise too).
-    /// The listing itself changed none of those links' keys; another process may
-    /// have (a worker that lost its lease, recording what it had sent): then some of
-    /// these are no longer on any link, and a link whose key changed cannot be told
-    /// from one that vanished (see [`Seen::shows`]).
-    pub fn keys_shown_only_unchanged(&self) -> Vec<i64> {
-        let otherwise = self.otherwise(true);
+    /// No place marked: what [`Seen::mark_still`] marks.
+    pub fn no_places(&self) -> Vec<u64> {
+        vec![0; self.unchanged.len()]
+    }
+
+    /// Marks in `still` the place of `key`, a key some live link has now.
+    pub fn mark_still(&self, still: &mut [u64], key: i64) {
+        if let Some(place) = self.links().find(key) {
+            let (word, bit) = bit_of(place as usize);
+            still[word] |= bit;
+        }
+    }
+
+    /// How many links the listing showed only unchanged (not otherwise too) no longer
+    /// have the key they were shown by, given the places of the keys live links have
+    /// now (`still`, marked by [`Seen::mark_still`]). The listing itself changed none
+    /// of those links' keys; another process may have (a worker that lost its lease,
+    /// recording what it had sent): then a link whose key changed cannot be told from
+    /// one that vanished (see [`Seen::shows`]).
+    pub fn shown_unchanged_since_changed(&self, still: &[u64]) -> u64 {
         self.unchanged
             .iter()
-            .zip(otherwise)
-            .enumerate()
-            .flat_map(|(at, (u, o))| {
-                let word = u & !o;
-                (0..64)
-                    .filter(move |bit| word & (1 << bit) != 0)
-                    .map(move |bit| (at * 64 + bit) as u32)
-            })
-            .filter_map(|place| self.links().key_at(place))
-            .collect()
+            .zip(self.otherwise(true))
+            .zip(still)
+            .map(|((u, o), s)| u64::from((u & !o & !s).count_ones()))
+            .sum()
     }
 
     /// True when the listing returned every link it knew by key when it began: then
@@ -225,7 +232,7 @@ impl Seen {
     /// its record (seen otherwise, by its id) or another process changed it meanwhile:
     /// before it takes a link this says was not shown for vanished, the engine checks
     /// that every key shown only unchanged is still on a link
-    /// ([`Seen::keys_shown_only_unchanged`]).
+    /// ([`Seen::shown_unchanged_since_changed`]).
     pub fn shows(&self, remote_id: &str, key: Option<i64>) -> bool {
         let unchanged = key.and_then(|k| self.links().find(k)).is_some_and(|place| {
             let (word, bit) = bit_of(place as usize);
