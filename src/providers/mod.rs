@@ -350,7 +350,8 @@ impl StoredKeys {
         (from..to).find(|&place| self.low_at(place as usize) == low)
     }
 
-    /// The key of the link at `place`.
+    /// The key of the link at `place` (what the tests of the packing read back).
+    #[cfg(test)]
     pub fn key_at(&self, place: u32) -> Option<i64> {
         if place as usize >= self.len {
             return None;

@@ -97,10 +97,9 @@ impl Seen {
         if place as usize >= self.links().len() {
             return None;
         }
-        let (word, bit) = bit_of(place as usize);
-        let before = self.unchanged[word] & bit != 0;
-        self.unchanged[word] |= bit;
-        Some(!before && self.stored[word] & bit == 0)
+        let before = is_marked(&self.unchanged, place);
+        mark(&mut self.unchanged, place);
+        Some(!before && !is_marked(&self.stored, place))
     }
 
     /// A record listed otherwise, by the hash of its id, present or not: whether it is
@@ -118,9 +117,8 @@ impl Seen {
 
     /// The key a record the listing stored had in the store as its page began.
     fn stored_key(&mut self, key: i64) {
-        if let Some(place) = self.links().find(key) {
-            let (word, bit) = bit_of(place as usize);
-            self.stored[word] |= bit;
+        if let Some(place) = self.known.links().find(key) {
+            mark(&mut self.stored, place);
         }
     }
 
@@ -138,8 +136,7 @@ impl Seen {
         let mut words = self.stored.clone();
         for &(id, place) in &self.aside {
             if self.other.contains(&id) && (absent_too || !self.absent.contains(&id)) {
-                let (word, bit) = bit_of(place as usize);
-                words[word] |= bit;
+                mark(&mut words, place);
             }
         }
         words
@@ -148,15 +145,11 @@ impl Seen {
     /// How many distinct records the listing showed: one listed both unchanged and
     /// otherwise counts once.
     fn count(&self) -> u64 {
-        let ones = |words: &mut dyn Iterator<Item = u64>| -> u64 {
-            words.map(|w| u64::from(w.count_ones())).sum()
-        };
-        let unchanged = ones(&mut self.unchanged.iter().copied());
+        let unchanged = ones(self.unchanged.iter().copied());
         let both = match self.other.is_empty() {
             true => 0,
             false => ones(
-                &mut self
-                    .unchanged
+                self.unchanged
                     .iter()
                     .zip(self.otherwise(true))
                     .map(|(u, o)| u & o),
@@ -198,8 +191,7 @@ impl Seen {
     /// Marks in `still` the place of `key`, a key some live link has now.
     pub fn mark_still(&self, still: &mut [u64], key: i64) {
         if let Some(place) = self.links().find(key) {
-            let (word, bit) = bit_of(place as usize);
-            still[word] |= bit;
+            mark(still, place);
         }
     }
 
@@ -210,12 +202,13 @@ impl Seen {
     /// recording what it had sent): then a link whose key changed cannot be told from
     /// one that vanished (see [`Seen::shows`]).
     pub fn shown_unchanged_since_changed(&self, still: &[u64]) -> u64 {
-        self.unchanged
-            .iter()
-            .zip(self.otherwise(true))
-            .zip(still)
-            .map(|((u, o), s)| u64::from((u & !o & !s).count_ones()))
-            .sum()
+        ones(
+            self.unchanged
+                .iter()
+                .zip(self.otherwise(true))
+                .zip(still)
+                .map(|((u, o), s)| u & !o & !s),
+        )
     }
 
     /// True when the listing returned every link it knew by key when it began: then
@@ -234,17 +227,33 @@ impl Seen {
     /// that every key shown only unchanged is still on a link
     /// ([`Seen::shown_unchanged_since_changed`]).
     pub fn shows(&self, remote_id: &str, key: Option<i64>) -> bool {
-        let unchanged = key.and_then(|k| self.links().find(k)).is_some_and(|place| {
-            let (word, bit) = bit_of(place as usize);
-            self.unchanged[word] & bit != 0
-        });
+        let unchanged = key
+            .and_then(|k| self.links().find(k))
+            .is_some_and(|place| is_marked(&self.unchanged, place));
         unchanged || self.present_otherwise(id_hash(remote_id))
     }
 }
 
 /// The word of [`Seen`]'s bits that holds `place`, and its bit there.
-fn bit_of(place: usize) -> (usize, u64) {
-    (place / 64, 1 << (place % 64))
+fn bit_of(place: u32) -> (usize, u64) {
+    (place as usize / 64, 1 << (place % 64))
+}
+
+/// Sets the bit of `place` in `words`.
+fn mark(words: &mut [u64], place: u32) {
+    let (word, bit) = bit_of(place);
+    words[word] |= bit;
+}
+
+/// Whether the bit of `place` is set in `words`.
+fn is_marked(words: &[u64], place: u32) -> bool {
+    let (word, bit) = bit_of(place);
+    words[word] & bit != 0
+}
+
+/// How many bits the words have set.
+fn ones(words: impl Iterator<Item = u64>) -> u64 {
+    words.map(|w| u64::from(w.count_ones())).sum()
 }
 
 /// What a listing has shown so far, to tell a complete listing from one that fell
