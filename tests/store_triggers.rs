@@ -25,6 +25,24 @@ async fn on_sqlite() -> Store {
     Store::open(&StorePath::Memory, None).await.unwrap()
 }
 
+/// The tests `name::sqlite` and `name::postgres`, each running `story` on a fresh
+/// store of that backend.
+macro_rules! on_both {
+    ($name:ident, $story:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$story(&super::on_sqlite().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$story(&super::on_postgres().await).await;
+            }
+        }
+    };
+}
+
 /// Customers 1 to `n`, `p1@example.com` and on, in one statement on either backend.
 async fn people(s: &Store, n: u32) {
     exec(
@@ -65,9 +83,9 @@ async fn marks(s: &Store) -> Vec<(String, i64)> {
     .unwrap()
 }
 
-async fn the_triggers_mark(s: Store) {
+async fn the_triggers_mark(s: &Store) {
     exec(
-        &s,
+        s,
         "INSERT INTO customers (id, email, fields, updated_at, created_at) VALUES
         (1, 'a@example.com', '{}', 'x', 'x'), (2, 'b@example.com', '{}', 'x', 'x'),
         (3, 'c@example.com', '{}', 'x', 'x'), (4, 'd@example.com', '{}', 'x', 'x')",
@@ -75,85 +93,76 @@ async fn the_triggers_mark(s: Store) {
     .await;
     // No group pass recorded, no source of activity: nothing is marked.
     exec(
-        &s,
+        s,
         "INSERT INTO links (provider, remote_id, customer_id) VALUES ('store', 's-1', 1)",
     )
     .await;
-    exec(&s, "UPDATE customers SET fields = '{\"a\":1}' WHERE id = 1").await;
-    assert!(dirty(&s).await.is_empty());
-    assert!(marks(&s).await.is_empty());
+    exec(s, "UPDATE customers SET fields = '{\"a\":1}' WHERE id = 1").await;
+    assert!(dirty(s).await.is_empty());
+    assert!(marks(s).await.is_empty());
 
-    exec(&s, "INSERT INTO groups_passes (tenant, provider, rules, full_at) VALUES ('default', 'email', '[]', 'x')").await;
+    exec(s, "INSERT INTO groups_passes (tenant, provider, rules, full_at) VALUES ('default', 'email', '[]', 'x')").await;
     exec(
-        &s,
+        s,
         "INSERT INTO activity_sources (tenant, provider) VALUES ('default', 'ship')",
     )
     .await;
     // Links made, two in one statement: their customers, and a stream of the source.
-    exec(&s, "INSERT INTO links (provider, remote_id, customer_id) VALUES ('ship', 'sh-2', 2), ('email', 'e-3', 3)").await;
-    assert_eq!(dirty(&s).await, [2, 3]);
-    assert_eq!(marks(&s).await, [("ship".to_string(), 2)]);
+    exec(s, "INSERT INTO links (provider, remote_id, customer_id) VALUES ('ship', 'sh-2', 2), ('email', 'e-3', 3)").await;
+    assert_eq!(dirty(s).await, [2, 3]);
+    assert_eq!(marks(s).await, [("ship".to_string(), 2)]);
     // What a plan does not read marks nothing; what it reads does.
     exec(
-        &s,
+        s,
         "UPDATE links SET observed = '{}', observed_at = 'x' WHERE provider = 'ship'",
     )
     .await;
-    exec(&s, "UPDATE customers SET updated_at = 'y'").await;
-    assert!(dirty(&s).await.is_empty());
-    exec(&s, "UPDATE links SET snapshot = observed, observed = NULL").await;
-    assert_eq!(dirty(&s).await, [2]);
-    exec(&s, "UPDATE links SET gone = 1 WHERE remote_id = 'e-3'").await;
+    exec(s, "UPDATE customers SET updated_at = 'y'").await;
+    assert!(dirty(s).await.is_empty());
+    exec(s, "UPDATE links SET snapshot = observed, observed = NULL").await;
+    assert_eq!(dirty(s).await, [2]);
+    exec(s, "UPDATE links SET gone = 1 WHERE remote_id = 'e-3'").await;
     exec(
-        &s,
+        s,
         "UPDATE customers SET fields = '{\"b\":1}' WHERE id IN (1, 4)",
     )
     .await;
-    assert_eq!(dirty(&s).await, [1, 3, 4]);
-    exec(&s, "UPDATE customers SET tombstoned_at = 'x' WHERE id = 2").await;
-    assert_eq!(dirty(&s).await, [2]);
+    assert_eq!(dirty(s).await, [1, 3, 4]);
+    exec(s, "UPDATE customers SET tombstoned_at = 'x' WHERE id = 2").await;
+    assert_eq!(dirty(s).await, [2]);
     // A link moved: both customers, and the stream of its new customer.
     exec(
-        &s,
+        s,
         "UPDATE links SET customer_id = 4 WHERE remote_id = 'sh-2'",
     )
     .await;
-    assert_eq!(dirty(&s).await, [2, 4]);
-    assert_eq!(marks(&s).await, [("ship".into(), 2), ("ship".into(), 4)]);
+    assert_eq!(dirty(s).await, [2, 4]);
+    assert_eq!(marks(s).await, [("ship".into(), 2), ("ship".into(), 4)]);
     // An upsert that inserts marks as an insert, one that updates as an update.
-    exec(&s, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('ship', 'sh-1', 1, '{}'), ('ship', 'sh-2', 4, '{}')
+    exec(s, "INSERT INTO links (provider, remote_id, customer_id, snapshot) VALUES ('ship', 'sh-1', 1, '{}'), ('ship', 'sh-2', 4, '{}')
         ON CONFLICT (provider, remote_id) DO UPDATE SET gone = 0").await;
-    assert_eq!(dirty(&s).await, [1]);
+    assert_eq!(dirty(s).await, [1]);
     assert_eq!(
-        marks(&s).await,
+        marks(s).await,
         [("ship".into(), 1), ("ship".into(), 2), ("ship".into(), 4)]
     );
-    exec(&s, "UPDATE links SET gone = 1 WHERE remote_id = 'sh-2'").await;
-    assert_eq!(dirty(&s).await, [4]);
+    exec(s, "UPDATE links SET gone = 1 WHERE remote_id = 'sh-2'").await;
+    assert_eq!(dirty(s).await, [4]);
     // A link deleted.
-    exec(&s, "DELETE FROM links WHERE remote_id IN ('s-1', 'e-3')").await;
-    assert_eq!(dirty(&s).await, [1, 3]);
+    exec(s, "DELETE FROM links WHERE remote_id IN ('s-1', 'e-3')").await;
+    assert_eq!(dirty(s).await, [1, 3]);
     // No longer a source: nothing more is marked for activity.
-    exec(&s, "DELETE FROM activity_sources").await;
+    exec(s, "DELETE FROM activity_sources").await;
     exec(
-        &s,
+        s,
         "INSERT INTO links (provider, remote_id, customer_id) VALUES ('ship', 'sh-3', 3)",
     )
     .await;
-    assert_eq!(dirty(&s).await, [3]);
-    assert_eq!(marks(&s).await.len(), 3);
+    assert_eq!(dirty(s).await, [3]);
+    assert_eq!(marks(s).await.len(), 3);
 }
 
-#[tokio::test]
-async fn the_triggers_mark_what_changed_on_sqlite() {
-    the_triggers_mark(on_sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_triggers_mark_what_changed_on_postgres() {
-    let s = on_postgres().await;
-    the_triggers_mark(s).await;
-}
+on_both!(the_triggers_mark_what_changed, the_triggers_mark);
 
 /// A provider made a source of activity has every stream marked at its first poll,
 /// once each, beside the marks another source's first poll made a moment before and
@@ -265,17 +274,10 @@ async fn memberships_are_saved_together_the_last_of_each_kept(s: &Store) {
     assert_eq!(rows, want);
 }
 
-#[tokio::test]
-async fn memberships_are_saved_together_on_sqlite() {
-    let s = on_sqlite().await;
-    memberships_are_saved_together_the_last_of_each_kept(&s).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memberships_are_saved_together_on_postgres() {
-    let s = on_postgres().await;
-    memberships_are_saved_together_the_last_of_each_kept(&s).await;
-}
+on_both!(
+    memberships_are_saved_together,
+    memberships_are_saved_together_the_last_of_each_kept
+);
 
 /// The merge's second pass reads, batch by batch in id order, exactly the customers
 /// with a link observed, an operation in the outbox, or touched, however the three
@@ -397,12 +399,4 @@ async fn listed_keys_are_read_whole_and_by_id(s: &Store) {
     assert_eq!(each, every);
 }
 
-#[tokio::test]
-async fn listed_keys_on_sqlite() {
-    listed_keys_are_read_whole_and_by_id(&on_sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listed_keys_on_postgres() {
-    listed_keys_are_read_whole_and_by_id(&on_postgres().await).await;
-}
+on_both!(listed_keys, listed_keys_are_read_whole_and_by_id);
